@@ -1,0 +1,759 @@
+//! The qam wire protocol as Rust types: requests, answers, error codes and the JSON-lines codec.
+//! `protocol.md` is the normative text; this module and that file change together.
+
+use crate::secret::Password;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+use zeroize::Zeroizing;
+
+/// Version of the protocol described in `protocol.md`, answered by `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest request line the daemon reads, newline excluded; longer ones get `too_large`.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+
+/// Largest `limit` a `list` or `export` page may ask for.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Page size used when `limit` is absent.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// Every operation the daemon knows, by its wire name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Hello,
+    Verify,
+    Exists,
+    Lookup,
+    Register,
+    ChangePassword,
+    SetPassword,
+    Delete,
+    Lock,
+    Unlock,
+    List,
+    Status,
+    Export,
+    Import,
+}
+
+impl Op {
+    /// All operations, in protocol.md's order.
+    pub const ALL: [Op; 14] = [
+        Op::Hello,
+        Op::Verify,
+        Op::Exists,
+        Op::Lookup,
+        Op::Register,
+        Op::ChangePassword,
+        Op::SetPassword,
+        Op::Delete,
+        Op::Lock,
+        Op::Unlock,
+        Op::List,
+        Op::Status,
+        Op::Export,
+        Op::Import,
+    ];
+
+    /// The wire name, e.g. `change_password`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Hello => "hello",
+            Op::Verify => "verify",
+            Op::Exists => "exists",
+            Op::Lookup => "lookup",
+            Op::Register => "register",
+            Op::ChangePassword => "change_password",
+            Op::SetPassword => "set_password",
+            Op::Delete => "delete",
+            Op::Lock => "lock",
+            Op::Unlock => "unlock",
+            Op::List => "list",
+            Op::Status => "status",
+            Op::Export => "export",
+            Op::Import => "import",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name given is not an operation of this protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown operation `{0}`")]
+pub struct UnknownOp(pub String);
+
+impl FromStr for Op {
+    type Err = UnknownOp;
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Op::ALL
+            .into_iter()
+            .find(|op| op.as_str() == name)
+            .ok_or_else(|| UnknownOp(name.to_owned()))
+    }
+}
+
+/// One record of a user as `export` gives it and `import` takes it: the whole account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRecord {
+    pub name: String,
+    /// The argon2id PHC string.
+    pub hash: String,
+    /// Creation date, `YYYY-MM-DD`.
+    pub created: String,
+    pub locked: bool,
+}
+
+/// A typed request. Serialized by clients; the daemon decodes it with [`decode_request`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Hello,
+    Verify {
+        user: String,
+        password: Password,
+    },
+    Exists {
+        user: String,
+    },
+    Lookup {
+        user: String,
+    },
+    Register {
+        user: String,
+        password: Password,
+    },
+    ChangePassword {
+        user: String,
+        old_password: Password,
+        new_password: Password,
+    },
+    SetPassword {
+        user: String,
+        password: Password,
+    },
+    Delete {
+        user: String,
+    },
+    Lock {
+        user: String,
+    },
+    Unlock {
+        user: String,
+    },
+    List {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    Status,
+    Export {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    Import {
+        records: Vec<ExportRecord>,
+        #[serde(default)]
+        replace: bool,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+impl Request {
+    /// The operation this request calls.
+    pub fn op(&self) -> Op {
+        match self {
+            Request::Hello => Op::Hello,
+            Request::Verify { .. } => Op::Verify,
+            Request::Exists { .. } => Op::Exists,
+            Request::Lookup { .. } => Op::Lookup,
+            Request::Register { .. } => Op::Register,
+            Request::ChangePassword { .. } => Op::ChangePassword,
+            Request::SetPassword { .. } => Op::SetPassword,
+            Request::Delete { .. } => Op::Delete,
+            Request::Lock { .. } => Op::Lock,
+            Request::Unlock { .. } => Op::Unlock,
+            Request::List { .. } => Op::List,
+            Request::Status => Op::Status,
+            Request::Export { .. } => Op::Export,
+            Request::Import { .. } => Op::Import,
+        }
+    }
+
+    /// The username the request is about, if any (for audit logs; usernames are public).
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Request::Verify { user, .. }
+            | Request::Exists { user }
+            | Request::Lookup { user }
+            | Request::Register { user, .. }
+            | Request::ChangePassword { user, .. }
+            | Request::SetPassword { user, .. }
+            | Request::Delete { user }
+            | Request::Lock { user }
+            | Request::Unlock { user } => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// Stable error codes; each one is documented in protocol.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownOp,
+    TooLarge,
+    Denied,
+    Throttled,
+    Exists,
+    NotFound,
+    Forbidden,
+    InvalidUsername,
+    InvalidPassword,
+    RegistrationClosed,
+    Busy,
+    Internal,
+    /// A code this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    Unrecognized,
+}
+
+impl ErrorCode {
+    /// The wire string, e.g. `invalid_username`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Denied => "denied",
+            ErrorCode::Throttled => "throttled",
+            ErrorCode::Exists => "exists",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::InvalidPassword => "invalid_password",
+            ErrorCode::RegistrationClosed => "registration_closed",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unrecognized => "unrecognized",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `error` object of a failed answer: a stable code and a human message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Answer to `hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloInfo {
+    pub protocol: u32,
+    pub server: String,
+}
+
+/// Answer to `verify` and `register`: the normalized name the account is stored under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameInfo {
+    pub name: String,
+}
+
+/// Answer to `exists`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExistsInfo {
+    pub exists: bool,
+}
+
+/// The public facts about an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub name: String,
+    /// `name@<mail domain>`, computed, never stored.
+    pub email: String,
+    /// Creation date, `YYYY-MM-DD`.
+    pub created: String,
+    pub locked: bool,
+}
+
+/// Answer to `lookup`: `account` is null for an unknown user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupInfo {
+    pub account: Option<Account>,
+}
+
+/// Answer to `list`: one page sorted by name; `next` is the `after` for the following page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    pub users: Vec<Account>,
+    pub next: Option<String>,
+}
+
+/// Answer to `export`: one page of whole records sorted by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportPage {
+    pub records: Vec<ExportRecord>,
+    pub next: Option<String>,
+}
+
+/// Answer to `import`: how many records were (or, for a dry run, would be) written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportInfo {
+    pub imported: u64,
+    pub replaced: u64,
+}
+
+/// Hashing pool figures in `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashingStatus {
+    pub workers: usize,
+    pub queued: usize,
+    pub queue_limit: usize,
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+/// Verify outcomes counted since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyCounts {
+    pub accepted: u64,
+    pub denied: u64,
+    pub throttled: u64,
+    pub busy: u64,
+}
+
+/// Answer to `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub users: u64,
+    pub locked: u64,
+    pub connections: usize,
+    pub registration_open: bool,
+    pub hashing: HashingStatus,
+    pub verify: VerifyCounts,
+}
+
+/// The answer of an operation that returns nothing but success.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {}
+
+/// Everything the daemon can find wrong with a request line before it is executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The request's `id`, when it could be read, so the error answer can echo it.
+    pub id: Option<Value>,
+    pub error: WireError,
+}
+
+/// All fields any request may carry; `decode_request` turns them into a typed [`Request`].
+/// Passwords are decoded straight into zeroizing buffers (no intermediate `Value`).
+#[derive(Deserialize)]
+struct RequestFields {
+    id: Option<Value>,
+    op: Option<String>,
+    user: Option<String>,
+    password: Option<Password>,
+    old_password: Option<Password>,
+    new_password: Option<Password>,
+    after: Option<String>,
+    limit: Option<u32>,
+    records: Option<Vec<ExportRecord>>,
+    replace: Option<bool>,
+    dry_run: Option<bool>,
+}
+
+/// Only the `id` of a line that failed to decode as a whole.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: Option<Value>,
+}
+
+fn bad_request(id: &Option<Value>, message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        id: id.clone(),
+        error: WireError::new(ErrorCode::BadRequest, message),
+    }
+}
+
+fn required<T>(value: Option<T>, field: &str, op: Op) -> Result<T, String> {
+    value.ok_or_else(|| format!("`{op}` needs the field `{field}`"))
+}
+
+/// Decodes one request line (without its newline).
+///
+/// Errors are `bad_request` (not UTF-8, not a JSON object, missing or mistyped fields, an `id`
+/// that is neither a number nor a string) or `unknown_op`.
+pub fn decode_request(line: &[u8]) -> Result<(Option<Value>, Request), DecodeError> {
+    let text = std::str::from_utf8(line)
+        .map_err(|_| bad_request(&None, "request is not valid UTF-8"))?;
+    let fields: RequestFields = serde_json::from_str(text).map_err(|err| {
+        let id = serde_json::from_str::<IdOnly>(text)
+            .ok()
+            .and_then(|only| only.id)
+            .filter(id_is_valid);
+        bad_request(&id, format!("malformed request: {}", describe_json_error(&err)))
+    })?;
+    let id = fields.id.clone();
+    if let Some(id_value) = &id {
+        if !id_is_valid(id_value) {
+            return Err(bad_request(&None, "`id` must be a number or a string"));
+        }
+    }
+    let op_name = fields
+        .op
+        .as_deref()
+        .ok_or_else(|| bad_request(&id, "request has no `op`"))?;
+    let op = Op::from_str(op_name).map_err(|unknown| DecodeError {
+        id: id.clone(),
+        error: WireError::new(ErrorCode::UnknownOp, unknown.to_string()),
+    })?;
+    let request = typed_request(op, fields).map_err(|message| bad_request(&id, message))?;
+    Ok((id, request))
+}
+
+fn id_is_valid(id: &Value) -> bool {
+    id.is_number() || id.is_string()
+}
+
+/// serde_json's message, without echoing any part of the input (it may hold a password).
+fn describe_json_error(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Data => {
+            // serde's data errors can quote the offending value: keep only our own words.
+            let text = err.to_string();
+            let text = text.split(" at line ").next().unwrap_or_default();
+            let summary = if text.starts_with("missing field") || text.starts_with("duplicate field") {
+                text.to_owned()
+            } else if let Some((_, expected)) = text.split_once(", expected ") {
+                format!("wrong type or value, expected {expected}")
+            } else {
+                "wrong type or value".to_owned()
+            };
+            format!("{summary} at column {}", err.column())
+        }
+        Category::Syntax => format!("invalid JSON at column {}", err.column()),
+        Category::Eof => "incomplete JSON".to_owned(),
+        Category::Io => "unreadable input".to_owned(),
+    }
+}
+
+fn typed_request(op: Op, fields: RequestFields) -> Result<Request, String> {
+    let RequestFields {
+        user,
+        password,
+        old_password,
+        new_password,
+        after,
+        limit,
+        records,
+        replace,
+        dry_run,
+        ..
+    } = fields;
+    let user = move || required(user, "user", op);
+    Ok(match op {
+        Op::Hello => Request::Hello,
+        Op::Verify => Request::Verify {
+            user: user()?,
+            password: required(password, "password", op)?,
+        },
+        Op::Exists => Request::Exists { user: user()? },
+        Op::Lookup => Request::Lookup { user: user()? },
+        Op::Register => Request::Register {
+            user: user()?,
+            password: required(password, "password", op)?,
+        },
+        Op::ChangePassword => Request::ChangePassword {
+            user: user()?,
+            old_password: required(old_password, "old_password", op)?,
+            new_password: required(new_password, "new_password", op)?,
+        },
+        Op::SetPassword => Request::SetPassword {
+            user: user()?,
+            password: required(password, "password", op)?,
+        },
+        Op::Delete => Request::Delete { user: user()? },
+        Op::Lock => Request::Lock { user: user()? },
+        Op::Unlock => Request::Unlock { user: user()? },
+        Op::List => Request::List { after, limit },
+        Op::Status => Request::Status,
+        Op::Export => Request::Export { after, limit },
+        Op::Import => Request::Import {
+            records: required(records, "records", op)?,
+            replace: replace.unwrap_or(false),
+            dry_run: dry_run.unwrap_or(false),
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct RequestEnvelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    #[serde(flatten)]
+    request: &'a Request,
+}
+
+/// Encodes a request as one line, newline included, in a buffer wiped on drop.
+pub fn encode_request(id: Option<u64>, request: &Request) -> Zeroizing<Vec<u8>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(128));
+    // Serializing these types into a Vec cannot fail: no maps with non-string keys, no I/O.
+    if serde_json::to_writer(&mut *line, &RequestEnvelope { id, request }).is_err() {
+        line.clear();
+    }
+    line.push(b'\n');
+    line
+}
+
+#[derive(Serialize)]
+struct SuccessEnvelope<'a, T: Serialize> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    ok: bool,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    ok: bool,
+    error: &'a WireError,
+}
+
+/// Encodes a successful answer as one line, newline included.
+pub fn encode_success<T: Serialize>(id: Option<&Value>, body: &T) -> Vec<u8> {
+    let envelope = SuccessEnvelope { id, ok: true, body };
+    let mut line = serde_json::to_vec(&envelope).unwrap_or_else(|_| {
+        encode_error_body(
+            id,
+            &WireError::new(ErrorCode::Internal, "answer could not be encoded"),
+        )
+    });
+    line.push(b'\n');
+    line
+}
+
+/// Encodes an error answer as one line, newline included.
+pub fn encode_error(id: Option<&Value>, error: &WireError) -> Vec<u8> {
+    let mut line = encode_error_body(id, error);
+    line.push(b'\n');
+    line
+}
+
+fn encode_error_body(id: Option<&Value>, error: &WireError) -> Vec<u8> {
+    serde_json::to_vec(&ErrorEnvelope {
+        id,
+        ok: false,
+        error,
+    })
+    .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"encoding failed"}}"#.to_vec())
+}
+
+/// An answer line as a client first sees it.
+#[derive(Deserialize)]
+struct ReplyEnvelope {
+    #[serde(default)]
+    id: Option<Value>,
+    ok: bool,
+    #[serde(default)]
+    error: Option<WireError>,
+    #[serde(flatten)]
+    body: Map<String, Value>,
+}
+
+/// What went wrong reading an answer line.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("the daemon answered: {0}")]
+    Server(WireError),
+    #[error("the daemon's answer is not valid: {0}")]
+    Malformed(String),
+}
+
+/// Decodes an answer line into the success body `T`, or the daemon's error.
+/// Returns the echoed `id` alongside so callers can check answers stay in order.
+pub fn decode_reply<T: DeserializeOwned>(line: &[u8]) -> Result<(Option<Value>, T), ReplyError> {
+    let envelope: ReplyEnvelope =
+        serde_json::from_slice(line).map_err(|err| ReplyError::Malformed(err.to_string()))?;
+    if !envelope.ok {
+        let error = envelope
+            .error
+            .unwrap_or_else(|| WireError::new(ErrorCode::Unrecognized, "no error object"));
+        return Err(ReplyError::Server(error));
+    }
+    let body = serde_json::from_value(Value::Object(envelope.body))
+        .map_err(|err| ReplyError::Malformed(err.to_string()))?;
+    Ok((envelope.id, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(text: &str) -> Result<(Option<Value>, Request), DecodeError> {
+        decode_request(text.as_bytes())
+    }
+
+    #[test]
+    fn every_request_round_trips_through_the_codec() {
+        let requests = vec![
+            Request::Hello,
+            Request::Verify { user: "a".into(), password: "p:w\"x".into() },
+            Request::Exists { user: "a".into() },
+            Request::Lookup { user: "a".into() },
+            Request::Register { user: "a".into(), password: "pw".into() },
+            Request::ChangePassword {
+                user: "a".into(),
+                old_password: "o".into(),
+                new_password: "n".into(),
+            },
+            Request::SetPassword { user: "a".into(), password: "pw".into() },
+            Request::Delete { user: "a".into() },
+            Request::Lock { user: "a".into() },
+            Request::Unlock { user: "a".into() },
+            Request::List { after: Some("b".into()), limit: Some(3) },
+            Request::List { after: None, limit: None },
+            Request::Status,
+            Request::Export { after: None, limit: Some(10) },
+            Request::Import {
+                records: vec![ExportRecord {
+                    name: "a".into(),
+                    hash: "$argon2id$x".into(),
+                    created: "2026-01-01".into(),
+                    locked: true,
+                }],
+                replace: true,
+                dry_run: false,
+            },
+        ];
+        for (n, request) in requests.into_iter().enumerate() {
+            let line = encode_request(Some(n as u64), &request);
+            assert_eq!(line.last(), Some(&b'\n'));
+            let (id, back) = decode_request(&line[..line.len() - 1]).unwrap();
+            assert_eq!(id, Some(Value::from(n as u64)));
+            assert_eq!(back, request);
+        }
+    }
+
+    #[test]
+    fn op_names_round_trip() {
+        for op in Op::ALL {
+            assert_eq!(op.as_str().parse::<Op>(), Ok(op));
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_bad_request_without_id() {
+        let err = decode("{\"op\":").unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+        assert_eq!(err.id, None);
+    }
+
+    #[test]
+    fn wrong_type_keeps_the_id() {
+        let err = decode(r#"{"id":9,"op":"exists","user":5}"#).unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+        assert_eq!(err.id, Some(Value::from(9)));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = decode(r#"{"id":"x","op":"verify","user":"a"}"#).unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+        assert!(err.error.message.contains("password"));
+        assert_eq!(err.id, Some(Value::from("x")));
+    }
+
+    #[test]
+    fn unknown_op_is_its_own_code() {
+        let err = decode(r#"{"op":"fly"}"#).unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::UnknownOp);
+        let err = decode(r#"{"user":"a"}"#).unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn non_object_and_non_utf8_are_bad_requests() {
+        for line in [&b"[1,2]"[..], b"42", b"\xff\xfe", b""] {
+            assert_eq!(decode_request(line).unwrap_err().error.code, ErrorCode::BadRequest);
+        }
+    }
+
+    #[test]
+    fn object_id_is_refused() {
+        let err = decode(r#"{"id":{"a":1},"op":"hello"}"#).unwrap_err();
+        assert_eq!(err.error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn decode_errors_never_echo_a_password() {
+        for line in [
+            r#"{"op":"verify","user":"a","password":"sekrit-value", "x":}"#,
+            r#"{"op":"verify","user":["sekrit-value"],"password":"sekrit-value"}"#,
+            r#"{"op":"verify","user":"a","password":"sekrit-value","limit":"sekrit-value"}"#,
+        ] {
+            let err = decode(line).unwrap_err();
+            assert!(!err.error.message.contains("sekrit"), "{}", err.error.message);
+        }
+    }
+
+    #[test]
+    fn replies_decode_to_bodies_and_errors() {
+        let line = encode_success(Some(&Value::from(3)), &ExistsInfo { exists: true });
+        let (id, info): (_, ExistsInfo) = decode_reply(&line).unwrap();
+        assert_eq!(id, Some(Value::from(3)));
+        assert!(info.exists);
+        let line = encode_error(None, &WireError::new(ErrorCode::Denied, "no"));
+        match decode_reply::<Done>(&line) {
+            Err(ReplyError::Server(err)) => assert_eq!(err.code, ErrorCode::Denied),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_error_codes_from_newer_daemons_are_tolerated() {
+        let line = br#"{"ok":false,"error":{"code":"quota","message":"m"}}"#;
+        match decode_reply::<Done>(line) {
+            Err(ReplyError::Server(err)) => assert_eq!(err.code, ErrorCode::Unrecognized),
+            other => panic!("{other:?}"),
+        }
+    }
+}

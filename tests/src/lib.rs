@@ -1,0 +1,1 @@
+//! Shared harness for qam end-to-end tests: starts real qamd processes on temp sockets.
