@@ -1,1 +1,216 @@
-//! Shared harness for qam end-to-end tests: starts real qamd processes on temp sockets.
+//! Shared harness for qam's end-to-end and real-peer tests: starts real `qamd` processes on a
+//! temporary socket and data dir with cheap hash parameters, and finds the built binaries.
+
+use qam_client::wire::{Done, NameInfo};
+use qam_client::{Client, ClientOptions, Password, Request};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Cheap argon2 parameters for tests where the hash cost is not what is tested.
+pub const CHEAP_HASH: &str = "[hash]\nm_cost = 256\nt_cost = 1\np_cost = 1\nworkers = 2\nqueue_limit = 64\n";
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A binary built by `cargo build --workspace --bins` (the test command does this first).
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let profile = std::env::var("QAM_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
+    let path = target.join(profile).join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test-all does)",
+        path.display()
+    );
+    path
+}
+
+/// True when a real peer's program exists. Missing under `CI=true` is a failure, not a skip;
+/// elsewhere the test prints why it skips and returns early.
+pub fn require_peer(program: &str, package: &str) -> bool {
+    if Path::new(program).exists() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{program} is missing under CI=true: install Debian package `{package}`");
+    }
+    eprintln!("SKIP: {program} missing (Debian package `{package}`; scripts/test-all installs it)");
+    false
+}
+
+/// A temporary directory readable by service users (peers that run as their own user).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("qam-test-")
+        .tempdir()
+        .expect("temp dir");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    dir
+}
+
+/// A running qamd with its own socket, data dir, config and log file.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts qamd with cheap hash parameters and the default everything else.
+    pub fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// Starts qamd with `extra` TOML appended to the test config (top-level keys first, then
+    /// tables; `[hash]` is already set to cheap parameters unless `extra` has its own).
+    pub fn start_with(extra: &str) -> Daemon {
+        let dir = shared_tempdir();
+        let socket = dir.path().join("qamd.sock");
+        let data_dir = dir.path().join("data");
+        let config = dir.path().join("qamd.toml");
+        let log = dir.path().join("qamd.log");
+        let hash = if extra.contains("[hash]") { "" } else { CHEAP_HASH };
+        let (top, tables) = split_top_level(extra);
+        let text = format!(
+            "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = \"debug\"\n{top}\n{hash}\n{tables}\n",
+            socket = socket.display().to_string(),
+            data_dir = data_dir.display().to_string(),
+        );
+        fs::write(&config, text).expect("write config");
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).expect("chmod config");
+        let mut daemon = Daemon {
+            dir,
+            socket,
+            data_dir,
+            config,
+            log,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts the qamd process again on the same config (after `stop` or `kill`).
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(bin("qamd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start qamd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("qamd exited early ({status}); log:\n{}", self.log_text());
+                }
+            }
+            if let Ok(mut client) = Client::connect(&self.options()) {
+                if client.call::<qam_client::wire::HelloInfo>(&Request::Hello).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("qamd did not become ready; log:\n{}", self.log_text());
+    }
+
+    /// Client options for this daemon's socket.
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions::new(&self.socket).with_timeout(Duration::from_secs(30))
+    }
+
+    /// A connected blocking client (the test runs as root, so it is an admin).
+    pub fn client(&self) -> Client {
+        Client::connect(&self.options()).expect("connect to qamd")
+    }
+
+    /// Creates an account as admin (register is always allowed to admins).
+    pub fn add_user(&self, name: &str, password: &str) {
+        let request = Request::Register {
+            user: name.into(),
+            password: Password::from(password),
+        };
+        self.client()
+            .call::<NameInfo>(&request)
+            .expect("register test user");
+    }
+
+    /// Locks an account as admin.
+    pub fn lock_user(&self, name: &str) {
+        self.client()
+            .call::<Done>(&Request::Lock { user: name.into() })
+            .expect("lock test user");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("qamd is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        child.wait().expect("wait for qamd")
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The pid of the running qamd.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("qamd is running")
+    }
+
+    /// Everything qamd wrote to stdout and stderr so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Splits TOML text into its top-level key lines and the part from the first table on.
+fn split_top_level(extra: &str) -> (&str, &str) {
+    match extra.find("\n[").map(|i| i + 1).or_else(|| extra.starts_with('[').then_some(0)) {
+        Some(cut) => (&extra[..cut], &extra[cut..]),
+        None => (extra, ""),
+    }
+}
