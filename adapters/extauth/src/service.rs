@@ -1,0 +1,207 @@
+//! Answers parsed extauth commands by asking qamd: auth → verify, isuser → exists,
+//! tryregister → register, setpass → set_password; account removal is always refused.
+
+use crate::command::Command;
+use crate::log::Log;
+use qam_client::wire::{Done, ExistsInfo, NameInfo};
+use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Request};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Anything that answers a command yes or no (the loop in `main` drives one).
+pub trait Answer {
+    fn answer(&mut self, command: Command) -> bool;
+    /// Where to report requests that could not be answered properly.
+    fn log(&self) -> &Log;
+}
+
+/// The qamd side: one connection kept open between requests, opened again when needed.
+pub struct Service {
+    /// XMPP hosts answered for, lowercase; a request for any other host is refused.
+    domains: Vec<String>,
+    /// Socket, trusted daemon uids and the per-attempt timeout (half the request deadline).
+    options: ClientOptions,
+    /// The open connection, dropped after any transport error.
+    client: Option<Client>,
+    log: Log,
+}
+
+impl Service {
+    /// `deadline` bounds each request: at most two attempts (the first on a reused connection
+    /// that may have gone stale, the second on a fresh one), each given half of it.
+    pub fn new(domains: &[String], options: ClientOptions, deadline: Duration, log: Log) -> Self {
+        Service {
+            domains: domains
+                .iter()
+                .map(|domain| domain.to_ascii_lowercase())
+                .collect(),
+            options: options.with_timeout(deadline / 2),
+            client: None,
+            log,
+        }
+    }
+
+    /// Sends a request, retrying once on a fresh connection when a reused one turns out closed.
+    fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
+        let reused = self.client.is_some();
+        match self.attempt(request) {
+            Err(err) if reused && err.is_unavailable() && !matches!(err, ClientError::Timeout) => {
+                self.attempt(request)
+            }
+            result => result,
+        }
+    }
+
+    fn attempt<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self.client.insert(Client::connect(&self.options)?),
+        };
+        let result = client.call(request);
+        if let Err(err) = &result {
+            if err.is_unavailable() || matches!(err, ClientError::Protocol(_)) {
+                self.client = None;
+            }
+        }
+        result
+    }
+
+    /// Logs a failed call unless it is the expected "no" of the operation.
+    fn refused(&self, command: &Command, err: &ClientError) -> bool {
+        let (user, server) = command.account();
+        match err.code() {
+            Some(ErrorCode::Denied) => {}
+            Some(ErrorCode::Forbidden) => self.log.line(&format!(
+                "{} for {user}@{server} refused: qamd does not grant this operation to this program's user (see [permissions] in qamd's config)",
+                command.name()
+            )),
+            Some(code) => self.log.line(&format!(
+                "{} for {user}@{server} refused by qamd: {code}",
+                command.name()
+            )),
+            None => self.log.line(&format!("{} for {user}@{server} answered no: {err}", command.name())),
+        }
+        false
+    }
+}
+
+impl Answer for Service {
+    fn answer(&mut self, command: Command) -> bool {
+        let (user, server) = command.account();
+        if !self
+            .domains
+            .iter()
+            .any(|domain| domain.eq_ignore_ascii_case(server))
+        {
+            self.log.line(&format!(
+                "{} for a host not served ({server}) answered no",
+                command.name()
+            ));
+            return false;
+        }
+        let user = user.to_owned();
+        let result = match &command {
+            Command::Auth { password, .. } => self
+                .call::<NameInfo>(&Request::Verify {
+                    user,
+                    password: password.clone(),
+                })
+                .map(|_| true),
+            Command::IsUser { .. } => self
+                .call::<ExistsInfo>(&Request::Exists { user })
+                .map(|info| info.exists),
+            Command::TryRegister { password, .. } => self
+                .call::<NameInfo>(&Request::Register {
+                    user,
+                    password: password.clone(),
+                })
+                .map(|_| true),
+            Command::SetPass { password, .. } => self
+                .call::<Done>(&Request::SetPassword {
+                    user,
+                    password: password.clone(),
+                })
+                .map(|_| true),
+            Command::RemoveUser { .. } | Command::RemoveUser3 { .. } => {
+                let server = command.account().1;
+                self.log.line(&format!(
+                    "{} for {user}@{server} refused: accounts are removed by an admin with qamctl",
+                    command.name()
+                ));
+                return false;
+            }
+        };
+        result.unwrap_or_else(|err| self.refused(&command, &err))
+    }
+
+    fn log(&self) -> &Log {
+        &self.log
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qam_client::Password;
+    use std::os::unix::net::UnixListener;
+    use std::time::Instant;
+
+    fn service(socket: &std::path::Path, deadline: Duration) -> Service {
+        let domains = vec!["LocalHost".to_owned()];
+        Service::new(&domains, ClientOptions::new(socket), deadline, Log::Silent)
+    }
+
+    fn auth(server: &str) -> Command {
+        Command::Auth {
+            user: "alice".into(),
+            server: server.into(),
+            password: Password::from("pw"),
+        }
+    }
+
+    #[test]
+    fn an_absent_daemon_means_no_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(&dir.path().join("none.sock"), Duration::from_secs(5));
+        let start = Instant::now();
+        assert!(!service.answer(auth("localhost")));
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_silent_daemon_means_no_within_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut service = service(&path, Duration::from_millis(400));
+        for _ in 0..2 {
+            let start = Instant::now();
+            assert!(!service.answer(auth("localhost")));
+            let took = start.elapsed();
+            assert!(
+                took >= Duration::from_millis(190) && took < Duration::from_millis(400),
+                "{took:?}"
+            );
+        }
+        drop(listener);
+    }
+
+    #[test]
+    fn other_hosts_and_removal_never_reach_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qamd.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut service = service(&path, Duration::from_secs(5));
+        assert!(!service.answer(auth("example.org")));
+        assert!(!service.answer(Command::RemoveUser {
+            user: "alice".into(),
+            server: "localhost".into()
+        }));
+        assert!(!service.answer(Command::RemoveUser3 {
+            user: "alice".into(),
+            server: "localhost".into()
+        }));
+        assert!(listener.accept().is_err(), "nothing connected");
+    }
+}
