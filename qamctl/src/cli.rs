@@ -1,0 +1,176 @@
+//! qamctl's command line as clap derive types; the man pages and shell completions are
+//! generated from [`Cli`], so every help text here is user documentation.
+
+use clap::{Args, Parser, Subcommand};
+use qam_client::{DEFAULT_SOCKET, SOCKET_ENV};
+use std::path::PathBuf;
+
+/// Administer qam accounts through the qamd daemon.
+///
+/// Every command talks to qamd over its Unix socket and needs admin rights there (root or a
+/// member of qamd's admin group). Errors print the daemon's error code and message; the exit
+/// status is 0 on success, 1 on any failure (a denied `verify` included), 2 on a usage error.
+#[derive(Debug, Parser)]
+#[command(name = "qamctl", version, propagate_version = true)]
+pub struct Cli {
+    /// qamd's socket.
+    #[arg(long, global = true, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, change, lock, delete and show accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+
+    /// Check a user's password: exit 0 when accepted, 1 when denied.
+    Verify {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+
+    /// Show the daemon's counters: users, hashing pool, verify outcomes.
+    Status {
+        #[command(flatten)]
+        output: OutputFormat,
+    },
+
+    /// Write every account (name, password hash, created, locked) as JSON lines.
+    ///
+    /// This is the backup: the file holds password hashes and is created with mode 0600,
+    /// written to a temporary file first and renamed into place when complete.
+    Export {
+        /// Where to write; standard output when absent.
+        file: Option<PathBuf>,
+    },
+
+    /// Load accounts from a file written by `export` (the restore path).
+    ///
+    /// Every line is checked before anything is written: invalid lines are reported with their
+    /// line number and nothing is imported. Names that already exist refuse the whole import
+    /// unless `--replace` is given.
+    Import {
+        /// A JSON-lines file as `export` writes it.
+        file: PathBuf,
+        /// Overwrite accounts whose names already exist.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account (asks for the password twice).
+    Add {
+        /// The new user's name (stored in lowercase).
+        name: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+
+    /// Set a new password for an account (asks for it twice).
+    Passwd {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        password: PasswordInput,
+    },
+
+    /// Delete an account and its password hash.
+    ///
+    /// Asks for confirmation on a terminal; without a terminal, `--yes` is required.
+    Del {
+        /// The user name.
+        name: String,
+        /// Delete without asking.
+        #[arg(short, long)]
+        yes: bool,
+    },
+
+    /// Lock an account: its password is refused until it is unlocked.
+    Lock {
+        /// The user name.
+        name: String,
+    },
+
+    /// Unlock a locked account.
+    Unlock {
+        /// The user name.
+        name: String,
+    },
+
+    /// Show one account: name, e-mail, creation date, locked.
+    Show {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        output: OutputFormat,
+    },
+
+    /// List every account, sorted by name.
+    List {
+        #[command(flatten)]
+        output: OutputFormat,
+    },
+}
+
+/// Where a password comes from.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct PasswordInput {
+    /// Read the password as one line from standard input instead of prompting on the terminal.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputFormat {
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_and_password_flags_parse_after_the_name() {
+        let cli = Cli::try_parse_from(["qamctl", "user", "show", "alice", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::User(UserCommand::Show {
+                output: OutputFormat { json: true },
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["qamctl", "verify", "bob", "--password-stdin"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Verify {
+                password: PasswordInput {
+                    password_stdin: true
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn socket_is_global() {
+        let cli = Cli::try_parse_from(["qamctl", "status", "--socket", "/tmp/x.sock"]).unwrap();
+        assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+    }
+}

@@ -1,0 +1,155 @@
+//! qamctl, qam's admin command line: account management, password checks, status, and the
+//! export/import backup path, each one request (or a few) to qamd over its Unix socket.
+//!
+//! [`cli::Cli`] is the whole command line (man pages and completions are generated from it);
+//! [`run`] executes a parsed command and returns the process exit status.
+
+pub mod cli;
+mod error;
+mod output;
+mod pages;
+mod prompt;
+mod transfer;
+
+pub use error::{CtlError, LineProblem};
+
+use cli::{Cli, Command, OutputFormat, UserCommand};
+use prompt::Purpose;
+use qam_client::wire::{Account, Done, ListPage, LookupInfo, NameInfo, StatusInfo};
+use qam_client::{Client, ClientOptions, Request, TrustedDaemon};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long qamctl waits for the daemon to connect or to answer one request.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a parsed command; errors are printed as `qamctl: <code>: <message>` on stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`qamctl user list | head`): nothing left to say to anyone.
+        Err(err) if err.is_broken_pipe() => ExitCode::from(err.exit_code()),
+        Err(err) => {
+            eprintln!("qamctl: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn connect(cli: &Cli) -> Result<Client, CtlError> {
+    let options = ClientOptions::new(&cli.socket)
+        .with_timeout(TIMEOUT)
+        .with_trusted(TrustedDaemon::from_env_or_default()?);
+    Ok(Client::connect(&options)?)
+}
+
+fn execute(cli: Cli) -> Result<(), CtlError> {
+    match &cli.command {
+        Command::User(command) => user(&cli, command),
+        Command::Verify { name, password } => {
+            // Read the password before connecting: a prompt may take the sysadmin a while.
+            let password = prompt::password(*password, name, Purpose::Check)?;
+            let request = Request::Verify {
+                user: name.clone(),
+                password,
+            };
+            let info: NameInfo = connect(&cli)?.call(&request)?;
+            output::emit(&format!("accepted: {}", info.name))
+        }
+        Command::Status { output } => {
+            let status: StatusInfo = connect(&cli)?.call(&Request::Status)?;
+            show(*output, &status, output::status)
+        }
+        Command::Export { file } => {
+            let count = transfer::export(&mut connect(&cli)?, file.as_deref())?;
+            if let Some(file) = file {
+                output::emit(&format!("exported {count} user(s) to {}", file.display()))?;
+            }
+            Ok(())
+        }
+        Command::Import { file, replace } => {
+            let done = transfer::import(&mut connect(&cli)?, file, *replace)?;
+            output::emit(&format!(
+                "imported {} user(s), {} of them replaced",
+                done.imported, done.replaced
+            ))
+        }
+    }
+}
+
+fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
+    match command {
+        UserCommand::Add { name, password } => {
+            let password = prompt::password(*password, name, Purpose::New)?;
+            let request = Request::Register {
+                user: name.clone(),
+                password,
+            };
+            let info: NameInfo = connect(cli)?.call(&request)?;
+            output::emit(&format!("created user {}", info.name))
+        }
+        UserCommand::Passwd { name, password } => {
+            let password = prompt::password(*password, name, Purpose::New)?;
+            let request = Request::SetPassword {
+                user: name.clone(),
+                password,
+            };
+            connect(cli)?.call::<Done>(&request)?;
+            output::emit(&format!("password of {name} changed"))
+        }
+        UserCommand::Del { name, yes } => {
+            if !yes && !prompt::confirm(&format!("Delete user {name} and their password?"))? {
+                return Err(CtlError::NotConfirmed);
+            }
+            admin(cli, Request::Delete { user: name.clone() })?;
+            output::emit(&format!("deleted user {name}"))
+        }
+        UserCommand::Lock { name } => {
+            admin(cli, Request::Lock { user: name.clone() })?;
+            output::emit(&format!("locked user {name}"))
+        }
+        UserCommand::Unlock { name } => {
+            admin(cli, Request::Unlock { user: name.clone() })?;
+            output::emit(&format!("unlocked user {name}"))
+        }
+        UserCommand::Show { name, output } => {
+            let info: LookupInfo = connect(cli)?.call(&Request::Lookup { user: name.clone() })?;
+            let account = info
+                .account
+                .ok_or_else(|| CtlError::NoSuchUser(name.clone()))?;
+            show(*output, &account, output::account)
+        }
+        UserCommand::List { output } => {
+            let mut accounts: Vec<Account> = Vec::new();
+            pages::each_page::<ListPage>(
+                &mut connect(cli)?,
+                |after, limit| Request::List { after, limit },
+                |page| {
+                    accounts.extend(page);
+                    Ok(())
+                },
+            )?;
+            show(*output, accounts.as_slice(), output::accounts)
+        }
+    }
+}
+
+/// Sends an admin request whose answer carries nothing but success.
+fn admin(cli: &Cli, request: Request) -> Result<(), CtlError> {
+    connect(cli)?.call::<Done>(&request)?;
+    Ok(())
+}
+
+/// Prints `value` as JSON or as the table `table` makes of it.
+fn show<T: serde::Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<(), CtlError> {
+    let text = if format.json {
+        output::json(value)?
+    } else {
+        table(value)
+    };
+    output::emit(&text)
+}

@@ -1,0 +1,194 @@
+//! How qamctl prints results: borderless aligned tables for people, one JSON document for
+//! scripts (`--json`). Everything goes through [`emit`] so a closed pipe is an error, not a panic.
+
+use crate::error::CtlError;
+use comfy_table::{presets, Table};
+use qam_client::wire::{Account, StatusInfo};
+use serde::Serialize;
+use std::io::{self, Write};
+
+/// Writes `text` and a newline to standard output.
+pub fn emit(text: &str) -> Result<(), CtlError> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(CtlError::io("writing to standard output"))
+}
+
+/// One pretty-printed JSON document.
+pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<String, CtlError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|err| CtlError::Protocol(format!("cannot print the answer as JSON: {err}")))
+}
+
+fn plain_table() -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING);
+    table
+}
+
+/// Renders a table and trims the padding the preset leaves at line ends.
+fn render(table: &Table) -> String {
+    table
+        .lines()
+        .map(|line| line.trim().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn yes_no(flag: bool) -> &'static str {
+    if flag {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A `field  value` table.
+fn fields(rows: &[(&str, String)]) -> String {
+    let mut table = plain_table();
+    for (field, value) in rows {
+        table.add_row(vec![(*field).to_owned(), value.clone()]);
+    }
+    render(&table)
+}
+
+/// One account as `field  value` lines.
+pub fn account(account: &Account) -> String {
+    fields(&[
+        ("name", account.name.clone()),
+        ("email", account.email.clone()),
+        ("created", account.created.clone()),
+        ("locked", yes_no(account.locked).to_owned()),
+    ])
+}
+
+/// Accounts as a table with a header row, one account per line.
+pub fn accounts(accounts: &[Account]) -> String {
+    if accounts.is_empty() {
+        return "no users".to_owned();
+    }
+    let mut table = plain_table();
+    table.set_header(vec!["NAME", "EMAIL", "CREATED", "LOCKED"]);
+    for account in accounts {
+        table.add_row(vec![
+            account.name.as_str(),
+            account.email.as_str(),
+            account.created.as_str(),
+            yes_no(account.locked),
+        ]);
+    }
+    render(&table)
+}
+
+/// The daemon's status as `field  value` lines.
+pub fn status(status: &StatusInfo) -> String {
+    let hashing = &status.hashing;
+    let verify = &status.verify;
+    fields(&[
+        ("version", status.version.clone()),
+        ("uptime", uptime(status.uptime_seconds)),
+        ("users", status.users.to_string()),
+        ("locked", status.locked.to_string()),
+        ("connections", status.connections.to_string()),
+        (
+            "registration",
+            if status.registration_open {
+                "open"
+            } else {
+                "closed"
+            }
+            .to_owned(),
+        ),
+        ("hash workers", hashing.workers.to_string()),
+        (
+            "hash queue",
+            format!("{} of {}", hashing.queued, hashing.queue_limit),
+        ),
+        (
+            "hash parameters",
+            format!(
+                "m={} KiB, t={}, p={}",
+                hashing.m_cost, hashing.t_cost, hashing.p_cost
+            ),
+        ),
+        ("verify accepted", verify.accepted.to_string()),
+        ("verify denied", verify.denied.to_string()),
+        ("verify throttled", verify.throttled.to_string()),
+        ("verify busy", verify.busy.to_string()),
+    ])
+}
+
+/// `3d 4h 5m 6s`, leaving out leading zero units.
+fn uptime(seconds: u64) -> String {
+    let units = [
+        (seconds / 86_400, "d"),
+        (seconds / 3600 % 24, "h"),
+        (seconds / 60 % 60, "m"),
+        (seconds % 60, "s"),
+    ];
+    let first = units
+        .iter()
+        .position(|(value, _)| *value > 0)
+        .unwrap_or(units.len() - 1);
+    units[first..]
+        .iter()
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Account {
+        Account {
+            name: "alice".into(),
+            email: "alice@localhost".into(),
+            created: "2026-11-25".into(),
+            locked: false,
+        }
+    }
+
+    #[test]
+    fn account_table_aligns_columns_without_borders() {
+        let mut bob = alice();
+        bob.name = "bo".into();
+        bob.email = "bo@localhost".into();
+        bob.locked = true;
+        let text = accounts(&[alice(), bob]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("NAME"), "{text}");
+        let column = lines[0].find("EMAIL").unwrap();
+        assert_eq!(lines[1].find("alice@"), Some(column), "{text}");
+        assert_eq!(lines[2].find("bo@"), Some(column), "{text}");
+        assert!(lines[2].ends_with("yes"), "{text}");
+        assert!(!text.contains('|') && !text.contains('+'), "{text}");
+    }
+
+    #[test]
+    fn one_account_is_field_value_lines() {
+        let text = account(&alice());
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("email") && l.ends_with("alice@localhost")));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("locked") && l.ends_with("no")));
+    }
+
+    #[test]
+    fn empty_list_says_so() {
+        assert_eq!(accounts(&[]), "no users");
+    }
+
+    #[test]
+    fn uptime_skips_leading_zero_units() {
+        assert_eq!(uptime(0), "0s");
+        assert_eq!(uptime(59), "59s");
+        assert_eq!(uptime(3600), "1h 0m 0s");
+        assert_eq!(uptime(90_061), "1d 1h 1m 1s");
+    }
+}
