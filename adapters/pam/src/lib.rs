@@ -1,0 +1,222 @@
+//! pam_qam.so: a PAM module that checks passwords with qamd (`auth`), reports unknown and
+//! locked accounts (`account`) and changes passwords (`password`) through the blocking client.
+//!
+//! No threads, no async runtime, nothing on stdout; every hook runs behind pam-bindings'
+//! `catch_unwind`, and no code path here unwraps. Messages go to syslog via `pam_syslog`.
+
+mod args;
+mod ffi;
+mod outcome;
+
+use args::ModuleArgs;
+use outcome::{change_failure_message, failure_code, Phase};
+use pam::constants::{PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_SILENT};
+use pam::conv::Conv;
+use pam::module::{PamHandle, PamHooks};
+use qam_client::wire::{Done, LookupInfo};
+use qam_client::{Client, ClientError, ClientOptions, Password, Request, TrustedDaemon};
+use std::ffi::CStr;
+
+/// `pam_sm_chauthtok` flag: first pass, check that a change is possible.
+const PAM_PRELIM_CHECK: PamFlag = 0x4000;
+/// `pam_sm_chauthtok` flag: second pass, change the password.
+const PAM_UPDATE_AUTHTOK: PamFlag = 0x2000;
+
+const LOG_ERR: libc::c_int = libc::LOG_ERR;
+const LOG_WARNING: libc::c_int = libc::LOG_WARNING;
+const LOG_DEBUG: libc::c_int = libc::LOG_DEBUG;
+
+struct QamPam;
+pam::pam_hooks!(QamPam);
+
+impl PamHooks for QamPam {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        Hook::new(pamh, &args, flags).authenticate()
+    }
+
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+
+    fn acct_mgmt(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        Hook::new(pamh, &args, flags).account()
+    }
+
+    fn sm_chauthtok(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        let mut hook = Hook::new(pamh, &args, flags);
+        if flags & PAM_PRELIM_CHECK != 0 {
+            hook.prelim_check()
+        } else if flags & PAM_UPDATE_AUTHTOK != 0 {
+            hook.change_password()
+        } else {
+            PamResultCode::PAM_SERVICE_ERR
+        }
+    }
+}
+
+/// One hook call: libpam's handle, the pam.d arguments and whether the user may be talked to.
+struct Hook<'a> {
+    pamh: &'a mut PamHandle,
+    args: ModuleArgs,
+    silent: bool,
+}
+
+impl<'a> Hook<'a> {
+    fn new(pamh: &'a mut PamHandle, raw: &[&CStr], flags: PamFlag) -> Self {
+        let args = ModuleArgs::parse(raw.iter().map(|arg| arg.to_str().unwrap_or("<non-UTF-8>")));
+        let hook = Hook {
+            pamh,
+            args,
+            silent: flags & PAM_SILENT != 0,
+        };
+        for unknown in &hook.args.unknown {
+            hook.log(
+                LOG_WARNING,
+                &format!("ignoring unknown or invalid argument `{unknown}`"),
+            );
+        }
+        hook
+    }
+
+    fn log(&self, priority: libc::c_int, message: &str) {
+        ffi::syslog(self.pamh, priority, message);
+    }
+
+    fn debug(&self, message: &str) {
+        if self.args.debug {
+            self.log(LOG_DEBUG, message);
+        }
+    }
+
+    /// Shows an error line to the user through the application's conversation function.
+    fn tell(&self, message: &str) {
+        if self.silent {
+            return;
+        }
+        if let Ok(Some(conv)) = self.pamh.get_item::<Conv>() {
+            let _ = conv.send(PAM_ERROR_MSG, message);
+        }
+    }
+
+    fn user(&mut self) -> Result<String, PamResultCode> {
+        self.pamh.get_user(None).inspect_err(|code| {
+            self.log(LOG_ERR, &format!("cannot get the user name: {code:?}"));
+        })
+    }
+
+    fn connect(&self, phase: Phase) -> Result<Client, PamResultCode> {
+        let options = ClientOptions::new(&self.args.socket)
+            .with_timeout(self.args.timeout)
+            .with_trusted(TrustedDaemon::default_set());
+        Client::connect(&options).map_err(|err| {
+            if phase == Phase::ChangePassword {
+                self.tell(&change_failure_message(&err));
+            }
+            self.failed("connect", None, &err, phase)
+        })
+    }
+
+    /// Logs a failed call and turns it into a PAM code.
+    fn failed(
+        &self,
+        op: &str,
+        user: Option<&str>,
+        err: &ClientError,
+        phase: Phase,
+    ) -> PamResultCode {
+        let code = failure_code(err, phase);
+        let who = user.map(|u| format!(" user={u}")).unwrap_or_default();
+        let priority = if err.code().is_some() {
+            LOG_WARNING
+        } else {
+            LOG_ERR
+        };
+        self.log(priority, &format!("{op}{who}: {err} -> {code:?}"));
+        code
+    }
+
+    fn authenticate(&mut self) -> PamResultCode {
+        self.try_authenticate().unwrap_or_else(|code| code)
+    }
+
+    fn try_authenticate(&mut self) -> Result<PamResultCode, PamResultCode> {
+        let user = self.user()?;
+        let password = ffi::get_authtok(self.pamh, ffi::PAM_AUTHTOK)?;
+        let mut client = self.connect(Phase::Login)?;
+        let accepted = client
+            .verify(&user, &password)
+            .map_err(|err| self.failed("verify", Some(&user), &err, Phase::Login))?;
+        if accepted {
+            self.debug(&format!("verify user={user}: accepted"));
+            return Ok(PamResultCode::PAM_SUCCESS);
+        }
+        // Usernames are public on a qam host, so telling "unknown" from "wrong" leaks nothing.
+        let code = match client.exists(&user) {
+            Ok(false) => PamResultCode::PAM_USER_UNKNOWN,
+            _ => PamResultCode::PAM_AUTH_ERR,
+        };
+        self.debug(&format!("verify user={user}: denied -> {code:?}"));
+        Ok(code)
+    }
+
+    fn account(&mut self) -> PamResultCode {
+        self.try_account().unwrap_or_else(|code| code)
+    }
+
+    fn try_account(&mut self) -> Result<PamResultCode, PamResultCode> {
+        let user = self.user()?;
+        let mut client = self.connect(Phase::Login)?;
+        let info: LookupInfo = client
+            .call(&Request::Lookup { user: user.clone() })
+            .map_err(|err| self.failed("lookup", Some(&user), &err, Phase::Login))?;
+        let code = match info.account {
+            None => PamResultCode::PAM_USER_UNKNOWN,
+            Some(account) if account.locked => PamResultCode::PAM_ACCT_EXPIRED,
+            Some(_) => PamResultCode::PAM_SUCCESS,
+        };
+        self.debug(&format!("account user={user}: {code:?}"));
+        Ok(code)
+    }
+
+    fn prelim_check(&mut self) -> PamResultCode {
+        self.try_prelim_check().unwrap_or_else(|code| code)
+    }
+
+    /// First pass of a password change: the daemon answers and knows the user.
+    fn try_prelim_check(&mut self) -> Result<PamResultCode, PamResultCode> {
+        let user = self.user()?;
+        let mut client = self.connect(Phase::ChangePassword)?;
+        let exists = client
+            .exists(&user)
+            .map_err(|err| self.failed("exists", Some(&user), &err, Phase::ChangePassword))?;
+        Ok(if exists {
+            PamResultCode::PAM_SUCCESS
+        } else {
+            PamResultCode::PAM_USER_UNKNOWN
+        })
+    }
+
+    fn change_password(&mut self) -> PamResultCode {
+        self.try_change_password().unwrap_or_else(|code| code)
+    }
+
+    /// Second pass: read the current and the new password (libpam prompts and double-checks
+    /// the new one), then ask qamd to change it; refusals are shown to the user.
+    fn try_change_password(&mut self) -> Result<PamResultCode, PamResultCode> {
+        let user = self.user()?;
+        let old_password: Password = ffi::get_authtok(self.pamh, ffi::PAM_OLDAUTHTOK)?;
+        let new_password: Password = ffi::get_authtok(self.pamh, ffi::PAM_AUTHTOK)?;
+        let request = Request::ChangePassword {
+            user: user.clone(),
+            old_password,
+            new_password,
+        };
+        let mut client = self.connect(Phase::ChangePassword)?;
+        client.call::<Done>(&request).map_err(|err| {
+            self.tell(&change_failure_message(&err));
+            self.failed("change_password", Some(&user), &err, Phase::ChangePassword)
+        })?;
+        self.debug(&format!("change_password user={user}: done"));
+        Ok(PamResultCode::PAM_SUCCESS)
+    }
+}
