@@ -70,7 +70,9 @@ impl AsyncClient {
             return Err(ClientError::Closed);
         }
         if answer.last() != Some(&b'\n') {
-            return Err(ClientError::Protocol("answer line too long or cut short".into()));
+            return Err(ClientError::Protocol(
+                "answer line too long or cut short".into(),
+            ));
         }
         Ok(answer)
     }

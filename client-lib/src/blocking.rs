@@ -18,10 +18,11 @@ pub struct Client {
 impl Client {
     /// Connects, applies the timeouts and checks that the daemon runs as a trusted uid.
     pub fn connect(options: &ClientOptions) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(&options.socket).map_err(|source| ClientError::Connect {
-            path: options.socket.clone(),
-            source,
-        })?;
+        let stream =
+            UnixStream::connect(&options.socket).map_err(|source| ClientError::Connect {
+                path: options.socket.clone(),
+                source,
+            })?;
         options.trusted.check(&stream)?;
         stream
             .set_read_timeout(Some(options.timeout))
@@ -64,7 +65,9 @@ impl Client {
             return Err(ClientError::Closed);
         }
         if answer.last() != Some(&b'\n') {
-            return Err(ClientError::Protocol("answer line too long or cut short".into()));
+            return Err(ClientError::Protocol(
+                "answer line too long or cut short".into(),
+            ));
         }
         Ok(answer)
     }

@@ -63,8 +63,9 @@ impl TrustedDaemon {
 
     /// Reads the peer's uid from a connected Unix socket and checks it.
     pub fn check(&self, socket: &impl AsFd) -> Result<(), crate::ClientError> {
-        let creds = nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials)
-            .map_err(|errno| crate::ClientError::Io(std::io::Error::from(errno)))?;
+        let creds =
+            nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(|errno| crate::ClientError::Io(std::io::Error::from(errno)))?;
         let uid = creds.uid();
         if self.accepts(uid) {
             Ok(())

@@ -419,14 +419,17 @@ fn required<T>(value: Option<T>, field: &str, op: Op) -> Result<T, String> {
 /// Errors are `bad_request` (not UTF-8, not a JSON object, missing or mistyped fields, an `id`
 /// that is neither a number nor a string) or `unknown_op`.
 pub fn decode_request(line: &[u8]) -> Result<(Option<Value>, Request), DecodeError> {
-    let text = std::str::from_utf8(line)
-        .map_err(|_| bad_request(&None, "request is not valid UTF-8"))?;
+    let text =
+        std::str::from_utf8(line).map_err(|_| bad_request(&None, "request is not valid UTF-8"))?;
     let fields: RequestFields = serde_json::from_str(text).map_err(|err| {
         let id = serde_json::from_str::<IdOnly>(text)
             .ok()
             .and_then(|only| only.id)
             .filter(id_is_valid);
-        bad_request(&id, format!("malformed request: {}", describe_json_error(&err)))
+        bad_request(
+            &id,
+            format!("malformed request: {}", describe_json_error(&err)),
+        )
     })?;
     let id = fields.id.clone();
     if let Some(id_value) = &id {
@@ -458,13 +461,14 @@ fn describe_json_error(err: &serde_json::Error) -> String {
             // serde's data errors can quote the offending value: keep only our own words.
             let text = err.to_string();
             let text = text.split(" at line ").next().unwrap_or_default();
-            let summary = if text.starts_with("missing field") || text.starts_with("duplicate field") {
-                text.to_owned()
-            } else if let Some((_, expected)) = text.split_once(", expected ") {
-                format!("wrong type or value, expected {expected}")
-            } else {
-                "wrong type or value".to_owned()
-            };
+            let summary =
+                if text.starts_with("missing field") || text.starts_with("duplicate field") {
+                    text.to_owned()
+                } else if let Some((_, expected)) = text.split_once(", expected ") {
+                    format!("wrong type or value, expected {expected}")
+                } else {
+                    "wrong type or value".to_owned()
+                };
             format!("{summary} at column {}", err.column())
         }
         Category::Syntax => format!("invalid JSON at column {}", err.column()),
@@ -584,7 +588,9 @@ fn encode_error_body(id: Option<&Value>, error: &WireError) -> Vec<u8> {
         ok: false,
         error,
     })
-    .unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"internal","message":"encoding failed"}}"#.to_vec())
+    .unwrap_or_else(|_| {
+        br#"{"ok":false,"error":{"code":"internal","message":"encoding failed"}}"#.to_vec()
+    })
 }
 
 /// An answer line as a client first sees it.
@@ -636,23 +642,41 @@ mod tests {
     fn every_request_round_trips_through_the_codec() {
         let requests = vec![
             Request::Hello,
-            Request::Verify { user: "a".into(), password: "p:w\"x".into() },
+            Request::Verify {
+                user: "a".into(),
+                password: "p:w\"x".into(),
+            },
             Request::Exists { user: "a".into() },
             Request::Lookup { user: "a".into() },
-            Request::Register { user: "a".into(), password: "pw".into() },
+            Request::Register {
+                user: "a".into(),
+                password: "pw".into(),
+            },
             Request::ChangePassword {
                 user: "a".into(),
                 old_password: "o".into(),
                 new_password: "n".into(),
             },
-            Request::SetPassword { user: "a".into(), password: "pw".into() },
+            Request::SetPassword {
+                user: "a".into(),
+                password: "pw".into(),
+            },
             Request::Delete { user: "a".into() },
             Request::Lock { user: "a".into() },
             Request::Unlock { user: "a".into() },
-            Request::List { after: Some("b".into()), limit: Some(3) },
-            Request::List { after: None, limit: None },
+            Request::List {
+                after: Some("b".into()),
+                limit: Some(3),
+            },
+            Request::List {
+                after: None,
+                limit: None,
+            },
             Request::Status,
-            Request::Export { after: None, limit: Some(10) },
+            Request::Export {
+                after: None,
+                limit: Some(10),
+            },
             Request::Import {
                 records: vec![ExportRecord {
                     name: "a".into(),
@@ -713,7 +737,10 @@ mod tests {
     #[test]
     fn non_object_and_non_utf8_are_bad_requests() {
         for line in [&b"[1,2]"[..], b"42", b"\xff\xfe", b""] {
-            assert_eq!(decode_request(line).unwrap_err().error.code, ErrorCode::BadRequest);
+            assert_eq!(
+                decode_request(line).unwrap_err().error.code,
+                ErrorCode::BadRequest
+            );
         }
     }
 
@@ -731,7 +758,11 @@ mod tests {
             r#"{"op":"verify","user":"a","password":"sekrit-value","limit":"sekrit-value"}"#,
         ] {
             let err = decode(line).unwrap_err();
-            assert!(!err.error.message.contains("sekrit"), "{}", err.error.message);
+            assert!(
+                !err.error.message.contains("sekrit"),
+                "{}",
+                err.error.message
+            );
         }
     }
 

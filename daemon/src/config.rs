@@ -1,0 +1,387 @@
+//! qamd's configuration: the TOML file's schema with every default, command-line overrides,
+//! and validation that turns a bad file into one clear message before anything starts.
+
+use crate::cli::Cli;
+use qam_client::wire::Op;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Config file read when `--config` is not given and the file exists.
+pub const DEFAULT_CONFIG: &str = "/etc/qam/qamd.toml";
+
+/// Everything wrong with a configuration, for the one line qamd prints before exiting 1.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is writable by other users; run `chmod o-w {path}`")]
+    WorldWritable { path: PathBuf },
+    #[error("config {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration with defaults applied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The main socket's path.
+    pub socket: PathBuf,
+    /// Group owning the socket (mode 0660). Default "qam" when that group exists, else the
+    /// daemon's own group; "" means the daemon's own group.
+    pub socket_group: Option<String>,
+    /// Directory of the sled store; created 0700 when missing.
+    pub data_dir: PathBuf,
+    /// Log level or tracing filter (`--log-level` and `RUST_LOG` win over it).
+    pub log_level: String,
+    /// Members of this group may call every operation.
+    pub admin_group: String,
+    /// Domain of the mock e-mail address `name@mail_domain` answered by lookup.
+    pub mail_domain: String,
+    /// Whether peers granted `register` may create accounts.
+    pub registration_open: bool,
+    /// Connections served at once; more are answered `busy` and closed.
+    pub max_connections: usize,
+    /// A connection without a complete request (or not reading answers) this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Seconds between full syncs of the store's files (sled's own flush is not an fsync).
+    pub sync_interval_seconds: u64,
+    pub hash: HashConfig,
+    pub username: UsernameConfig,
+    pub password: PasswordConfig,
+    pub throttle: ThrottleConfig,
+    pub permissions: PermissionsConfig,
+    /// Optional saslauthd-compatible socket (off when absent).
+    pub saslauthd_socket: Option<PathBuf>,
+    /// Realms the saslauthd door accepts; empty accepts any.
+    pub saslauthd_realms: Vec<String>,
+}
+
+/// Argon2id parameters for new hashes and the hashing pool's size.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashConfig {
+    /// Memory cost in KiB (OWASP: 19456).
+    pub m_cost: u32,
+    /// Iterations (OWASP: 2).
+    pub t_cost: u32,
+    /// Lanes; 1 is right for throughput.
+    pub p_cost: u32,
+    /// Hashing threads; 0 means one per core.
+    pub workers: usize,
+    /// Hash jobs waiting beyond the busy workers; more are answered `busy`.
+    pub queue_limit: usize,
+}
+
+/// Which usernames are acceptable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsernameConfig {
+    /// Regular expression a lowercased username must match in full.
+    pub pattern: String,
+    /// Names nobody may register or be given.
+    pub reserved: Vec<String>,
+}
+
+/// Which new passwords are acceptable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Minimum length in characters.
+    pub min_length: usize,
+    /// Maximum length in bytes (argon2 input).
+    pub max_bytes: usize,
+}
+
+/// The per-username failure ladder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Failures allowed before the first back-off.
+    pub free_failures: u32,
+    /// First back-off; each further failure doubles it.
+    pub base_delay_ms: u64,
+    /// Longest back-off.
+    pub max_delay_seconds: u64,
+    /// Usernames tracked at once (least recently failed are forgotten first).
+    pub max_tracked: usize,
+}
+
+/// Operations granted to non-admin peers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PermissionsConfig {
+    /// Ops for any peer not named below.
+    pub default: Vec<String>,
+    /// Ops by unix user name.
+    pub users: BTreeMap<String, Vec<String>>,
+    /// Ops by unix group name (primary or supplementary).
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from(qam_client::DEFAULT_SOCKET),
+            socket_group: None,
+            data_dir: PathBuf::from("/var/lib/qam"),
+            log_level: "info".into(),
+            admin_group: "qam-admin".into(),
+            mail_domain: "localhost".into(),
+            registration_open: false,
+            max_connections: 256,
+            idle_timeout_seconds: 30,
+            sync_interval_seconds: 5,
+            hash: HashConfig::default(),
+            username: UsernameConfig::default(),
+            password: PasswordConfig::default(),
+            throttle: ThrottleConfig::default(),
+            permissions: PermissionsConfig::default(),
+            saslauthd_socket: None,
+            saslauthd_realms: Vec::new(),
+        }
+    }
+}
+
+impl Default for HashConfig {
+    fn default() -> Self {
+        HashConfig {
+            m_cost: 19456,
+            t_cost: 2,
+            p_cost: 1,
+            workers: 0,
+            queue_limit: 64,
+        }
+    }
+}
+
+impl Default for UsernameConfig {
+    fn default() -> Self {
+        UsernameConfig {
+            pattern: "^[a-z0-9][a-z0-9._-]{0,31}$".into(),
+            reserved: [
+                "root",
+                "admin",
+                "administrator",
+                "postmaster",
+                "abuse",
+                "hostmaster",
+                "webmaster",
+                "noreply",
+                "no-reply",
+                "mailer-daemon",
+                "security",
+                "support",
+                "info",
+                "qam",
+                "nobody",
+                "www-data",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            min_length: 8,
+            max_bytes: 1024,
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            free_failures: 5,
+            base_delay_ms: 1000,
+            max_delay_seconds: 300,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+impl Default for PermissionsConfig {
+    fn default() -> Self {
+        PermissionsConfig {
+            default: [Op::Verify, Op::Exists, Op::Lookup, Op::ChangePassword]
+                .map(|op| op.as_str().to_owned())
+                .to_vec(),
+            users: BTreeMap::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl HashConfig {
+    /// Workers actually started: the configured count, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+}
+
+impl Config {
+    /// Reads the config file (explicit, or the default one when present), applies the
+    /// command-line overrides and validates the result.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let path = match &cli.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        let mut config = match &path {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(socket) = &cli.socket {
+            config.socket = socket.clone();
+        }
+        if let Some(dir) = &cli.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(level) = &cli.log_level {
+            config.log_level = level.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses one file, refusing one that other users may write.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_error)?;
+        if meta.permissions().mode() & 0o002 != 0 {
+            return Err(ConfigError::WorldWritable {
+                path: path.to_owned(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text (no validation beyond the schema).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|err| err.message().to_owned())
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if let Err(err) = regex::Regex::new(&self.username.pattern) {
+            return invalid(format!("username.pattern is not a valid regex: {err}"));
+        }
+        if argon2::Params::new(self.hash.m_cost, self.hash.t_cost, self.hash.p_cost, None).is_err()
+        {
+            return invalid(format!(
+                "hash parameters m_cost={} t_cost={} p_cost={} are outside argon2's limits (m_cost >= 8*p_cost, t_cost >= 1, p_cost >= 1)",
+                self.hash.m_cost, self.hash.t_cost, self.hash.p_cost
+            ));
+        }
+        if self.hash.queue_limit == 0 {
+            return invalid("hash.queue_limit must be at least 1".into());
+        }
+        if self.max_connections == 0 || self.idle_timeout_seconds == 0 {
+            return invalid("max_connections and idle_timeout_seconds must be at least 1".into());
+        }
+        if self.password.min_length > self.password.max_bytes {
+            return invalid("password.min_length exceeds password.max_bytes".into());
+        }
+        if self.throttle.max_tracked == 0 {
+            return invalid("throttle.max_tracked must be at least 1".into());
+        }
+        if self.mail_domain.is_empty() || self.mail_domain.contains(['@', ' ']) {
+            return invalid(format!(
+                "mail_domain `{}` is not a domain",
+                self.mail_domain
+            ));
+        }
+        let lists = std::iter::once(("permissions.default".to_owned(), &self.permissions.default))
+            .chain(
+                self.permissions
+                    .users
+                    .iter()
+                    .map(|(k, v)| (format!("permissions.users.{k}"), v)),
+            )
+            .chain(
+                self.permissions
+                    .groups
+                    .iter()
+                    .map(|(k, v)| (format!("permissions.groups.{k}"), v)),
+            );
+        for (key, ops) in lists {
+            for name in ops {
+                if name.parse::<Op>().is_err() {
+                    return invalid(format!("{key} names unknown operation `{name}`"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.hash.m_cost, 19456);
+        assert_eq!(config.hash.t_cost, 2);
+        assert_eq!(config.hash.p_cost, 1);
+        assert_eq!(config.socket, PathBuf::from("/run/qam/qamd.sock"));
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/qam"));
+        assert_eq!(config.password.min_length, 8);
+        assert!(!config.registration_open);
+        assert!(config.username.reserved.iter().any(|n| n == "postmaster"));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_ops_are_refused() {
+        assert!(Config::parse("sockett = \"/x\"").is_err());
+        let config = Config::parse("[permissions]\ndefault = [\"verify\", \"fly\"]").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("fly"), "{err}");
+    }
+
+    #[test]
+    fn impossible_hash_parameters_are_refused() {
+        let config = Config::parse("[hash]\nm_cost = 1\n").unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn world_writable_config_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qamd.toml");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::WorldWritable { .. })
+        ));
+    }
+}

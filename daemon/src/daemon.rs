@@ -1,0 +1,117 @@
+//! Start-up and shutdown of the whole daemon: data dir, store, hashing pool, socket, signal
+//! handling, periodic full sync, and the final flush before exit.
+
+use crate::accounts::{Accounts, Live};
+use crate::config::Config;
+use crate::hasher::{HashError, Hasher};
+use crate::server::Listener;
+use crate::shutdown::{self, Shutdown, Trigger};
+use crate::socket::{self, SetupError};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything that stops qamd from starting; printed as one line, exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the hashing pool: {0}")]
+    Hasher(#[from] HashError),
+    #[error("invalid username pattern: {0}")]
+    Pattern(#[from] regex::Error),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs qamd until SIGTERM or SIGINT, then stops gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    socket::prepare_data_dir(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    let hasher = Hasher::start(&config.hash)?;
+    let live = Live::from_config(&config)?;
+    let accounts = Arc::new(Accounts::new(store.clone(), hasher, &config, live));
+    let gid = socket::socket_gid(config.socket_group.as_deref())?;
+    let std_listener = socket::bind(&config.socket, gid)?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(StartError::Listen)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(StartError::Listen)?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    spawn_signal_handler(trigger)?;
+    tokio::spawn(sync_periodically(
+        store.clone(),
+        config.data_dir.clone(),
+        Duration::from_secs(config.sync_interval_seconds.max(1)),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        socket = %config.socket.display(),
+        data_dir = %config.data_dir.display(),
+        workers = accounts.hasher().workers(),
+        "qamd {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    Listener::new(
+        listener,
+        Arc::clone(&accounts),
+        config.max_connections,
+        config.idle_timeout(),
+        shutdown,
+    )
+    .run()
+    .await;
+
+    tracing::info!("stopping: flushing the store");
+    let dir = config.data_dir.clone();
+    match tokio::task::spawn_blocking(move || store.sync_all(&dir)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(error = %err, "final store sync failed"),
+        Err(err) => tracing::error!(error = %err, "final store sync did not run"),
+    }
+    if let Err(err) = std::fs::remove_file(&config.socket) {
+        tracing::warn!(error = %err, "socket file not removed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_signal_handler(trigger: Trigger) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        trigger.fire();
+    });
+    Ok(())
+}
+
+/// sled's flush is `sync_file_range`; an fsync of its files now and then closes the gap.
+async fn sync_periodically(
+    store: Store,
+    dir: std::path::PathBuf,
+    every: Duration,
+    mut shutdown: Shutdown,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.recv() => return,
+        }
+        let (store, dir) = (store.clone(), dir.clone());
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || store.sync_all(&dir)).await {
+            tracing::warn!(error = %err, "periodic store sync failed");
+        }
+    }
+}

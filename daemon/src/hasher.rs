@@ -1,0 +1,370 @@
+//! The hashing pool: a fixed number of threads running argon2id behind a bounded queue, so
+//! cheap requests never wait behind hashing and a full queue answers `busy` at once.
+
+use crate::config::HashConfig;
+use argon2::password_hash::{try_generate_salt, PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
+use qam_client::Password;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::oneshot;
+
+/// Why hashing did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("every hashing worker is busy and the queue is full")]
+    Busy,
+    #[error("the hashing pool has stopped")]
+    Stopped,
+    #[error("argon2 failed: {0}")]
+    Argon2(String),
+    #[error("the random number generator failed")]
+    Random,
+}
+
+/// The result of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyOutcome {
+    pub matches: bool,
+    /// The stored hash uses other parameters than the configured ones.
+    pub needs_rehash: bool,
+}
+
+enum Job {
+    Hash {
+        password: Password,
+        params: Params,
+        reply: oneshot::Sender<Result<String, HashError>>,
+    },
+    Verify {
+        password: Password,
+        phc: String,
+        policy: Params,
+        reply: oneshot::Sender<VerifyOutcome>,
+    },
+}
+
+/// The parameters for new hashes and the dummy hash made with them.
+struct Current {
+    params: Params,
+    /// Verified against when the user is unknown, so every `denied` costs the same work.
+    dummy: String,
+}
+
+/// Handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub struct Hasher {
+    jobs: SyncSender<Job>,
+    queued: Arc<AtomicUsize>,
+    current: Arc<RwLock<Arc<Current>>>,
+    workers: usize,
+    queue_limit: usize,
+}
+
+/// argon2 parameters from the config (validated at load).
+pub fn params_of(config: &HashConfig) -> Result<Params, HashError> {
+    Params::new(config.m_cost, config.t_cost, config.p_cost, None)
+        .map_err(|err| HashError::Argon2(err.to_string()))
+}
+
+/// Hashes one password with fresh salt, on the calling thread.
+pub fn hash_now(password: &[u8], params: &Params) -> Result<String, HashError> {
+    let salt = try_generate_salt().map_err(|_| HashError::Random)?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_with_salt(password, &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| HashError::Argon2(err.to_string()))
+}
+
+/// Checks a password against a PHC string, on the calling thread. An unreadable hash never
+/// matches and is flagged for rehash (it cannot be, since it never matches).
+pub fn verify_now(password: &[u8], phc: &str, policy: &Params) -> VerifyOutcome {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return VerifyOutcome {
+            matches: false,
+            needs_rehash: true,
+        };
+    };
+    let matches = Argon2::default().verify_password(password, &parsed).is_ok();
+    VerifyOutcome {
+        matches,
+        needs_rehash: differs_from_policy(&parsed, policy),
+    }
+}
+
+/// Compares algorithm, version and m/t/p one by one (whole-`Params` equality gives false
+/// mismatches through fields the PHC string does not carry).
+fn differs_from_policy(hash: &PasswordHash, policy: &Params) -> bool {
+    let stored = match Params::try_from(hash) {
+        Ok(stored) => stored,
+        Err(_) => return true,
+    };
+    hash.algorithm.as_str() != argon2::ARGON2ID_IDENT.as_str()
+        || hash.version != Some(Version::V0x13.into())
+        || stored.m_cost() != policy.m_cost()
+        || stored.t_cost() != policy.t_cost()
+        || stored.p_cost() != policy.p_cost()
+}
+
+impl Hasher {
+    /// Starts the workers and makes the dummy hash with the configured parameters.
+    pub fn start(config: &HashConfig) -> Result<Hasher, HashError> {
+        let params = params_of(config)?;
+        let dummy = dummy_hash(&params)?;
+        let workers = config.worker_count();
+        let (jobs, receiver) = sync_channel(config.queue_limit);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let queued = Arc::new(AtomicUsize::new(0));
+        for index in 0..workers {
+            let receiver = Arc::clone(&receiver);
+            let queued = Arc::clone(&queued);
+            std::thread::Builder::new()
+                .name(format!("qam-hash-{index}"))
+                .spawn(move || work(&receiver, &queued))
+                .map_err(|err| HashError::Argon2(format!("cannot start hashing thread: {err}")))?;
+        }
+        Ok(Hasher {
+            jobs,
+            queued,
+            current: Arc::new(RwLock::new(Arc::new(Current { params, dummy }))),
+            workers,
+            queue_limit: config.queue_limit,
+        })
+    }
+
+    fn current(&self) -> Arc<Current> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+    }
+
+    /// Parameters used for new hashes.
+    pub fn params(&self) -> Params {
+        self.current().params.clone()
+    }
+
+    /// Switches new hashes (and the dummy) to other parameters, e.g. on config reload.
+    pub async fn set_params(&self, config: &HashConfig) -> Result<(), HashError> {
+        let params = params_of(config)?;
+        let dummy = self
+            .hash_with(Password::from(dummy_secret()?), params.clone())
+            .await?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(Current { params, dummy });
+        Ok(())
+    }
+
+    /// Hashes a new password with the current parameters.
+    pub async fn hash(&self, password: Password) -> Result<String, HashError> {
+        self.hash_with(password, self.params()).await
+    }
+
+    async fn hash_with(&self, password: Password, params: Params) -> Result<String, HashError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Hash {
+            password,
+            params,
+            reply,
+        })?;
+        answer.await.map_err(|_| HashError::Stopped)?
+    }
+
+    /// Checks a password against `phc`, or against the dummy hash when there is no user.
+    pub async fn verify(
+        &self,
+        password: Password,
+        phc: Option<String>,
+    ) -> Result<VerifyOutcome, HashError> {
+        let current = self.current();
+        let (reply, answer) = oneshot::channel();
+        let against_dummy = phc.is_none();
+        self.submit(Job::Verify {
+            password,
+            phc: phc.unwrap_or_else(|| current.dummy.clone()),
+            policy: current.params.clone(),
+            reply,
+        })?;
+        let outcome = answer.await.map_err(|_| HashError::Stopped)?;
+        Ok(if against_dummy {
+            VerifyOutcome {
+                matches: false,
+                needs_rehash: false,
+            }
+        } else {
+            outcome
+        })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                Err(match err {
+                    TrySendError::Full(_) => HashError::Busy,
+                    TrySendError::Disconnected(_) => HashError::Stopped,
+                })
+            }
+        }
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
+    }
+}
+
+/// A random throw-away password for the dummy hash.
+fn dummy_secret() -> Result<String, HashError> {
+    let salt = try_generate_salt().map_err(|_| HashError::Random)?;
+    Ok(salt.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn dummy_hash(params: &Params) -> Result<String, HashError> {
+    hash_now(Password::from(dummy_secret()?).expose().as_bytes(), params)
+}
+
+/// A worker's loop: take a job, run argon2, answer; ends when every `Hasher` is dropped.
+fn work(receiver: &Mutex<Receiver<Job>>, queued: &AtomicUsize) {
+    loop {
+        let job = {
+            let receiver = receiver.lock().unwrap_or_else(|poison| poison.into_inner());
+            receiver.recv()
+        };
+        let Ok(job) = job else { return };
+        queued.fetch_sub(1, Ordering::SeqCst);
+        match job {
+            Job::Hash {
+                password,
+                params,
+                reply,
+            } => {
+                let _ = reply.send(hash_now(password.expose().as_bytes(), &params));
+            }
+            Job::Verify {
+                password,
+                phc,
+                policy,
+                reply,
+            } => {
+                let _ = reply.send(verify_now(password.expose().as_bytes(), &phc, &policy));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> HashConfig {
+        HashConfig {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+            workers: 1,
+            queue_limit: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let hasher = Hasher::start(&cheap()).unwrap();
+        let phc = hasher.hash("correct horse".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
+        let right = hasher
+            .verify("correct horse".into(), Some(phc.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            right,
+            VerifyOutcome {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let wrong = hasher.verify("wrong".into(), Some(phc)).await.unwrap();
+        assert!(!wrong.matches);
+    }
+
+    #[tokio::test]
+    async fn unknown_user_never_matches_even_the_dummy_secret() {
+        let hasher = Hasher::start(&cheap()).unwrap();
+        let outcome = hasher.verify("anything".into(), None).await.unwrap();
+        assert!(!outcome.matches);
+    }
+
+    #[test]
+    fn parameter_check_compares_each_field() {
+        let old = params_of(&cheap()).unwrap();
+        let phc = hash_now(b"pw", &old).unwrap();
+        let same = verify_now(b"pw", &phc, &old);
+        assert!(same.matches && !same.needs_rehash);
+        for (m, t, p) in [(128, 1, 1), (64, 2, 1), (64, 1, 2)] {
+            let policy = Params::new(m, t, p, None).unwrap();
+            let outcome = verify_now(b"pw", &phc, &policy);
+            assert!(outcome.matches && outcome.needs_rehash, "{m} {t} {p}");
+        }
+        let argon2i =
+            "$argon2i$v=19$m=64,t=1,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A";
+        assert!(verify_now(b"pw", argon2i, &old).needs_rehash);
+        assert!(!verify_now(b"pw", "not a hash", &old).matches);
+    }
+
+    #[tokio::test]
+    async fn full_queue_answers_busy_at_once() {
+        let slow = HashConfig {
+            m_cost: 65536,
+            t_cost: 3,
+            ..cheap()
+        };
+        let hasher = Hasher::start(&slow).unwrap();
+        let mut pending = Vec::new();
+        let mut busy = 0;
+        for _ in 0..8 {
+            let hasher = hasher.clone();
+            let started = std::time::Instant::now();
+            match hasher.submit_probe() {
+                Ok(answer) => pending.push(answer),
+                Err(HashError::Busy) => {
+                    busy += 1;
+                    assert!(started.elapsed() < std::time::Duration::from_millis(50));
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        // one running + queue_limit (2) waiting at most
+        assert!(busy >= 5, "busy = {busy}");
+        for answer in pending {
+            answer.await.unwrap().unwrap();
+        }
+        assert_eq!(hasher.queued(), 0);
+    }
+
+    impl Hasher {
+        fn submit_probe(&self) -> Result<oneshot::Receiver<Result<String, HashError>>, HashError> {
+            let (reply, answer) = oneshot::channel();
+            self.submit(Job::Hash {
+                password: "p".into(),
+                params: self.params(),
+                reply,
+            })?;
+            Ok(answer)
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! qamd as a library: every module of the credential daemon, so the binary, the man-page
+//! generator and the benchmarks share one definition. `main.rs` only wires them together.
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod daemon;
+pub mod handler;
+pub mod hasher;
+pub mod logging;
+pub mod policy;
+pub mod rules;
+pub mod server;
+pub mod shutdown;
+pub mod socket;
+pub mod store;
+pub mod throttle;

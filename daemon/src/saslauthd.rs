@@ -1,0 +1,320 @@
+//! The saslauthd-compatible door (`saslauthd_socket`, off by default): Cyrus SASL clients such
+//! as Postfix and Prosody's mod_auth_cyrus check passwords here with the same `Accounts::verify`.
+//!
+//! Wire format (Cyrus SASL 2.1.28): one request per connection, four fields — login, password,
+//! service, realm — each a u16 big-endian length and that many bytes; the answer is a u16 length
+//! and text starting `OK` or `NO`, then the connection closes. Each field is capped at 256 bytes
+//! like the real saslauthd; fields after the fourth are never read. Access is decided by
+//! SO_PEERCRED exactly as on the main socket: the peer must be granted `verify`.
+
+use crate::accounts::Accounts;
+use crate::policy::Peer;
+use crate::shutdown::Shutdown;
+use qam_client::wire::Op;
+use qam_client::{ErrorCode, Password};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+/// Longest field the real saslauthd accepts; longer ones end the request with `NO`.
+pub const MAX_FIELD: usize = 256;
+
+/// Names of the four fields, in wire order.
+const FIELD_NAMES: [&str; 4] = ["login", "password", "service", "realm"];
+
+/// Longest request this door reads: four capped fields with their length prefixes.
+pub const MAX_FRAME: usize = FIELD_NAMES.len() * (2 + MAX_FIELD);
+
+/// One decoded request. Only the password is secret.
+#[derive(Debug)]
+pub struct SaslRequest {
+    pub login: String,
+    pub password: Password,
+    pub service: String,
+    pub realm: String,
+}
+
+/// Why a request is answered `NO` before any account is looked at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("the {0} field is longer than {MAX_FIELD} bytes")]
+    FieldTooLong(&'static str),
+    #[error("empty login or password")]
+    Empty,
+    #[error("the {0} field is not UTF-8")]
+    NotUtf8(&'static str),
+}
+
+/// Decodes a request from the bytes received so far: `Ok(None)` while the fourth field is
+/// still incomplete. Bytes after the fourth field (a newer client's fifth field) are ignored.
+pub fn parse_frame(buf: &[u8]) -> Result<Option<SaslRequest>, FrameError> {
+    let mut fields: [&[u8]; 4] = [&[]; 4];
+    let mut rest = buf;
+    for (slot, name) in fields.iter_mut().zip(FIELD_NAMES) {
+        let Some((prefix, after)) = rest.split_first_chunk::<2>() else {
+            return Ok(None);
+        };
+        let len = usize::from(u16::from_be_bytes(*prefix));
+        if len > MAX_FIELD {
+            return Err(FrameError::FieldTooLong(name));
+        }
+        if after.len() < len {
+            return Ok(None);
+        }
+        let (field, after) = after.split_at(len);
+        *slot = field;
+        rest = after;
+    }
+    let [login, password, service, realm] = fields;
+    if login.is_empty() || password.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    let text = |bytes, name| std::str::from_utf8(bytes).map_err(|_| FrameError::NotUtf8(name));
+    Ok(Some(SaslRequest {
+        login: text(login, "login")?.to_owned(),
+        password: Password::from(text(password, "password")?),
+        service: text(service, "service")?.to_owned(),
+        realm: text(realm, "realm")?.to_owned(),
+    }))
+}
+
+/// The answer frame: a u16 big-endian length, then the text.
+pub fn encode_reply(text: &str) -> Vec<u8> {
+    let bytes = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
+    let mut frame = Vec::with_capacity(2 + bytes.len());
+    frame.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    frame.extend_from_slice(bytes);
+    frame
+}
+
+/// True when `realm` is accepted: any realm when the list is empty, else one of the list
+/// (compared without regard to ASCII case, as realms are domain names).
+pub fn realm_accepted(accepted: &[String], realm: &str) -> bool {
+    accepted.is_empty() || accepted.iter().any(|ok| ok.eq_ignore_ascii_case(realm))
+}
+
+/// Everything the door's connections share.
+pub struct Door {
+    accounts: Arc<Accounts>,
+    /// `saslauthd_realms`: accepted realms, empty for any.
+    realms: Vec<String>,
+    /// Caps connections served at once (`max_connections`); beyond it: `NO busy`.
+    slots: Arc<Semaphore>,
+    /// Bound on receiving the request and on sending the answer (`idle_timeout_seconds`).
+    timeout: Duration,
+}
+
+impl Door {
+    pub fn new(accounts: Arc<Accounts>, realms: Vec<String>, max_connections: usize, timeout: Duration) -> Door {
+        Door {
+            accounts,
+            realms,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            timeout,
+        }
+    }
+
+    /// Accepts connections until shutdown; each is served by its own task, so a slow or
+    /// silent client never delays another.
+    pub async fn serve(self: Arc<Self>, listener: UnixListener, mut shutdown: Shutdown) {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.recv() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let door = Arc::clone(&self);
+                    tokio::spawn(async move { door.answer(stream).await });
+                }
+                Err(err) => {
+                    // Usually EMFILE: give in-flight connections a moment to finish.
+                    tracing::warn!(error = %err, "saslauthd socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Serves one connection: read one request, answer it, close.
+    async fn answer(&self, mut stream: UnixStream) {
+        let reply = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(_slot) => self.decide(&mut stream).await,
+            Err(_) => Some("NO busy".to_owned()),
+        };
+        if let Some(reply) = reply {
+            let frame = encode_reply(&reply);
+            let sent = tokio::time::timeout(self.timeout, stream.write_all(&frame)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::debug!("saslauthd socket: client left before the answer");
+            }
+        }
+    }
+
+    /// The answer text, or `None` to close without one (the client left or stalled).
+    async fn decide(&self, stream: &mut UnixStream) -> Option<String> {
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "saslauthd socket: no peer credentials");
+                return None;
+            }
+        };
+        let request = match tokio::time::timeout(self.timeout, read_request(stream)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return None,
+            Ok(Err(err)) => {
+                tracing::debug!(peer_uid = peer.uid, error = %err, "saslauthd request refused");
+                return Some(format!("NO {err}"));
+            }
+            Err(_) => {
+                tracing::debug!(peer_uid = peer.uid, "saslauthd request timed out");
+                return None;
+            }
+        };
+        if !self.accounts.live().policy.grants(peer).allows(Op::Verify) {
+            tracing::info!(peer_uid = peer.uid, op = "verify", "saslauthd: operation forbidden");
+            return Some("NO forbidden".to_owned());
+        }
+        if !realm_accepted(&self.realms, &request.realm) {
+            tracing::info!(peer_uid = peer.uid, realm = %request.realm, "saslauthd: realm not accepted");
+            return Some("NO realm not accepted".to_owned());
+        }
+        let span = tracing::debug_span!(
+            "saslauthd",
+            peer_uid = peer.uid,
+            service = %request.service,
+            realm = %request.realm
+        );
+        let verdict = self
+            .accounts
+            .verify(&request.login, request.password)
+            .instrument(span)
+            .await;
+        Some(match verdict {
+            Ok(_) => "OK".to_owned(),
+            Err(err) => match err.code {
+                ErrorCode::Denied => "NO authentication failed".to_owned(),
+                ErrorCode::Throttled => "NO too many failures, retry later".to_owned(),
+                ErrorCode::Busy => "NO busy, retry later".to_owned(),
+                _ => "NO internal error".to_owned(),
+            },
+        })
+    }
+}
+
+/// Reads until a whole request is in (at most `MAX_FRAME` bytes). `Ok(None)`: the client
+/// closed before finishing it.
+async fn read_request(stream: &mut UnixStream) -> std::io::Result<Result<Option<SaslRequest>, FrameError>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_FRAME));
+    loop {
+        match parse_frame(&buf) {
+            Ok(None) => {}
+            decided => return Ok(decided),
+        }
+        let room = (MAX_FRAME - buf.len()) as u64;
+        // A complete frame never exceeds MAX_FRAME, so room is never 0 here.
+        if (&mut *stream).take(room).read_buf(&mut *buf).await? == 0 {
+            return Ok(Ok(None));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(fields: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for field in fields {
+            out.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+
+    #[test]
+    fn a_whole_request_decodes() {
+        let bytes = frame(&[b"alice", b"pass word", b"xmpp", b"localhost"]);
+        let request = parse_frame(&bytes).unwrap().unwrap();
+        assert_eq!(request.login, "alice");
+        assert_eq!(request.password.expose(), "pass word");
+        assert_eq!(request.service, "xmpp");
+        assert_eq!(request.realm, "localhost");
+    }
+
+    #[test]
+    fn empty_service_and_realm_are_fine() {
+        let request = parse_frame(&frame(&[b"a", b"p", b"", b""])).unwrap().unwrap();
+        assert_eq!((request.service.as_str(), request.realm.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_asks_for_more() {
+        let bytes = frame(&[b"alice", b"pw", b"smtp", b"example.org"]);
+        for cut in 0..bytes.len() {
+            assert!(parse_frame(&bytes[..cut]).unwrap().is_none(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_fifth_field_is_ignored() {
+        let bytes = frame(&[b"alice", b"pw", b"smtp", b"", b"192.0.2.1"]);
+        assert_eq!(parse_frame(&bytes).unwrap().unwrap().login, "alice");
+    }
+
+    #[test]
+    fn empty_login_or_password_is_refused() {
+        assert_eq!(parse_frame(&frame(&[b"", b"pw", b"", b""])).unwrap_err(), FrameError::Empty);
+        assert_eq!(parse_frame(&frame(&[b"alice", b"", b"", b""])).unwrap_err(), FrameError::Empty);
+        assert_eq!(parse_frame(&frame(&[b"", b"", b"", b""])).unwrap_err(), FrameError::Empty);
+    }
+
+    #[test]
+    fn fields_are_capped_at_256_bytes() {
+        let max = vec![b'x'; MAX_FIELD];
+        assert!(parse_frame(&frame(&[&max, &max, &max, &max])).unwrap().is_some());
+        let long = vec![b'x'; MAX_FIELD + 1];
+        assert_eq!(
+            parse_frame(&frame(&[b"alice", &long, b"", b""])).unwrap_err(),
+            FrameError::FieldTooLong("password")
+        );
+        // The announced length alone is enough to refuse: no need to wait for the bytes.
+        assert_eq!(parse_frame(&[0xff, 0xff]).unwrap_err(), FrameError::FieldTooLong("login"));
+    }
+
+    #[test]
+    fn non_utf8_is_refused_and_the_error_shows_no_secret() {
+        let err = parse_frame(&frame(&[b"alice", b"\xffsecret", b"", b""])).unwrap_err();
+        assert_eq!(err, FrameError::NotUtf8("password"));
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn replies_carry_their_length() {
+        assert_eq!(encode_reply("OK"), b"\x00\x02OK");
+        assert_eq!(encode_reply("NO busy"), b"\x00\x07NO busy");
+    }
+
+    #[test]
+    fn realm_list() {
+        assert!(realm_accepted(&[], "anything"));
+        let list = vec!["example.org".to_owned()];
+        assert!(realm_accepted(&list, "Example.ORG"));
+        assert!(!realm_accepted(&list, "other.org"));
+        assert!(!realm_accepted(&list, ""));
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let request = parse_frame(&frame(&[b"alice", b"hunter2", b"", b""])).unwrap().unwrap();
+        assert!(!format!("{request:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Creating the listening socket safely: never steal a live socket, never replace a file qamd
+//! does not own, mode 0660 with the configured group, and a data dir others cannot write.
+
+use nix::unistd::{chown, Gid, Group, Uid};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// Why qamd cannot start; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("another process is already listening on {0}; stop it or choose another socket")]
+    SocketInUse(PathBuf),
+    #[error("{0} exists and is not a socket; remove it or choose another socket path")]
+    NotASocket(PathBuf),
+    #[error("{path} belongs to uid {owner}, not to qamd's uid {ours}; refusing to replace it")]
+    ForeignSocket {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
+    #[error("socket group `{0}` does not exist; create it or set socket_group")]
+    NoSuchGroup(String),
+    #[error("data dir {0} is writable by other users; run `chmod o-w {0}`")]
+    DataDirWorldWritable(PathBuf),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SetupError + 'a {
+    move |source| SetupError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The gid the socket gets: the named group; by default `qam` when it exists; `""` or no
+/// `qam` group means the daemon's own group (None: leave it).
+pub fn socket_gid(configured: Option<&str>) -> Result<Option<Gid>, SetupError> {
+    match configured {
+        Some("") => Ok(None),
+        Some(name) => match Group::from_name(name) {
+            Ok(Some(group)) => Ok(Some(group.gid)),
+            _ => Err(SetupError::NoSuchGroup(name.to_owned())),
+        },
+        None => Ok(Group::from_name("qam")
+            .ok()
+            .flatten()
+            .map(|group| group.gid)),
+    }
+}
+
+/// Binds `path` as a 0660 socket owned by `gid`, replacing only a stale socket of ours.
+pub fn bind(path: &Path, gid: Option<Gid>) -> Result<UnixListener, SetupError> {
+    remove_stale(path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(io_error("cannot create socket directory", parent))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_error("cannot bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(io_error("cannot chmod", path))?;
+    if let Some(gid) = gid {
+        chown(path, None, Some(gid))
+            .map_err(|errno| io_error("cannot chgrp", path)(std::io::Error::from(errno)))?;
+    }
+    Ok(listener)
+}
+
+fn remove_stale(path: &Path) -> Result<(), SetupError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(io_error("cannot inspect", path)(err)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(SetupError::NotASocket(path.to_owned()));
+    }
+    let ours = Uid::current().as_raw();
+    if meta.uid() != ours && ours != 0 {
+        return Err(SetupError::ForeignSocket {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(SetupError::SocketInUse(path.to_owned()));
+    }
+    std::fs::remove_file(path).map_err(io_error("cannot remove stale socket", path))
+}
+
+/// Creates the data dir 0700 when missing; refuses one other users may write.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), SetupError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io_error("cannot create data dir", dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_error("cannot chmod data dir", dir))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(io_error("cannot inspect data dir", dir))?;
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(SetupError::DataDirWorldWritable(dir.to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_socket_is_not_stolen_and_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let first = bind(&path, None).unwrap();
+        assert!(matches!(bind(&path, None), Err(SetupError::SocketInUse(_))));
+        drop(first);
+        let again = bind(&path, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        drop(again);
+    }
+
+    #[test]
+    fn a_regular_file_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        std::fs::write(&path, "keep me").unwrap();
+        assert!(matches!(bind(&path, None), Err(SetupError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn world_writable_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            prepare_data_dir(dir.path()),
+            Err(SetupError::DataDirWorldWritable(_))
+        ));
+        let fresh = dir.path().join("new");
+        prepare_data_dir(&fresh).unwrap();
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn missing_group_is_an_error_only_when_named() {
+        assert!(matches!(
+            socket_gid(Some("no-such-group-qam")),
+            Err(SetupError::NoSuchGroup(_))
+        ));
+        assert_eq!(socket_gid(Some("")).unwrap(), None);
+    }
+}
