@@ -4,10 +4,12 @@
 use crate::accounts::{Accounts, Live};
 use crate::config::Config;
 use crate::hasher::{HashError, Hasher};
+use crate::reload::{self, ReloadSource, Reloader};
 use crate::server::Listener;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::socket::{self, SetupError};
 use crate::store::{Store, StoreError};
+use crate::systemd::{self, PassedSockets};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,15 +30,26 @@ pub enum StartError {
     Signals(std::io::Error),
 }
 
-/// Runs qamd until SIGTERM or SIGINT, then stops gracefully.
-pub async fn run(config: Config) -> Result<(), StartError> {
+/// Runs qamd until SIGTERM or SIGINT, then stops gracefully. Serves the sockets systemd
+/// passed when there are any, else binds its own; SIGHUP reloads the config from `reload`.
+pub async fn run(
+    config: Config,
+    passed: PassedSockets,
+    reload: ReloadSource,
+) -> Result<(), StartError> {
     socket::prepare_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let hasher = Hasher::start(&config.hash)?;
     let live = Live::from_config(&config)?;
     let accounts = Arc::new(Accounts::new(store.clone(), hasher, &config, live));
-    let gid = socket::socket_gid(config.socket_group.as_deref())?;
-    let std_listener = socket::bind(&config.socket, gid)?;
+    let activated = passed.main.is_some();
+    let std_listener = match passed.main {
+        Some(listener) => listener,
+        None => socket::bind(
+            &config.socket,
+            socket::socket_gid(config.socket_group.as_deref())?,
+        )?,
+    };
     std_listener
         .set_nonblocking(true)
         .map_err(StartError::Listen)?;
@@ -44,6 +57,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let (trigger, shutdown) = shutdown::channel();
     spawn_signal_handler(trigger)?;
+    let reloader = Reloader::new(reload, config.clone(), Arc::clone(&accounts));
+    reload::spawn_on_sighup(reloader, shutdown.clone()).map_err(StartError::Signals)?;
     tokio::spawn(sync_periodically(
         store.clone(),
         config.data_dir.clone(),
@@ -57,6 +72,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "qamd {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    systemd::notify_ready(&format!(
+        "serving {}{}",
+        config.socket.display(),
+        if activated { " (socket-activated)" } else { "" }
+    ));
     Listener::new(
         listener,
         Arc::clone(&accounts),
@@ -68,14 +88,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     .await;
 
     tracing::info!("stopping: flushing the store");
+    systemd::notify_stopping("stopping: flushing the store");
     let dir = config.data_dir.clone();
     match tokio::task::spawn_blocking(move || store.sync_all(&dir)).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::error!(error = %err, "final store sync failed"),
         Err(err) => tracing::error!(error = %err, "final store sync did not run"),
     }
-    if let Err(err) = std::fs::remove_file(&config.socket) {
-        tracing::warn!(error = %err, "socket file not removed");
+    // A passed socket belongs to systemd, which keeps listening on it for the next start.
+    if !activated {
+        if let Err(err) = std::fs::remove_file(&config.socket) {
+            tracing::warn!(error = %err, "socket file not removed");
+        }
     }
     tracing::info!("stopped");
     Ok(())

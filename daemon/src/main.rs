@@ -4,6 +4,7 @@
 use clap::Parser;
 use qamd::cli::Cli;
 use qamd::config::Config;
+use qamd::reload::ReloadSource;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -25,9 +26,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let level = qamd::logging::choose_level(cli.log_level.as_deref(), &config.log_level);
-    if let Err(err) = qamd::logging::init(&level) {
-        return fail(err);
-    }
+    let level_handle = match qamd::logging::init(&level) {
+        Ok(handle) => handle,
+        Err(err) => return fail(err),
+    };
+    // Before the runtime starts: taking the sockets clears LISTEN_* from the environment.
+    let passed = match qamd::systemd::PassedSockets::take() {
+        Ok(passed) => passed,
+        Err(err) => return fail(err),
+    };
     harden_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,7 +44,11 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start the async runtime: {err}")),
     };
-    match runtime.block_on(qamd::daemon::run(config)) {
+    match runtime.block_on(qamd::daemon::run(
+        config,
+        passed,
+        ReloadSource::new(cli, level_handle),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(err),
     }
