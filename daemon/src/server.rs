@@ -113,14 +113,15 @@ async fn refuse_busy(mut stream: UnixStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
 }
 
-/// One connection's task.
+/// One connection's task. Fields drop in order: the permit is released before the socket
+/// closes, so a client that sees its connection end can connect again at once.
 struct Handler {
+    _permit: OwnedSemaphorePermit,
     connection: Connection,
     accounts: Arc<Accounts>,
     peer: Peer,
     idle_timeout: Duration,
     shutdown: Shutdown,
-    _permit: OwnedSemaphorePermit,
     _finished: mpsc::Sender<()>,
 }
 
