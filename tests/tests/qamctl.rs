@@ -304,7 +304,7 @@ fn daemon_errors_print_their_code_and_exit_1() {
     add(&daemon, "alice", "correct horse");
     let args = ["user", "add", "alice", "--password-stdin"];
     fails_with(&daemon, &args, "battery staple\n", "exists");
-    let args = ["user", "add", "-bad name-", "--password-stdin"];
+    let args = ["user", "add", "bad name!", "--password-stdin"];
     fails_with(&daemon, &args, "battery staple\n", "invalid_username");
     let args = ["user", "add", "root", "--password-stdin"];
     fails_with(&daemon, &args, "battery staple\n", "invalid_username");
