@@ -1,0 +1,370 @@
+//! qam under systemd: the shipped units pass `systemd-analyze verify` and the hardening score,
+//! qamd serves a socket passed by `systemd-socket-activate` and says READY=1, SIGHUP reloads.
+
+use qam_client::wire::{HelloInfo, NameInfo};
+use qam_client::{Client, ClientOptions, Password, Request};
+use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, Daemon, CHEAP_HASH};
+use serde_json::Value;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ANALYZE: &str = "/usr/bin/systemd-analyze";
+const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
+const SETPRIV: &str = "/usr/bin/setpriv";
+const SOCAT: &str = "/usr/bin/socat";
+
+/// The highest `systemd-analyze security` exposure qamd.service may have ("OK" ends at 3.9;
+/// the issue asks for 1.5 or less).
+const MAX_EXPOSURE: f64 = 1.5;
+
+/// The units as shipped, in `systemd/`.
+fn units() -> Vec<PathBuf> {
+    ["qamd.service", "qamd.socket", "qamd-saslauthd.socket"]
+        .iter()
+        .map(|name| workspace_root().join("systemd").join(name))
+        .collect()
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if !require_peer(ANALYZE, "systemd") {
+        return;
+    }
+    // verify checks that ExecStart exists: point it at the built qamd in a copy of the units.
+    // (The package test verifies the installed units as they are, man pages included.)
+    let dir = shared_tempdir();
+    let qamd = bin("qamd");
+    let mut copies = Vec::new();
+    for unit in units() {
+        let text = fs::read_to_string(&unit).unwrap();
+        let copy = dir.path().join(unit.file_name().unwrap());
+        fs::write(
+            &copy,
+            text.replace("/usr/sbin/qamd", qamd.to_str().unwrap()),
+        )
+        .unwrap();
+        copies.push(copy);
+    }
+    let out = Command::new(ANALYZE)
+        .args(["verify", "--man=no"])
+        .args(&copies)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned:\n{stderr}"
+    );
+}
+
+#[test]
+fn service_exposure_is_at_most_1_5() {
+    if !require_peer(ANALYZE, "systemd") {
+        return;
+    }
+    let service = workspace_root().join("systemd/qamd.service");
+    let out = Command::new(ANALYZE)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&service)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze security warned:\n{stderr}"
+    );
+    let exposure = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("→ Overall exposure level for qamd.service: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
+    println!("qamd.service exposure: {exposure}");
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "qamd.service exposure {exposure} is above {MAX_EXPOSURE}:\n{stdout}"
+    );
+}
+
+/// qamd started by `systemd-socket-activate` the way systemd starts it from qamd.socket, with
+/// a datagram socket standing in for systemd's NOTIFY_SOCKET.
+struct Activated {
+    /// Removed on drop, with the socket, config, store and log in it.
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    notify: UnixDatagram,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Activated {
+    fn start() -> Activated {
+        let dir = shared_tempdir();
+        let socket = dir.path().join("activated.sock");
+        let config = dir.path().join("qamd.toml");
+        let log = dir.path().join("qamd.log");
+        let notify_path = dir.path().join("notify");
+        fs::write(
+            &config,
+            format!(
+                "socket = {:?}\ndata_dir = {:?}\nlog_level = \"info\"\n{CHEAP_HASH}",
+                socket.to_str().unwrap(),
+                dir.path().join("data").to_str().unwrap(),
+            ),
+        )
+        .unwrap();
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let child = Command::new(SOCKET_ACTIVATE)
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--fdname=qamd")
+            .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
+            .arg(bin("qamd"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let activated = Activated {
+            _dir: dir,
+            socket,
+            notify,
+            log,
+            child: Some(child),
+        };
+        // systemd-socket-activate binds the socket, then execs qamd on the first connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !activated.socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "no socket; log:\n{}",
+                activated.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        activated
+    }
+
+    /// The next notification datagram, e.g. "READY=1\nSTATUS=...".
+    fn next_notification(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let len = self
+            .notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no sd_notify message ({e}); log:\n{}", self.log_text()));
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
+    if !require_peer(SOCKET_ACTIVATE, "systemd") {
+        return;
+    }
+    let mut qamd = Activated::start();
+    let options = ClientOptions::new(&qamd.socket).with_timeout(Duration::from_secs(20));
+    // This first connection is what makes systemd-socket-activate start qamd.
+    let mut client = Client::connect(&options).unwrap();
+    let hello: HelloInfo = client.call(&Request::Hello).unwrap();
+    assert!(hello.server.starts_with("qamd "), "{hello:?}");
+
+    let ready = qamd.next_notification();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l.starts_with("STATUS=serving") && l.contains("socket-activated")),
+        "{ready}"
+    );
+    assert!(qamd
+        .log_text()
+        .contains("using the socket passed by systemd"));
+
+    let register = Request::Register {
+        user: "activated".into(),
+        password: Password::from("socket activation works"),
+    };
+    let created: NameInfo = client.call(&register).unwrap();
+    assert_eq!(created.name, "activated");
+    assert!(client
+        .verify("activated", &Password::from("socket activation works"))
+        .unwrap());
+    drop(client);
+
+    let status = qamd.terminate();
+    assert!(
+        status.success(),
+        "qamd exited {status}; log:\n{}",
+        qamd.log_text()
+    );
+    let stopping = qamd.next_notification();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    // The socket belongs to the service manager: qamd leaves it in place for the next start.
+    assert!(qamd.socket.exists(), "qamd removed the passed socket");
+}
+
+/// A line-oriented client that runs as `nobody` (not an admin), so `register` obeys
+/// `registration_open`: socat under setpriv, one connection for the whole test.
+struct Unprivileged {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Unprivileged {
+    fn connect(socket: &std::path::Path) -> Unprivileged {
+        let mut child = Command::new(SETPRIV)
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                SOCAT,
+                "-",
+            ])
+            .arg(format!("UNIX-CONNECT:{}", socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = child.stdin.take().unwrap();
+        let output = BufReader::new(child.stdout.take().unwrap());
+        Unprivileged {
+            child,
+            input,
+            output,
+        }
+    }
+
+    fn call(&mut self, request: Value) -> Value {
+        writeln!(self.input, "{request}").unwrap();
+        self.input.flush().unwrap();
+        let mut line = String::new();
+        self.output.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer {line:?}: {e}"))
+    }
+
+    fn register(&mut self, user: &str) -> Value {
+        self.call(serde_json::json!({"op": "register", "user": user, "password": "reloaded config works"}))
+    }
+}
+
+impl Drop for Unprivileged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn error_code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Rewrites `registration_open` in the daemon's config, sends SIGHUP and waits for the log
+/// to say the reload happened.
+fn reload_with_registration(daemon: &Daemon, open: bool, reloads_before: usize) {
+    let text = fs::read_to_string(&daemon.config).unwrap();
+    let text = text.replace(
+        &format!("registration_open = {}", !open),
+        &format!("registration_open = {open}"),
+    );
+    fs::write(&daemon.config, text).unwrap();
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.log_text().matches("config reloaded").count() <= reloads_before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_toggles_registration_without_dropping_connections() {
+    if !require_peer(SETPRIV, "util-linux") || !require_peer(SOCAT, "socat") {
+        return;
+    }
+    let daemon = Daemon::start_with(
+        "socket_group = \"nogroup\"\nregistration_open = false\n\
+         [permissions]\ndefault = [\"verify\", \"exists\", \"register\"]\n",
+    );
+    let mut admin = daemon.client();
+    let mut service = Unprivileged::connect(&daemon.socket);
+    let closed = service.register("before-hup");
+    assert_eq!(error_code(&closed), "registration_closed", "{closed}");
+
+    reload_with_registration(&daemon, true, 0);
+    let log = daemon.log_text();
+    assert!(log.contains("registration_open false -> true"), "{log}");
+    let opened = service.register("after-hup");
+    assert_eq!(opened["ok"], true, "{opened}");
+
+    reload_with_registration(&daemon, false, 1);
+    let closed_again = service.register("after-second-hup");
+    assert_eq!(
+        error_code(&closed_again),
+        "registration_closed",
+        "{closed_again}"
+    );
+
+    // Both connections lived through both reloads.
+    let hello: HelloInfo = admin.call(&Request::Hello).unwrap();
+    assert!(hello.server.starts_with("qamd "));
+    let exists = service.call(serde_json::json!({"op": "exists", "user": "after-hup"}));
+    assert_eq!(exists["exists"], true, "{exists}");
+}
+
+#[test]
+fn invalid_config_on_sighup_keeps_the_running_one() {
+    let daemon = Daemon::start_with("registration_open = false\n");
+    fs::write(&daemon.config, "this is = not [ toml").unwrap();
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.log_text().contains("config reload refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hello: HelloInfo = daemon.client().call(&Request::Hello).unwrap();
+    assert!(hello.server.starts_with("qamd "));
+}
