@@ -1,6 +1,8 @@
 //! Shared harness for qam's end-to-end and real-peer tests: starts real `qamd` processes on a
 //! temporary socket and data dir with cheap hash parameters, and finds the built binaries.
 
+pub mod xmpp;
+
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request};
 use std::fs;

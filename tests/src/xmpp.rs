@@ -1,0 +1,338 @@
+//! Real XMPP servers for qam's tests (ejabberd and Prosody, started in temp dirs on 127.0.0.1
+//! as their Debian service users) and a minimal client that performs one SASL PLAIN login.
+
+use base64ct::{Base64, Encoding};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The answer of a SASL PLAIN exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    Success,
+    /// `<failure>` with the server's condition and text.
+    Failure(String),
+}
+
+/// Opens a c2s stream to `domain` on 127.0.0.1:`port` and tries SASL PLAIN once.
+pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Login> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.set_nodelay(true)?;
+    write!(
+        stream,
+        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    )?;
+    let features = read_until(&mut stream, &["</stream:features>"])?;
+    if !features.contains(">PLAIN<") {
+        return Err(io::Error::other(format!("PLAIN not offered: {features}")));
+    }
+    let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
+    write!(
+        stream,
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    )?;
+    let answer = read_until(&mut stream, &["<success", "</failure>"])?;
+    let _ = stream.write_all(b"</stream:stream>");
+    if answer.contains("<success") {
+        Ok(Login::Success)
+    } else {
+        let start = answer.find("<failure").unwrap_or(0);
+        Ok(Login::Failure(answer[start..].to_owned()))
+    }
+}
+
+/// Reads until the text received holds one of `markers`.
+fn read_until(stream: &mut TcpStream, markers: &[&str]) -> io::Result<String> {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("stream closed: {}", String::from_utf8_lossy(&text)),
+            ));
+        }
+        text.extend_from_slice(&buf[..n]);
+        let seen = String::from_utf8_lossy(&text);
+        if markers.iter().any(|marker| seen.contains(marker)) {
+            return Ok(seen.into_owned());
+        }
+    }
+}
+
+/// Times one login, which must succeed.
+pub fn timed_login(login: impl FnOnce() -> io::Result<Login>) -> Duration {
+    let start = Instant::now();
+    let outcome = login().expect("login exchange");
+    let took = start.elapsed();
+    assert_eq!(outcome, Login::Success);
+    took
+}
+
+/// The median of some durations.
+pub fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not listen on port {port}; log:\n{}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// Gives a directory tree to a service user (`chown -R`).
+fn chown_to(dir: &Path, user: &str) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{user}:"))
+        .arg(dir)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown {user} {}", dir.display());
+}
+
+/// Kills a process group started with `process_group(0)`.
+fn kill_group(child: &mut Child) {
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+/// A running ejabberd 23.01 node with its own config, spool and logs.
+pub struct Ejabberd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    node: String,
+    child: Option<Child>,
+}
+
+impl Ejabberd {
+    /// Starts ejabberd with a c2s listener on 127.0.0.1:`port` (no TLS) and `hosts_yaml`
+    /// (the `hosts:` list and auth settings, e.g. `auth_method: [external]`).
+    pub fn start(port: u16, node: &str, hosts_yaml: &str) -> Ejabberd {
+        let dir = crate::shared_tempdir();
+        let config = format!(
+            "{hosts_yaml}\nloglevel: info\nlisten:\n  - port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
+             modules:\n  mod_disco: {{}}\n  mod_roster: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n"
+        );
+        fs::write(dir.path().join("ejabberd.yml"), config).expect("write ejabberd.yml");
+        fs::write(
+            dir.path().join("ejabberdctl.cfg"),
+            "INET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\n",
+        )
+        .expect("write ejabberdctl.cfg");
+        fs::create_dir_all(dir.path().join("spool")).expect("spool dir");
+        fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        chown_to(dir.path(), "ejabberd");
+        let out = fs::File::create(dir.path().join("foreground.out")).expect("output file");
+        let mut ejabberd = Ejabberd {
+            port,
+            node: node.to_owned(),
+            child: None,
+            dir,
+        };
+        let child = ejabberd
+            .command()
+            .arg("foreground")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("fd"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("start ejabberd");
+        ejabberd.child = Some(child);
+        wait_for_port(port, "ejabberd", &ejabberd.log_path());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ejabberd.ctl(&["status"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "ejabberd not ready:\n{}",
+                ejabberd.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ejabberd
+    }
+
+    fn command(&self) -> Command {
+        let d = self.dir.path();
+        let mut command = Command::new("/usr/sbin/ejabberdctl");
+        command
+            .arg("--config")
+            .arg(d.join("ejabberd.yml"))
+            .arg("--ctl-config")
+            .arg(d.join("ejabberdctl.cfg"))
+            .arg("--spool")
+            .arg(d.join("spool"))
+            .arg("--logs")
+            .arg(d.join("logs"))
+            .arg("--node")
+            .arg(&self.node);
+        command
+    }
+
+    /// Runs `ejabberdctl ARGS` against this node.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ejabberdctl")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("logs").join("ejabberd.log")
+    }
+
+    /// ejabberd's own log (extauth's stderr lines land in `foreground.out`).
+    pub fn log_text(&self) -> String {
+        let mut text = fs::read_to_string(self.log_path()).unwrap_or_default();
+        text.push_str(
+            &fs::read_to_string(self.dir.path().join("foreground.out")).unwrap_or_default(),
+        );
+        text
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        let _ = self.ctl(&["stop"]);
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            kill_group(&mut child);
+        }
+        // epmd refuses to die while another node is registered with it.
+        let _ = Command::new("epmd")
+            .arg("-kill")
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A running Prosody 0.12 as user `prosody`, with its own config and data dir.
+pub struct Prosody {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Prosody {
+    /// Starts Prosody on 127.0.0.1:`port` (no TLS, PLAIN allowed, in-band registration on)
+    /// with `hosts_lua` (VirtualHost sections with their `authentication`).
+    pub fn start(port: u16, hosts_lua: &str) -> Prosody {
+        let dir = crate::shared_tempdir();
+        let d = dir.path().display().to_string();
+        // The module is copied so Prosody's user can read it wherever the checkout lives.
+        let plugins = dir.path().join("plugins");
+        fs::create_dir_all(&plugins).expect("plugins dir");
+        fs::copy(
+            crate::workspace_root().join("adapters/prosody/mod_auth_qam.lua"),
+            plugins.join("mod_auth_qam.lua"),
+        )
+        .expect("copy mod_auth_qam.lua");
+        let config = dir.path().join("prosody.cfg.lua");
+        let text = format!(
+            r#"data_path = "{d}/data"
+pidfile = "{d}/prosody.pid"
+plugin_paths = {{ "{plugins}" }}
+log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{d}/prosody.log" }} }}
+c2s_ports = {{ {port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+s2s_ports = {{}}
+http_ports = {{}}
+https_ports = {{}}
+c2s_direct_tls_ports = {{}}
+s2s_direct_tls_ports = {{}}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "register" }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+allow_registration = true
+min_seconds_between_registrations = 0
+{hosts_lua}
+"#,
+            plugins = plugins.display()
+        );
+        fs::write(&config, text).expect("write prosody config");
+        fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        chown_to(dir.path(), "prosody");
+        let mut prosody = Prosody {
+            dir,
+            port,
+            config,
+            child: None,
+        };
+        prosody.spawn();
+        prosody
+    }
+
+    /// Starts the Prosody process (again) on the same config.
+    pub fn spawn(&mut self) {
+        let user = nix::unistd::User::from_name("prosody")
+            .expect("look up user prosody")
+            .expect("user prosody exists (Debian package prosody)");
+        let out = fs::File::create(self.dir.path().join("foreground.out")).expect("output file");
+        let child = Command::new("/usr/bin/prosody")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("-F")
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("fd"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("start prosody");
+        self.child = Some(child);
+        wait_for_port(self.port, "prosody", &self.dir.path().join("prosody.log"));
+    }
+
+    /// Runs `prosodyctl --config FILE ARGS` (it switches to user prosody itself).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/prosodyctl")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run prosodyctl")
+    }
+
+    /// Prosody's log.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! qam-extauth against a real qamd and a real ejabberd 23.01: the extauth commands through
+//! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, and login timing.
+
+use qam_client::wire::NameInfo;
+use qam_client::{Password, Request};
+use qam_tests::xmpp::{median, plain_login, timed_login, Ejabberd, Login};
+use qam_tests::{bin, require_peer, Daemon};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// c2s port and node name of this file's ejabberd; its tests run one at a time.
+const PORT: u16 = 15323;
+const NODE: &str = "qamxmpp@localhost";
+static EJABBERD: Mutex<()> = Mutex::new(());
+
+/// qamd as a host runs it for ejabberd: socket group `ejabberd`, which may register and set
+/// passwords; registration open.
+const QAMD_FOR_EJABBERD: &str = "socket_group = \"ejabberd\"\nregistration_open = true\n\
+    [permissions.users]\nejabberd = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
+
+fn ejabberd_present() -> bool {
+    require_peer("/usr/sbin/ejabberdctl", "ejabberd")
+}
+
+/// Copies qam-extauth where user `ejabberd` can run it, wherever the checkout lives.
+fn install_extauth(dir: &Path) -> PathBuf {
+    let program = dir.join("qam-extauth");
+    fs::copy(bin("qam-extauth"), &program).unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+/// ejabberd with `localhost` authenticated by qam-extauth and `builtin.localhost` by
+/// ejabberd's own store.
+fn start_ejabberd(qamd: &Daemon) -> Ejabberd {
+    let program = install_extauth(qamd.dir.path());
+    let hosts = format!(
+        "hosts:\n  - localhost\n  - builtin.localhost\nauth_method: [external]\n\
+         extauth_program: \"{} --socket {} --domain localhost\"\nextauth_pool_size: 1\n\
+         auth_use_cache: false\nhost_config:\n  builtin.localhost:\n    auth_method: [internal]\n",
+        program.display(),
+        qamd.socket.display()
+    );
+    Ejabberd::start(PORT, NODE, &hosts)
+}
+
+/// True when `ejabberdctl ARGS` succeeded.
+fn ctl_ok(ejabberd: &Ejabberd, args: &[&str]) -> bool {
+    ejabberd.ctl(args).status.success()
+}
+
+fn qam_verifies(qamd: &Daemon, user: &str, password: &str) -> bool {
+    qamd.client()
+        .verify(user, &Password::from(password))
+        .unwrap()
+}
+
+#[test]
+fn ejabberdctl_commands_go_through_qam() {
+    if !ejabberd_present() {
+        return;
+    }
+    let _serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(QAMD_FOR_EJABBERD);
+    qamd.add_user("alice", "colon:pass:word");
+    let ejabberd = start_ejabberd(&qamd);
+
+    // isuser
+    assert!(ctl_ok(&ejabberd, &["check_account", "alice", "localhost"]));
+    assert!(!ctl_ok(
+        &ejabberd,
+        &["check_account", "nobody", "localhost"]
+    ));
+    // auth, with ':' in the password
+    assert!(ctl_ok(
+        &ejabberd,
+        &["check_password", "alice", "localhost", "colon:pass:word"]
+    ));
+    assert!(!ctl_ok(
+        &ejabberd,
+        &["check_password", "alice", "localhost", "colon:pass"]
+    ));
+    assert!(!ctl_ok(
+        &ejabberd,
+        &["check_password", "nobody", "localhost", "whatever1"]
+    ));
+    // setpass (isuser + setpass): the new password is qam's
+    assert!(ctl_ok(
+        &ejabberd,
+        &["change_password", "alice", "localhost", "new password 2"]
+    ));
+    assert!(qam_verifies(&qamd, "alice", "new password 2"));
+    assert!(ctl_ok(
+        &ejabberd,
+        &["check_password", "alice", "localhost", "new password 2"]
+    ));
+    // tryregister creates a qam account; a taken name is refused
+    assert!(ctl_ok(
+        &ejabberd,
+        &["register", "carol", "localhost", "carol's password"]
+    ));
+    assert!(qam_verifies(&qamd, "carol", "carol's password"));
+    assert!(!ctl_ok(
+        &ejabberd,
+        &["register", "carol", "localhost", "another password"]
+    ));
+    assert!(qam_verifies(&qamd, "carol", "carol's password"));
+    // removeuser is refused and logged; the account stays
+    let _ = ejabberd.ctl(&["unregister", "carol", "localhost"]);
+    assert!(qamd.client().exists("carol").unwrap());
+    assert!(ctl_ok(&ejabberd, &["check_account", "carol", "localhost"]));
+    let log = ejabberd.log_text();
+    assert!(
+        log.contains("removeuser for carol@localhost refused"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("new password 2") && !log.contains("colon:pass"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sasl_plain_login_over_c2s() {
+    if !ejabberd_present() {
+        return;
+    }
+    let _serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(QAMD_FOR_EJABBERD);
+    qamd.add_user("alice", "alice's password");
+    qamd.add_user("mallory", "mallory's password");
+    qamd.lock_user("mallory");
+    let ejabberd = start_ejabberd(&qamd);
+    let login =
+        |user: &str, password: &str| plain_login(PORT, "localhost", user, password).unwrap();
+
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    assert!(
+        matches!(login("alice", "wrong password"), Login::Failure(f) if f.contains("not-authorized"))
+    );
+    assert!(matches!(
+        login("nobody", "alice's password"),
+        Login::Failure(_)
+    ));
+    assert!(matches!(
+        login("mallory", "mallory's password"),
+        Login::Failure(_)
+    ));
+    // The same server still uses its own store for the other host.
+    assert!(ctl_ok(
+        &ejabberd,
+        &["register", "bob", "builtin.localhost", "bob's password"]
+    ));
+    assert_eq!(
+        plain_login(PORT, "builtin.localhost", "bob", "bob's password").unwrap(),
+        Login::Success
+    );
+    assert!(!qamd.client().exists("bob").unwrap());
+}
+
+/// qam-extauth on pipes, as ejabberd (or mod_auth_external) runs it.
+struct Extauth {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    generic: bool,
+}
+
+impl Extauth {
+    fn start(qamd: &Daemon, extra: &[&str]) -> Extauth {
+        let mut child = Command::new(bin("qam-extauth"))
+            .arg("--socket")
+            .arg(&qamd.socket)
+            .args(["--domain", "localhost"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Extauth {
+            stdin: child.stdin.take().unwrap(),
+            stdout: child.stdout.take().unwrap(),
+            generic: extra.contains(&"generic"),
+            child,
+        }
+    }
+
+    /// Sends one request and returns its answer.
+    fn ask(&mut self, request: &str) -> bool {
+        if self.generic {
+            self.stdin
+                .write_all(format!("{request}\n").as_bytes())
+                .unwrap();
+            let mut answer = [0u8; 2];
+            self.stdout.read_exact(&mut answer).unwrap();
+            match &answer {
+                b"1\n" => true,
+                b"0\n" => false,
+                other => panic!("bad generic answer {other:?}"),
+            }
+        } else {
+            let mut frame = (request.len() as u16).to_be_bytes().to_vec();
+            frame.extend(request.as_bytes());
+            self.stdin.write_all(&frame).unwrap();
+            let mut answer = [0u8; 4];
+            self.stdout.read_exact(&mut answer).unwrap();
+            match answer {
+                [0, 2, 0, 1] => true,
+                [0, 2, 0, 0] => false,
+                other => panic!("bad extauth answer {other:?}"),
+            }
+        }
+    }
+
+    /// Closes stdin and returns the exit code and what went to stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        drop(self.stdin);
+        let status = self.child.wait().unwrap();
+        let mut rest = Vec::new();
+        self.stdout.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "stray output {rest:?}");
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status.code(), stderr)
+    }
+}
+
+#[test]
+fn extauth_reconnects_after_a_qamd_restart_and_exits_zero_on_eof() {
+    let mut qamd = Daemon::start();
+    qamd.add_user("alice", "right password");
+    for protocol in [vec![], vec!["--protocol", "generic"]] {
+        let mut extauth = Extauth::start(&qamd, &protocol);
+        assert!(extauth.ask("auth:alice:localhost:right password"));
+        assert!(!extauth.ask("auth:alice:localhost:wrong password"));
+        qamd.stop();
+        assert!(
+            !extauth.ask("auth:alice:localhost:right password"),
+            "qamd is down: no"
+        );
+        qamd.spawn();
+        assert!(extauth.ask("auth:alice:localhost:right password"));
+        assert!(extauth.ask("isuser:alice:localhost"));
+        assert!(!extauth.ask("isuser:alice:example.org"));
+        let (code, stderr) = extauth.finish();
+        assert_eq!(code, Some(0));
+        if !protocol.is_empty() {
+            assert!(stderr.is_empty(), "generic mode wrote to stderr: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_stalled_qamd_gets_no_at_the_deadline_and_answers_stay_in_step() {
+    let qamd = Daemon::start();
+    qamd.add_user("alice", "right password");
+    let mut extauth = Extauth::start(&qamd, &["--deadline-ms", "1000"]);
+    assert!(extauth.ask("auth:alice:localhost:right password"));
+    let pid = nix::unistd::Pid::from_raw(qamd.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let start = Instant::now();
+    assert!(!extauth.ask("auth:alice:localhost:right password"));
+    let took = start.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        took < Duration::from_millis(1200),
+        "answered after {took:?}"
+    );
+    // The late answer of the stalled request must not be taken for the next ones.
+    assert!(!extauth.ask("auth:alice:localhost:wrong password"));
+    assert!(extauth.ask("auth:alice:localhost:right password"));
+    assert!(!extauth.ask("isuser:nobody:localhost"));
+    assert_eq!(extauth.finish().0, Some(0));
+}
+
+#[test]
+fn setpass_and_tryregister_need_grants_and_are_refused_without() {
+    // A qamd whose config grants this (non-admin) peer nothing beyond the defaults.
+    let qamd = Daemon::start_with("registration_open = true\n");
+    qamd.add_user("alice", "right password");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let program = install_extauth(qamd.dir.path());
+    let mut child = Command::new(program)
+        .arg("--socket")
+        .arg(&qamd.socket)
+        .args(["--domain", "localhost"])
+        .env(qam_client::TRUSTED_ENV, "root")
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut extauth = Extauth {
+        stdin: child.stdin.take().unwrap(),
+        stdout: child.stdout.take().unwrap(),
+        generic: false,
+        child,
+    };
+    assert!(extauth.ask("auth:alice:localhost:right password"));
+    assert!(!extauth.ask("setpass:alice:localhost:stolen password"));
+    assert!(!extauth.ask("tryregister:eve:localhost:eve's password"));
+    assert!(!extauth.ask("removeuser:alice:localhost"));
+    let (code, stderr) = extauth.finish();
+    assert_eq!(code, Some(0));
+    assert!(qam_verifies(&qamd, "alice", "right password"));
+    assert!(!qamd.client().exists("eve").unwrap());
+    assert!(
+        stderr.contains("setpass for alice@localhost refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stolen"), "{stderr}");
+}
+
+/// Median time of one SASL PLAIN login (TCP connect to `<success/>`) through qam-extauth
+/// and through ejabberd's internal store, measured in the same run with qamd's default
+/// (production) argon2 parameters. Run:
+/// `cargo test -p qam-tests --test xmpp_ejabberd -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: prints login medians"]
+fn bench_login_latency() {
+    if !ejabberd_present() {
+        return;
+    }
+    let _serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
+    let runs: usize = std::env::var("QAM_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(101);
+    let qamd = Daemon::start_with(&format!(
+        "{QAMD_FOR_EJABBERD}[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n"
+    ));
+    qamd.client()
+        .call::<NameInfo>(&Request::Register {
+            user: "alice".into(),
+            password: Password::from("alice's password"),
+        })
+        .unwrap();
+    let ejabberd = start_ejabberd(&qamd);
+    assert!(ctl_ok(
+        &ejabberd,
+        &["register", "alice", "builtin.localhost", "alice's password"]
+    ));
+    let mut qam = Vec::new();
+    let mut builtin = Vec::new();
+    // Alternating so both paths see the same machine load.
+    for _ in 0..runs {
+        qam.push(timed_login(|| {
+            plain_login(PORT, "localhost", "alice", "alice's password")
+        }));
+        builtin.push(timed_login(|| {
+            plain_login(PORT, "builtin.localhost", "alice", "alice's password")
+        }));
+    }
+    println!(
+        "ejabberd SASL PLAIN login, median of {runs}: qam-extauth {:?}, internal {:?}",
+        median(qam),
+        median(builtin)
+    );
+}
