@@ -5,6 +5,7 @@ use crate::accounts::{Accounts, Live};
 use crate::config::Config;
 use crate::hasher::{HashError, Hasher};
 use crate::reload::{self, ReloadSource, Reloader};
+use crate::saslauthd;
 use crate::server::Listener;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::socket::{self, SetupError};
@@ -59,6 +60,8 @@ pub async fn run(
     spawn_signal_handler(trigger)?;
     let reloader = Reloader::new(reload, config.clone(), Arc::clone(&accounts));
     reload::spawn_on_sighup(reloader, shutdown.clone()).map_err(StartError::Signals)?;
+    let saslauthd_socket =
+        saslauthd::start(&config, passed.saslauthd, &accounts, shutdown.clone())?;
     tokio::spawn(sync_periodically(
         store.clone(),
         config.data_dir.clone(),
@@ -100,6 +103,9 @@ pub async fn run(
         if let Err(err) = std::fs::remove_file(&config.socket) {
             tracing::warn!(error = %err, "socket file not removed");
         }
+    }
+    if let Some(path) = saslauthd_socket {
+        let _ = std::fs::remove_file(path);
     }
     tracing::info!("stopped");
     Ok(())

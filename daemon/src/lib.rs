@@ -12,6 +12,7 @@ pub mod logging;
 pub mod policy;
 pub mod reload;
 pub mod rules;
+pub mod saslauthd;
 pub mod server;
 pub mod shutdown;
 pub mod socket;

@@ -8,10 +8,14 @@
 //! SO_PEERCRED exactly as on the main socket: the peer must be granted `verify`.
 
 use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::daemon::StartError;
 use crate::policy::Peer;
 use crate::shutdown::Shutdown;
+use crate::socket;
 use qam_client::wire::Op;
 use qam_client::{ErrorCode, Password};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,6 +101,42 @@ pub fn realm_accepted(accepted: &[String], realm: &str) -> bool {
     accepted.is_empty() || accepted.iter().any(|ok| ok.eq_ignore_ascii_case(realm))
 }
 
+/// Opens the door when configured: the socket systemd passed (`FileDescriptorName=saslauthd`),
+/// else `saslauthd_socket` bound like the main socket (0660, `socket_group`). Returns the path
+/// qamd bound, to remove at exit; `None` when the door is off or the socket was passed.
+pub fn start(
+    config: &Config,
+    passed: Option<std::os::unix::net::UnixListener>,
+    accounts: &Arc<Accounts>,
+    shutdown: Shutdown,
+) -> Result<Option<PathBuf>, StartError> {
+    let (std_listener, bound) = match (passed, &config.saslauthd_socket) {
+        (Some(listener), _) => (listener, None),
+        (None, Some(path)) => {
+            let gid = socket::socket_gid(config.socket_group.as_deref())?;
+            (socket::bind(path, gid)?, Some(path.clone()))
+        }
+        (None, None) => return Ok(None),
+    };
+    std_listener
+        .set_nonblocking(true)
+        .map_err(StartError::Listen)?;
+    let listener = UnixListener::from_std(std_listener).map_err(StartError::Listen)?;
+    let door = Door::new(
+        Arc::clone(accounts),
+        config.saslauthd_realms.clone(),
+        config.max_connections,
+        config.idle_timeout(),
+    );
+    tracing::info!(
+        socket = %bound.as_deref().unwrap_or(std::path::Path::new("(passed by systemd)")).display(),
+        realms = ?config.saslauthd_realms,
+        "saslauthd-compatible socket open"
+    );
+    tokio::spawn(Arc::new(door).serve(listener, shutdown));
+    Ok(bound)
+}
+
 /// Everything the door's connections share.
 pub struct Door {
     accounts: Arc<Accounts>,
@@ -109,7 +149,12 @@ pub struct Door {
 }
 
 impl Door {
-    pub fn new(accounts: Arc<Accounts>, realms: Vec<String>, max_connections: usize, timeout: Duration) -> Door {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        realms: Vec<String>,
+        max_connections: usize,
+        timeout: Duration,
+    ) -> Door {
         Door {
             accounts,
             realms,
@@ -168,19 +213,23 @@ impl Door {
             }
         };
         let request = match tokio::time::timeout(self.timeout, read_request(stream)).await {
-            Ok(Ok(Some(request))) => request,
-            Ok(Ok(None)) => return None,
-            Ok(Err(err)) => {
+            Ok(Received::Request(request)) => request,
+            Ok(Received::Refused(err)) => {
                 tracing::debug!(peer_uid = peer.uid, error = %err, "saslauthd request refused");
                 return Some(format!("NO {err}"));
             }
+            Ok(Received::Gone) => return None,
             Err(_) => {
                 tracing::debug!(peer_uid = peer.uid, "saslauthd request timed out");
                 return None;
             }
         };
         if !self.accounts.live().policy.grants(peer).allows(Op::Verify) {
-            tracing::info!(peer_uid = peer.uid, op = "verify", "saslauthd: operation forbidden");
+            tracing::info!(
+                peer_uid = peer.uid,
+                op = "verify",
+                "saslauthd: operation forbidden"
+            );
             return Some("NO forbidden".to_owned());
         }
         if !realm_accepted(&self.realms, &request.realm) {
@@ -210,19 +259,29 @@ impl Door {
     }
 }
 
-/// Reads until a whole request is in (at most `MAX_FRAME` bytes). `Ok(None)`: the client
-/// closed before finishing it.
-async fn read_request(stream: &mut UnixStream) -> std::io::Result<Result<Option<SaslRequest>, FrameError>> {
+/// What reading a request produced.
+enum Received {
+    Request(SaslRequest),
+    /// Answered `NO` with the reason.
+    Refused(FrameError),
+    /// The client closed (or failed) before the request was complete: close without answer.
+    Gone,
+}
+
+/// Reads until a whole request is in; never more than `MAX_FRAME` bytes.
+async fn read_request(stream: &mut UnixStream) -> Received {
     let mut buf = Zeroizing::new(Vec::with_capacity(MAX_FRAME));
     loop {
         match parse_frame(&buf) {
+            Ok(Some(request)) => return Received::Request(request),
+            Err(err) => return Received::Refused(err),
             Ok(None) => {}
-            decided => return Ok(decided),
         }
+        // A complete frame never exceeds MAX_FRAME, so there is always room here.
         let room = (MAX_FRAME - buf.len()) as u64;
-        // A complete frame never exceeds MAX_FRAME, so room is never 0 here.
-        if (&mut *stream).take(room).read_buf(&mut *buf).await? == 0 {
-            return Ok(Ok(None));
+        match (&mut *stream).take(room).read_buf(&mut *buf).await {
+            Ok(0) | Err(_) => return Received::Gone,
+            Ok(_) => {}
         }
     }
 }
@@ -252,7 +311,9 @@ mod tests {
 
     #[test]
     fn empty_service_and_realm_are_fine() {
-        let request = parse_frame(&frame(&[b"a", b"p", b"", b""])).unwrap().unwrap();
+        let request = parse_frame(&frame(&[b"a", b"p", b"", b""]))
+            .unwrap()
+            .unwrap();
         assert_eq!((request.service.as_str(), request.realm.as_str()), ("", ""));
     }
 
@@ -260,7 +321,10 @@ mod tests {
     fn every_prefix_of_a_request_asks_for_more() {
         let bytes = frame(&[b"alice", b"pw", b"smtp", b"example.org"]);
         for cut in 0..bytes.len() {
-            assert!(parse_frame(&bytes[..cut]).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                parse_frame(&bytes[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -272,22 +336,36 @@ mod tests {
 
     #[test]
     fn empty_login_or_password_is_refused() {
-        assert_eq!(parse_frame(&frame(&[b"", b"pw", b"", b""])).unwrap_err(), FrameError::Empty);
-        assert_eq!(parse_frame(&frame(&[b"alice", b"", b"", b""])).unwrap_err(), FrameError::Empty);
-        assert_eq!(parse_frame(&frame(&[b"", b"", b"", b""])).unwrap_err(), FrameError::Empty);
+        assert_eq!(
+            parse_frame(&frame(&[b"", b"pw", b"", b""])).unwrap_err(),
+            FrameError::Empty
+        );
+        assert_eq!(
+            parse_frame(&frame(&[b"alice", b"", b"", b""])).unwrap_err(),
+            FrameError::Empty
+        );
+        assert_eq!(
+            parse_frame(&frame(&[b"", b"", b"", b""])).unwrap_err(),
+            FrameError::Empty
+        );
     }
 
     #[test]
     fn fields_are_capped_at_256_bytes() {
         let max = vec![b'x'; MAX_FIELD];
-        assert!(parse_frame(&frame(&[&max, &max, &max, &max])).unwrap().is_some());
+        assert!(parse_frame(&frame(&[&max, &max, &max, &max]))
+            .unwrap()
+            .is_some());
         let long = vec![b'x'; MAX_FIELD + 1];
         assert_eq!(
             parse_frame(&frame(&[b"alice", &long, b"", b""])).unwrap_err(),
             FrameError::FieldTooLong("password")
         );
         // The announced length alone is enough to refuse: no need to wait for the bytes.
-        assert_eq!(parse_frame(&[0xff, 0xff]).unwrap_err(), FrameError::FieldTooLong("login"));
+        assert_eq!(
+            parse_frame(&[0xff, 0xff]).unwrap_err(),
+            FrameError::FieldTooLong("login")
+        );
     }
 
     #[test]
@@ -314,7 +392,9 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_password() {
-        let request = parse_frame(&frame(&[b"alice", b"hunter2", b"", b""])).unwrap().unwrap();
+        let request = parse_frame(&frame(&[b"alice", b"hunter2", b"", b""]))
+            .unwrap()
+            .unwrap();
         assert!(!format!("{request:?}").contains("hunter2"));
     }
 }
