@@ -61,14 +61,22 @@ fn ok(daemon: &Daemon, args: &[&str], stdin: &str) -> Run {
     run
 }
 
+/// Runs qamctl and asserts it exits with `status` and says `needle` on stderr.
+fn refused(daemon: &Daemon, args: &[&str], stdin: &str, status: i32, needle: &str) -> Run {
+    let run = qamctl(daemon, args, stdin);
+    assert_eq!(run.code, status, "qamctl {args:?}: {run:?}");
+    assert!(
+        run.stderr.contains(needle),
+        "qamctl {args:?} should say `{needle}`: {run:?}"
+    );
+    run
+}
+
 /// Runs qamctl and asserts it exits 1 with `qamctl: <code>:` on stderr.
 fn fails_with(daemon: &Daemon, args: &[&str], stdin: &str, code: &str) -> Run {
-    let run = qamctl(daemon, args, stdin);
-    assert_eq!(run.code, 1, "qamctl {args:?}: {run:?}");
-    assert!(
-        run.stderr.starts_with(&format!("qamctl: {code}: ")),
-        "qamctl {args:?} should report `{code}`: {run:?}"
-    );
+    let prefix = format!("qamctl: {code}: ");
+    let run = refused(daemon, args, stdin, 1, &prefix);
+    assert!(run.stderr.starts_with(&prefix), "{run:?}");
     run
 }
 
@@ -205,9 +213,13 @@ fn password_stdin_reads_exactly_one_line() {
     );
     assert_eq!(run.code, 0, "{run:?}");
     // An empty password is refused before anything is sent.
-    let run = qamctl(&daemon, &["user", "add", "bob", "--password-stdin"], "\n");
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("empty"), "{run:?}");
+    refused(
+        &daemon,
+        &["user", "add", "bob", "--password-stdin"],
+        "\n",
+        1,
+        "empty",
+    );
     assert_eq!(user_count(&daemon), 1);
 }
 
@@ -260,9 +272,7 @@ fn del_without_a_terminal_needs_yes() {
     add(&daemon, "alice", "correct horse");
     // stdin is a pipe, not a terminal: no question can be asked, so no deletion either,
     // even with a "y" waiting on stdin.
-    let run = qamctl(&daemon, &["user", "del", "alice"], "y\n");
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("--yes"), "{run:?}");
+    refused(&daemon, &["user", "del", "alice"], "y\n", 2, "--yes");
     assert_eq!(user_count(&daemon), 1);
 
     let run = ok(&daemon, &["user", "del", "alice", "--yes"], "");
@@ -335,14 +345,11 @@ fn usage_errors_exit_2() {
         &["status", "extra"],
         &["import"],
     ] {
-        let run = qamctl(&daemon, args, "");
-        assert_eq!(run.code, 2, "qamctl {args:?}: {run:?}");
-        assert!(run.stderr.contains("Usage"), "qamctl {args:?}: {run:?}");
+        refused(&daemon, args, "", 2, "Usage");
     }
     // Prompting needs a terminal; without one the password must come via --password-stdin.
-    let run = qamctl(&daemon, &["user", "add", "alice"], "correct horse\n");
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("--password-stdin"), "{run:?}");
+    let args = ["user", "add", "alice"];
+    refused(&daemon, &args, "correct horse\n", 2, "--password-stdin");
     assert_eq!(user_count(&daemon), 0);
 
     let run = ok(&daemon, &["--version"], "");
@@ -492,12 +499,8 @@ fn import_with_an_invalid_line_names_it_and_writes_nothing() {
     let text = format!("{good}\n{also_good}\n{{\"name\":\"carol\",\"hash\":\"{hash}\"}}\n");
     std::fs::write(&file, text).unwrap();
 
-    let run = qamctl(&daemon, &["import", file.to_str().unwrap()], "");
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("line 3: missing field `created`"),
-        "{run:?}"
-    );
+    let args = ["import", file.to_str().unwrap()];
+    let run = refused(&daemon, &args, "", 1, "line 3: missing field `created`");
     assert!(run.stderr.contains("nothing was imported"), "{run:?}");
     assert!(
         !run.stderr.contains("line 1:") && !run.stderr.contains("line 2:"),
@@ -506,12 +509,10 @@ fn import_with_an_invalid_line_names_it_and_writes_nothing() {
     assert_eq!(user_count(&daemon), 0);
 
     // A line only the daemon can judge (its username rules) is found by the dry run.
-    let reserved = serde_json::to_string(&record("-bad-", &hash, false)).unwrap();
-    std::fs::write(&file, format!("{good}\n{also_good}\n{reserved}\n")).unwrap();
-    let run = qamctl(&daemon, &["import", file.to_str().unwrap()], "");
-    assert_eq!(run.code, 1, "{run:?}");
+    let invalid = serde_json::to_string(&record("-bad-", &hash, false)).unwrap();
+    std::fs::write(&file, format!("{good}\n{also_good}\n{invalid}\n")).unwrap();
+    let run = refused(&daemon, &args, "", 1, "line 3 of");
     assert!(run.stderr.contains("nothing was imported"), "{run:?}");
-    assert!(run.stderr.contains("line 3 of"), "{run:?}");
     assert_eq!(user_count(&daemon), 0);
 }
 
@@ -591,12 +592,13 @@ fn import_refuses_a_name_twice_in_one_file() {
             record("alice", &hash, true),
         ],
     );
-    let run = qamctl(&daemon, &["import", file.to_str().unwrap()], "");
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("line 3: `alice` already appears on line 1"),
-        "{run:?}"
+    let args = ["import", file.to_str().unwrap()];
+    refused(
+        &daemon,
+        &args,
+        "",
+        1,
+        "line 3: `alice` already appears on line 1",
     );
     assert_eq!(user_count(&daemon), 0);
 }
