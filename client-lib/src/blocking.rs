@@ -90,3 +90,49 @@ impl Client {
         Ok(self.call::<crate::wire::ExistsInfo>(&request)?.exists)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrustedDaemon;
+    use std::os::unix::net::UnixListener;
+    use std::time::Duration;
+
+    #[test]
+    fn a_socket_served_by_an_untrusted_uid_is_refused_before_sending() {
+        let dir = std::env::temp_dir().join(format!("qam-client-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("squat.sock");
+        let _ = std::fs::remove_file(&path);
+        let _listener = UnixListener::bind(&path).unwrap();
+        let options = ClientOptions::new(&path).with_trusted(TrustedDaemon::uids([4_000_000]));
+        match Client::connect(&options) {
+            Err(ClientError::UntrustedDaemon { uid }) => {
+                assert_eq!(uid, nix::unistd::Uid::current().as_raw())
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+            Ok(_) => panic!("untrusted daemon accepted"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_an_unavailable_error() {
+        let options =
+            ClientOptions::new("/nonexistent/qam.sock").with_timeout(Duration::from_millis(200));
+        let err = Client::connect(&options).err().expect("no daemon there");
+        assert!(err.is_unavailable());
+        assert!(err.to_string().contains("/nonexistent/qam.sock"));
+    }
+
+    #[test]
+    fn request_debug_output_never_shows_passwords() {
+        let request = Request::ChangePassword {
+            user: "alice".into(),
+            old_password: "old-secret-1".into(),
+            new_password: "new-secret-2".into(),
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}

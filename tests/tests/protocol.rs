@@ -666,3 +666,28 @@ fn bad_config_and_foreign_socket_stop_qamd_with_one_clear_line() {
         .unwrap();
     assert!(output.status.success());
 }
+
+#[test]
+fn the_client_library_example_verifies_against_a_real_daemon() {
+    let daemon = Daemon::start();
+    daemon.add_user("alice", "correct horse");
+    let example = qam_tests::workspace_root().join("target/debug/examples/verify");
+    assert!(
+        example.exists(),
+        "cargo test builds examples: {}",
+        example.display()
+    );
+    let run = |password: &str| {
+        let mut child = Command::new(&example)
+            .arg("alice")
+            .env("QAM_SOCKET", &daemon.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait().unwrap().code()
+    };
+    assert_eq!(run("correct horse"), Some(0));
+    assert_eq!(run("wrong horse"), Some(1));
+}
