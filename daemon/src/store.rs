@@ -1,16 +1,41 @@
 //! The account store: one sled tree keyed by normalized username, one small JSON record per
-//! user (hash, created, locked). Every write is flushed before it returns.
+//! user (hash, created, locked). Every write is flushed before it returns, and compaction
+//! rewrites the store into a fresh sled db so a deleted account leaves no bytes behind.
+//!
+//! Layout of the data dir: `CURRENT` names the generation in use (`store-N`, a sled db in a
+//! directory of that name). Before its first compaction a store is sled's files directly in
+//! the data dir (generation 0). Compaction writes generation N+1, fsyncs it, switches
+//! `CURRENT` by an atomic rename, then removes generation N; it runs at every open and after
+//! every delete, so a delete's answer means the account's bytes are gone from the data dir.
 
 use qam_client::wire::ExportRecord;
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// sled's page cache: a few MiB is plenty for small records (its default is 1 GiB).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The name of the tree holding the accounts.
 const USERS_TREE: &str = "users";
+
+/// The tree holding the generation marker, so a generation whose files were emptied is
+/// refused instead of opened as an empty store.
+const META_TREE: &str = "meta";
+const GENERATION_KEY: &str = "generation";
+
+/// The file naming the generation in use, and the prefix of generation directories.
+const CURRENT_FILE: &str = "CURRENT";
+const GENERATION_PREFIX: &str = "store-";
+
+/// sled's own files when the db lives directly in the data dir (generation 0).
+const LEGACY_FILES: [&str; 3] = ["conf", "db", "blobs"];
+const LEGACY_SNAPSHOT_PREFIX: &str = "snap.";
+
+/// How long compaction waits for readers to let go of the old generation before removing it.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +48,13 @@ pub enum StoreError {
     Corrupt { name: String, reason: String },
     #[error("store transaction aborted")]
     Conflict,
+    #[error("store compaction failed: {0}")]
+    Compaction(String),
 }
 
+fn io_failed(err: std::io::Error) -> StoreError {
+    StoreError::Io(sled::Error::Io(err))
+}
 /// Everything stored about one user besides the name (the key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,73 +127,228 @@ pub enum ImportOutcome {
 /// Handle to the open store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The data dir.
+    dir: PathBuf,
+    /// The generation in use; compaction swaps it.
+    current: RwLock<Arc<Generation>>,
+    /// Writers share it; compaction holds it alone, so no write lands in a generation
+    /// that is being copied.
+    writes: tokio::sync::RwLock<()>,
+}
+
+/// One sled db: the data dir itself (number 0) or `store-N`.
+struct Generation {
+    number: u64,
+    path: PathBuf,
     db: sled::Db,
     users: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Generation {
+    fn open(path: &Path, number: u64) -> Result<Generation, sled::Error> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
+        let users = db.open_tree(USERS_TREE)?;
+        let meta = db.open_tree(META_TREE)?;
+        Ok(Generation {
+            number,
+            path: path.to_owned(),
+            db,
+            users,
+            meta,
+        })
+    }
+
+    /// The number written into generation `store-N` by the compaction that made it.
+    fn marker(&self) -> Result<Option<u64>, sled::Error> {
+        Ok(self
+            .meta
+            .get(GENERATION_KEY)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+}
+
+fn generation_path(dir: &Path, number: u64) -> PathBuf {
+    if number == 0 {
+        dir.to_owned()
+    } else {
+        dir.join(format!("{GENERATION_PREFIX}{number}"))
+    }
+}
+
+/// The generation `CURRENT` names; 0 when there is no `CURRENT` (and no generation dirs).
+fn current_generation(dir: &Path) -> Result<u64, String> {
+    match std::fs::read(dir.join(CURRENT_FILE)) {
+        Ok(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.strip_suffix('\n'))
+            .and_then(|text| text.strip_prefix(GENERATION_PREFIX))
+            .and_then(|number| number.parse::<u64>().ok())
+            .filter(|number| *number > 0)
+            .ok_or_else(|| format!("its {CURRENT_FILE} file is damaged")),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            match generation_dirs(dir).map_err(|err| err.to_string())?.first() {
+                Some(number) => Err(format!(
+                    "{GENERATION_PREFIX}{number} exists but {CURRENT_FILE} is missing"
+                )),
+                None => Ok(0),
+            }
+        }
+        Err(err) => Err(format!("cannot read {CURRENT_FILE}: {err}")),
+    }
+}
+
+/// Numbers of the `store-N` directories in the data dir.
+fn generation_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut numbers = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        if let Some(number) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(GENERATION_PREFIX))
+            .and_then(|number| number.parse::<u64>().ok())
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Opens generation `number` of the store in `dir`, refusing missing or emptied generations.
+fn open_generation(dir: &Path, number: u64) -> Result<Generation, String> {
+    let path = generation_path(dir, number);
+    if number > 0 && !path.is_dir() {
+        return Err(format!(
+            "{CURRENT_FILE} names {} which is missing",
+            path.display()
+        ));
+    }
+    let generation = Generation::open(&path, number).map_err(|err| err.to_string())?;
+    if number > 0 && generation.marker().map_err(|err| err.to_string())? != Some(number) {
+        return Err(format!("the files of {} are damaged", path.display()));
+    }
+    Ok(generation)
+}
+
+/// Writes `CURRENT` naming `number`: a temp file, fsync, rename over, fsync of the dir.
+fn write_current(dir: &Path, number: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = dir.join(format!("{CURRENT_FILE}.new"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(format!("{GENERATION_PREFIX}{number}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(CURRENT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes every generation but `keep`: other `store-N` dirs and, once `keep` > 0, sled's
+/// files of generation 0.
+fn remove_other_generations(dir: &Path, keep: u64) -> std::io::Result<()> {
+    for number in generation_dirs(dir)? {
+        if number != keep {
+            std::fs::remove_dir_all(generation_path(dir, number))?;
+        }
+    }
+    if keep > 0 {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if LEGACY_FILES.contains(&name.as_ref()) || name.starts_with(LEGACY_SNAPSHOT_PREFIX) {
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. A store sled cannot read is an error naming the
-    /// directory, never a panic and never a silently empty store.
+    /// Opens (or creates) the store in `dir` and compacts it. A store sled cannot read, a
+    /// damaged `CURRENT`, a missing or emptied generation or an unreadable record is an error
+    /// naming the directory, never a panic and never a silently empty store.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             dir: dir.to_owned(),
             reason,
         };
-        let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
         // sled may panic on some corrupt files: turn that into the same clear error.
         let previous_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let db = config.open()?;
-            let users = db.open_tree(USERS_TREE)?;
-            Ok::<_, sled::Error>((db, users))
+            let number = current_generation(dir)?;
+            let generation = open_generation(dir, number)?;
+            let store = Store {
+                shared: Arc::new(Shared {
+                    dir: dir.to_owned(),
+                    current: RwLock::new(Arc::new(generation)),
+                    writes: tokio::sync::RwLock::new(()),
+                }),
+            };
+            store.compact_now().map_err(|err| err.to_string())?;
+            Ok::<_, String>(store)
         }));
         std::panic::set_hook(previous_hook);
-        let (db, users) = match opened {
-            Ok(Ok(handles)) => handles,
-            Ok(Err(err)) => return Err(open_error(err.to_string())),
-            Err(_) => return Err(open_error("its files are corrupt".into())),
-        };
-        let store = Store { db, users };
-        store
-            .check_records()
-            .map_err(|err| open_error(err.to_string()))?;
-        Ok(store)
+        match opened {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(reason)) => Err(open_error(reason)),
+            Err(_) => Err(open_error("its files are corrupt".into())),
+        }
     }
 
-    /// Reads the first and last records so a store whose files parse but whose contents do
-    /// not is refused at start rather than at a user's login.
-    fn check_records(&self) -> Result<(), StoreError> {
-        for entry in [self.users.first()?, self.users.last()?]
-            .into_iter()
-            .flatten()
-        {
-            Record::decode(&entry.0, &entry.1)?;
-        }
-        Ok(())
+    /// The generation in use.
+    fn generation(&self) -> Arc<Generation> {
+        Arc::clone(
+            &self
+                .shared
+                .current
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
     }
 
     /// The record of `name`, if any.
     pub fn get(&self, name: &str) -> Result<Option<Record>, StoreError> {
-        match self.users.get(name)? {
+        match self.generation().users.get(name)? {
             Some(bytes) => Ok(Some(Record::decode(name.as_bytes(), &bytes)?)),
             None => Ok(None),
         }
     }
 
     pub fn contains(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.users.contains_key(name)?)
+        Ok(self.generation().users.contains_key(name)?)
     }
 
     /// Inserts a record unless the name exists; flushed before returning. False if it existed.
     pub async fn insert_new(&self, name: &str, record: &Record) -> Result<bool, StoreError> {
-        let swapped = self
-            .users
-            .compare_and_swap(name, None::<&[u8]>, Some(record.encode()))?;
+        let _writing = self.shared.writes.read().await;
+        let generation = self.generation();
+        let swapped =
+            generation
+                .users
+                .compare_and_swap(name, None::<&[u8]>, Some(record.encode()))?;
         if swapped.is_err() {
             return Ok(false);
         }
-        self.flush().await?;
+        generation.db.flush_async().await?;
         Ok(true)
     }
 
@@ -175,13 +360,16 @@ impl Store {
         expected: &Record,
         new: &Record,
     ) -> Result<bool, StoreError> {
+        let _writing = self.shared.writes.read().await;
+        let generation = self.generation();
         let swapped =
-            self.users
+            generation
+                .users
                 .compare_and_swap(name, Some(expected.encode()), Some(new.encode()))?;
         if swapped.is_err() {
             return Ok(false);
         }
-        self.flush().await?;
+        generation.db.flush_async().await?;
         Ok(true)
     }
 
@@ -203,13 +391,69 @@ impl Store {
         }
     }
 
-    /// Removes a record; flushed. False if there was none.
+    /// Removes a record, flushed, then compacts so none of its bytes stay in the data dir.
+    /// False if there was none. A failed compaction is logged; the removal stands.
     pub async fn remove(&self, name: &str) -> Result<bool, StoreError> {
-        let removed = self.users.remove(name)?.is_some();
-        if removed {
-            self.flush().await?;
+        {
+            let _writing = self.shared.writes.read().await;
+            let generation = self.generation();
+            if generation.users.remove(name)?.is_none() {
+                return Ok(false);
+            }
+            generation.db.flush_async().await?;
         }
-        Ok(removed)
+        if let Err(err) = self.compact().await {
+            tracing::error!(error = %err, "removed record may linger in the data dir");
+        }
+        Ok(true)
+    }
+
+    /// Rewrites the store into a fresh generation and removes the old one, waiting for
+    /// writes in flight and holding new ones until it is done.
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        let _alone = self.shared.writes.write().await;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.compact_now())
+            .await
+            .map_err(|err| StoreError::Compaction(err.to_string()))?
+    }
+
+    /// Compaction itself, on the calling thread; the caller keeps writers out.
+    fn compact_now(&self) -> Result<(), StoreError> {
+        let dir = &self.shared.dir;
+        let old = self.generation();
+        let number = old.number + 1;
+        let path = generation_path(dir, number);
+        if path.exists() {
+            // Left by a compaction that was interrupted before switching `CURRENT`.
+            std::fs::remove_dir_all(&path).map_err(io_failed)?;
+        }
+        let fresh = Generation::open(&path, number)?;
+        let mut batch = sled::Batch::default();
+        for entry in old.users.iter() {
+            let (key, value) = entry?;
+            Record::decode(&key, &value)?;
+            batch.insert(key, value);
+        }
+        fresh.users.apply_batch(batch)?;
+        fresh.meta.insert(GENERATION_KEY, &number.to_be_bytes())?;
+        fresh.db.flush()?;
+        sync_tree(&path).map_err(io_failed)?;
+        write_current(dir, number).map_err(io_failed)?;
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(fresh);
+        if !wait_until_released(&old) {
+            tracing::warn!(
+                generation = old.number,
+                "old store generation still in use; it is removed at the next compaction"
+            );
+            return Ok(());
+        }
+        drop(old);
+        remove_other_generations(dir, number).map_err(io_failed)
     }
 
     /// Up to `limit` records with names strictly after `after`, in name order.
@@ -223,7 +467,12 @@ impl Store {
             None => Bound::Unbounded,
         };
         let mut page = Vec::with_capacity(limit.min(1024));
-        for entry in self.users.range((start, Bound::Unbounded)).take(limit) {
+        let generation = self.generation();
+        for entry in generation
+            .users
+            .range((start, Bound::Unbounded))
+            .take(limit)
+        {
             let (key, value) = entry?;
             let record = Record::decode(&key, &value)?;
             page.push((String::from_utf8_lossy(&key).into_owned(), record));
@@ -234,7 +483,7 @@ impl Store {
     /// Counts all users and the locked ones (a full scan: call off the async threads).
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let mut counts = Counts::default();
-        for entry in self.users.iter() {
+        for entry in self.generation().users.iter() {
             let (key, value) = entry?;
             counts.users += 1;
             if Record::decode(&key, &value)?.locked {
@@ -251,7 +500,9 @@ impl Store {
         records: &[(String, Record)],
         replace: bool,
     ) -> Result<ImportOutcome, StoreError> {
-        let outcome = self.users.transaction(|tx| {
+        let _writing = self.shared.writes.read().await;
+        let generation = self.generation();
+        let outcome = generation.users.transaction(|tx| {
             let mut replaced = 0;
             for (index, (name, record)) in records.iter().enumerate() {
                 let previous = tx.insert(name.as_bytes(), record.encode())?;
@@ -271,7 +522,7 @@ impl Store {
             }
             Err(sled::transaction::TransactionError::Storage(err)) => return Err(err.into()),
         };
-        self.flush().await?;
+        generation.db.flush_async().await?;
         Ok(ImportOutcome::Written {
             imported: records.len() as u64,
             replaced,
@@ -293,25 +544,47 @@ impl Store {
 
     /// Flushes every write so far to the files (sled's `sync_file_range`).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        self.generation().db.flush_async().await?;
         Ok(())
     }
 
-    /// Flushes and then fsyncs the store's files, closing the gap sled's flush leaves.
+    /// Flushes and then fsyncs the store's files and the data dir `dir`, closing the gap
+    /// sled's flush leaves.
     pub fn sync_all(&self, dir: &Path) -> Result<(), StoreError> {
-        self.db.flush()?;
-        sync_tree(dir).map_err(|err| StoreError::Io(sled::Error::Io(err)))
+        let generation = self.generation();
+        generation.db.flush()?;
+        sync_tree(&generation.path).map_err(io_failed)?;
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_failed)
     }
 }
 
-/// fsyncs every file under `dir`, then the directories themselves.
+/// Waits until `generation` has no other holder than the caller (readers let go quickly).
+fn wait_until_released(generation: &Arc<Generation>) -> bool {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while Arc::strong_count(generation) > 1 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// fsyncs every file under `dir`, then the directories themselves. Files that vanish meanwhile
+/// (a compaction removing an old generation) are skipped.
 fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    let skip_vanished = |result: std::io::Result<()>| match result {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            sync_tree(&path)?;
+            skip_vanished(sync_tree(&path))?;
         } else {
-            std::fs::File::open(&path)?.sync_all()?;
+            skip_vanished(std::fs::File::open(&path).and_then(|file| file.sync_all()))?;
         }
     }
     std::fs::File::open(dir)?.sync_all()
@@ -419,5 +692,93 @@ mod tests {
         let err = Store::open(dir.path()).err().expect("must fail");
         let text = err.to_string();
         assert!(text.contains("restore from backup"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod generation_tests {
+    use super::*;
+
+    fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_contain(&path, needle)
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                bytes.windows(needle.len()).any(|window| window == needle)
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_removed_record_leaves_no_bytes_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hash = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$ZXJhc3VyZS10ZXN0LWhhc2g";
+        store
+            .insert_new("erasable-name", &Record::new(hash.into()))
+            .await
+            .unwrap();
+        store
+            .insert_new("keeper", &Record::new("kept".into()))
+            .await
+            .unwrap();
+        store.sync_all(dir.path()).unwrap();
+        assert!(files_contain(dir.path(), b"erasable-name"));
+        assert!(store.remove("erasable-name").await.unwrap());
+        assert!(!files_contain(dir.path(), b"erasable-name"));
+        assert!(!files_contain(dir.path(), b"ZXJhc3VyZS10ZXN0LWhhc2g"));
+        assert_eq!(store.get("keeper").unwrap().unwrap().hash, "kept");
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.get("keeper").unwrap().unwrap().hash, "kept");
+        assert!(reopened.get("erasable-name").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn damaged_layouts_are_refused_never_opened_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.insert_new("alice", &record_of("h")).await.unwrap();
+            store.sync_all(dir.path()).unwrap();
+        }
+        let current = std::fs::read(dir.path().join(CURRENT_FILE)).unwrap();
+        let generation = String::from_utf8(current.clone()).unwrap();
+        let generation_dir = dir.path().join(generation.trim());
+        // A zeroed CURRENT.
+        std::fs::write(dir.path().join(CURRENT_FILE), vec![0; current.len()]).unwrap();
+        assert_refused(dir.path());
+        // A missing CURRENT next to a generation dir.
+        std::fs::remove_file(dir.path().join(CURRENT_FILE)).unwrap();
+        assert_refused(dir.path());
+        std::fs::write(dir.path().join(CURRENT_FILE), &current).unwrap();
+        // The generation's files emptied.
+        let db = generation_dir.join("db");
+        let kept = std::fs::read(&db).unwrap();
+        std::fs::write(&db, b"").unwrap();
+        assert_refused(dir.path());
+        std::fs::write(&db, kept).unwrap();
+        // The generation dir gone.
+        let moved = dir.path().join("elsewhere");
+        std::fs::rename(&generation_dir, &moved).unwrap();
+        assert_refused(dir.path());
+        std::fs::rename(&moved, &generation_dir).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get("alice").unwrap().unwrap().hash, "h");
+    }
+
+    fn record_of(hash: &str) -> Record {
+        Record::new(hash.into())
+    }
+
+    fn assert_refused(dir: &Path) {
+        let err = Store::open(dir)
+            .err()
+            .expect("a damaged store must not open");
+        let text = err.to_string();
+        assert!(text.contains("restore from backup"), "{text}");
+        assert!(text.contains(&dir.display().to_string()), "{text}");
     }
 }
