@@ -223,6 +223,61 @@ fn password_stdin_reads_exactly_one_line() {
     assert_eq!(user_count(&daemon), 1);
 }
 
+/// Runs qamctl on a terminal: `script` gives it a pseudo-terminal fed from `input`.
+fn on_a_terminal(daemon: &Daemon, args: &str, input: &str) -> Run {
+    let command_line = format!(
+        "{} --socket {} {args}",
+        bin("qamctl").display(),
+        daemon.socket.display()
+    );
+    let mut command = Command::new("/usr/bin/script");
+    command.args([
+        "--quiet",
+        "--return",
+        "--command",
+        &command_line,
+        "/dev/null",
+    ]);
+    run(command, input)
+}
+
+#[test]
+fn on_a_terminal_new_passwords_are_asked_twice_and_del_asks_first() {
+    if !qam_tests::require_peer("/usr/bin/script", "bsdutils") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let run = on_a_terminal(&daemon, "user add alice", "correct horse\ncorrect horse\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Password for alice again: "), "{run:?}");
+    assert_eq!(verify(&daemon, "alice", "correct horse").code, 0);
+
+    let run = on_a_terminal(
+        &daemon,
+        "user passwd alice",
+        "battery staple\nbattery stable\n",
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("passwords do not match"), "{run:?}");
+    assert_eq!(
+        verify(&daemon, "alice", "correct horse").code,
+        0,
+        "unchanged"
+    );
+
+    let run = on_a_terminal(&daemon, "verify alice", "correct horse\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("again"), "a check asks once: {run:?}");
+
+    let run = on_a_terminal(&daemon, "user del alice", "n\n");
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("[y/N]"), "{run:?}");
+    assert_eq!(user_count(&daemon), 1);
+    let run = on_a_terminal(&daemon, "user del alice", "y\n");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(user_count(&daemon), 0);
+}
+
 #[test]
 fn passwd_sets_a_new_password() {
     let daemon = Daemon::start();
