@@ -68,7 +68,12 @@ pub fn bind(path: &Path, gid: Option<Gid>) -> Result<UnixListener, SetupError> {
     let listener = UnixListener::bind(path).map_err(io_error("cannot bind", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(io_error("cannot chmod", path))?;
-    if let Some(gid) = gid {
+    // chown only when the group differs: qamd.service's seccomp filter refuses chown, and
+    // under it the socket is already created with the wanted group, qamd's own.
+    let current = std::fs::metadata(path)
+        .map_err(io_error("cannot inspect", path))?
+        .gid();
+    if let Some(gid) = gid.filter(|gid| gid.as_raw() != current) {
         chown(path, None, Some(gid))
             .map_err(|errno| io_error("cannot chgrp", path)(std::io::Error::from(errno)))?;
     }
