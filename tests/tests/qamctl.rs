@@ -446,6 +446,44 @@ fn socket_comes_from_qam_socket_and_an_absent_daemon_is_an_error() {
     );
 }
 
+#[test]
+fn a_peer_without_admin_rights_gets_forbidden() {
+    if !qam_tests::require_peer("/usr/bin/setpriv", "util-linux") {
+        return;
+    }
+    let daemon = Daemon::start_with("socket_group = \"nogroup\"\n");
+    add(&daemon, "alice", "correct horse");
+    // A copy nobody may run, beside the socket (the build tree may be closed to others).
+    let copy = daemon.dir.path().join("qamctl");
+    std::fs::copy(bin("qamctl"), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str], stdin: &str| {
+        let mut command = Command::new("/usr/bin/setpriv");
+        command
+            .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+            .arg(&copy)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .args(args);
+        run(command, stdin)
+    };
+    for args in [&["status"][..], &["user", "lock", "alice"], &["export"]] {
+        let refused = as_nobody(args, "");
+        assert_eq!(refused.code, 1, "{args:?}: {refused:?}");
+        assert!(
+            refused.stderr.starts_with("qamctl: forbidden: "),
+            "{args:?}: {refused:?}"
+        );
+    }
+    // verify is granted to every peer by default.
+    let accepted = as_nobody(&["verify", "alice", "--password-stdin"], "correct horse\n");
+    assert_eq!(accepted.code, 0, "{accepted:?}");
+    assert_eq!(
+        field(&ok(&daemon, &["user", "show", "alice"], ""), "locked"),
+        "no"
+    );
+}
+
 /// A valid argon2id PHC string made by the daemon (register, then export).
 fn some_hash(daemon: &Daemon) -> String {
     daemon.add_user("hash-donor", "correct horse");
