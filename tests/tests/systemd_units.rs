@@ -1,7 +1,7 @@
 //! qam under systemd: the shipped units pass `systemd-analyze verify` and the hardening score,
 //! qamd serves a socket passed by `systemd-socket-activate` and says READY=1, SIGHUP reloads.
 
-use qam_client::wire::{HelloInfo, NameInfo};
+use qam_client::wire::{ExportPage, HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request};
 use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, Daemon, CHEAP_HASH};
 use serde_json::Value;
@@ -302,17 +302,7 @@ fn reload_with_registration(daemon: &Daemon, open: bool, reloads_before: usize) 
         &format!("registration_open = {open}"),
     );
     fs::write(&daemon.config, text).unwrap();
-    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.log_text().matches("config reloaded").count() <= reloads_before {
-        assert!(
-            Instant::now() < deadline,
-            "no reload; log:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    hangup(daemon, reloads_before);
 }
 
 #[test]
@@ -348,6 +338,56 @@ fn sighup_toggles_registration_without_dropping_connections() {
     assert!(hello.server.starts_with("qamd "));
     let exists = service.call(serde_json::json!({"op": "exists", "user": "after-hup"}));
     assert_eq!(exists["exists"], true, "{exists}");
+}
+
+/// Sends SIGHUP and waits until the log shows one more "config reloaded" than `before`.
+fn hangup(daemon: &Daemon, before: usize) {
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.log_text().matches("config reloaded").count() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload; log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_switches_hash_parameters_for_new_hashes_only() {
+    let daemon = Daemon::start();
+    daemon.add_user("old-params", "hashed before the reload");
+    let text = fs::read_to_string(&daemon.config).unwrap();
+    fs::write(&daemon.config, text.replace("m_cost = 256", "m_cost = 512")).unwrap();
+    hangup(&daemon, 0);
+    assert!(daemon
+        .log_text()
+        .contains("m_cost=256 t_cost=1 p_cost=1 -> m_cost=512"));
+    daemon.add_user("new-params", "hashed after the reload");
+
+    let page: ExportPage = daemon
+        .client()
+        .call(&Request::Export {
+            after: None,
+            limit: None,
+        })
+        .unwrap();
+    let hash_of = |name: &str| {
+        let record = page.records.iter().find(|r| r.name == name).unwrap();
+        record.hash.clone()
+    };
+    assert!(
+        hash_of("old-params").contains("m=256,"),
+        "{}",
+        hash_of("old-params")
+    );
+    assert!(
+        hash_of("new-params").contains("m=512,"),
+        "{}",
+        hash_of("new-params")
+    );
 }
 
 #[test]
