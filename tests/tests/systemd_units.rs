@@ -95,12 +95,15 @@ fn service_exposure_is_at_most_1_5() {
     );
 }
 
-/// qamd started by `systemd-socket-activate` the way systemd starts it from qamd.socket, with
-/// a datagram socket standing in for systemd's NOTIFY_SOCKET.
+/// qamd started by `systemd-socket-activate` the way systemd starts it from qamd.socket and
+/// qamd-saslauthd.socket (names `qamd` and `saslauthd`), with a datagram socket standing in
+/// for systemd's NOTIFY_SOCKET.
 struct Activated {
     /// Removed on drop, with the socket, config, store and log in it.
     _dir: tempfile::TempDir,
     socket: PathBuf,
+    /// The saslauthd door's socket (not in qamd's config: only passed).
+    door: PathBuf,
     notify: UnixDatagram,
     log: PathBuf,
     child: Option<Child>,
@@ -110,6 +113,7 @@ impl Activated {
     fn start() -> Activated {
         let dir = shared_tempdir();
         let socket = dir.path().join("activated.sock");
+        let door = dir.path().join("saslauthd.sock");
         let config = dir.path().join("qamd.toml");
         let log = dir.path().join("qamd.log");
         let notify_path = dir.path().join("notify");
@@ -129,7 +133,9 @@ impl Activated {
         let child = Command::new(SOCKET_ACTIVATE)
             .arg("--listen")
             .arg(&socket)
-            .arg("--fdname=qamd")
+            .arg("--listen")
+            .arg(&door)
+            .arg("--fdname=qamd:saslauthd")
             .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
             .arg(bin("qamd"))
             .arg("--config")
@@ -142,13 +148,14 @@ impl Activated {
         let activated = Activated {
             _dir: dir,
             socket,
+            door,
             notify,
             log,
             child: Some(child),
         };
         // systemd-socket-activate binds the socket, then execs qamd on the first connection.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !activated.socket.exists() {
+        while !activated.socket.exists() || !activated.door.exists() {
             assert!(
                 Instant::now() < deadline,
                 "no socket; log:\n{}",
@@ -225,6 +232,13 @@ fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
         .unwrap());
     drop(client);
 
+    // The door is served on its own passed socket: one saslauthd request per connection.
+    assert_eq!(
+        saslauthd_check(&qamd.door, "activated", "socket activation works"),
+        "OK"
+    );
+    assert_eq!(saslauthd_check(&qamd.door, "activated", "wrong"), "NO");
+
     let status = qamd.terminate();
     assert!(
         status.success(),
@@ -235,6 +249,29 @@ fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
     // The socket belongs to the service manager: qamd leaves it in place for the next start.
     assert!(qamd.socket.exists(), "qamd removed the passed socket");
+}
+
+/// One saslauthd-protocol request (login, password, service, realm, each a u16 big-endian
+/// length and bytes); returns the answer's first word, `OK` or `NO`.
+fn saslauthd_check(door: &std::path::Path, login: &str, password: &str) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(door).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut request = Vec::new();
+    for field in [login, password, "xmpp", ""] {
+        request.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        request.extend_from_slice(field.as_bytes());
+    }
+    stream.write_all(&request).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut answer).unwrap();
+    assert!(answer.len() >= 2, "short saslauthd answer {answer:?}");
+    let text = String::from_utf8_lossy(&answer[2..]).into_owned();
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A line-oriented client that runs as `nobody` (not an admin), so `register` obeys
