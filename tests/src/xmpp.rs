@@ -336,3 +336,34 @@ impl Drop for Prosody {
         }
     }
 }
+
+/// The XEP-0077 client (python3-slixmpp) for registration, password change and removal.
+const ACCOUNT_SCRIPT: &str = include_str!("xmpp_account.py");
+
+/// Runs `action` (`register`, `passwd` or `unregister`) for `jid` on 127.0.0.1:`port` with
+/// python3-slixmpp; returns its verdict: `OK` or `ERROR <condition>`.
+pub fn xmpp_account(
+    action: &str,
+    port: u16,
+    jid: &str,
+    password: &str,
+    new: Option<&str>,
+) -> String {
+    let script = tempfile::Builder::new()
+        .suffix(".py")
+        .tempfile()
+        .expect("script file");
+    fs::write(script.path(), ACCOUNT_SCRIPT).expect("write script");
+    let output = Command::new("/usr/bin/python3")
+        .arg(script.path())
+        .args([action, &port.to_string(), jid, password])
+        .args(new)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    let verdict = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if verdict.is_empty() {
+        return format!("ERROR script: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    verdict
+}

@@ -1,0 +1,225 @@
+//! mod_auth_qam in a real Prosody 0.12 (as user `prosody`) against a real qamd: SASL PLAIN
+//! logins, qamd restarts, in-band registration, password change, locking, and login timing.
+
+use qam_tests::xmpp::{median, plain_login, timed_login, xmpp_account, Login, Prosody};
+use qam_tests::{bin, require_peer, Daemon};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// c2s port of this file's Prosody; its tests run one at a time.
+const PORT: u16 = 15322;
+static PROSODY: Mutex<()> = Mutex::new(());
+
+/// qamd as a host runs it for Prosody: socket group `prosody`, which may register (in-band
+/// registration) and set passwords (password change over XMPP); registration open.
+const QAMD_FOR_PROSODY: &str = "socket_group = \"prosody\"\nregistration_open = true\n\
+    [permissions.users]\nprosody = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
+
+fn prosody_present() -> bool {
+    require_peer("/usr/bin/prosody", "prosody")
+        && require_peer("/usr/share/lua/5.4/socket.lua", "lua-socket")
+}
+
+/// Prosody with `localhost` on mod_auth_qam and `builtin.localhost` on its own store.
+fn start_prosody(qamd: &Daemon) -> Prosody {
+    let hosts = format!(
+        "VirtualHost \"localhost\"\n  authentication = \"qam\"\n  qam_socket = \"{}\"\n  qam_timeout = 2\n\
+         VirtualHost \"builtin.localhost\"\n  authentication = \"internal_hashed\"\n",
+        qamd.socket.display()
+    );
+    Prosody::start(PORT, &hosts)
+}
+
+fn login(user: &str, password: &str) -> Login {
+    plain_login(PORT, "localhost", user, password).unwrap()
+}
+
+fn failed(outcome: Login) -> bool {
+    matches!(outcome, Login::Failure(text) if text.contains("not-authorized"))
+}
+
+/// `qamctl ARGS` against this qamd, with `stdin` as its input; true on exit 0.
+fn qamctl(qamd: &Daemon, args: &[&str], stdin: &str) -> bool {
+    let mut child = Command::new(bin("qamctl"))
+        .arg("--socket")
+        .arg(&qamd.socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
+fn qamctl_verifies(qamd: &Daemon, user: &str, password: &str) -> bool {
+    qamctl(
+        qamd,
+        &["verify", "--password-stdin", user],
+        &format!("{password}\n"),
+    )
+}
+
+#[test]
+fn sasl_plain_right_wrong_unknown_and_locked() {
+    if !prosody_present() {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
+    qamd.add_user("alice", "alice's password");
+    qamd.add_user("bob", "pass:with:colons");
+    let prosody = start_prosody(&qamd);
+
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    assert_eq!(login("Alice", "alice's password"), Login::Success);
+    assert_eq!(login("bob", "pass:with:colons"), Login::Success);
+    assert!(failed(login("alice", "wrong password")));
+    assert!(failed(login("nobody", "alice's password")));
+    assert!(qamctl(&qamd, &["user", "lock", "bob"], ""));
+    assert!(failed(login("bob", "pass:with:colons")));
+    let log = prosody.log_text();
+    assert!(
+        !log.contains("alice's password") && !log.contains("pass:with"),
+        "{log}"
+    );
+}
+
+#[test]
+fn login_works_again_after_qamd_restarts() {
+    if !prosody_present() {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let mut qamd = Daemon::start_with(QAMD_FOR_PROSODY);
+    qamd.add_user("alice", "alice's password");
+    let prosody = start_prosody(&qamd);
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    qamd.stop();
+    assert!(
+        failed(login("alice", "alice's password")),
+        "qamd down: refused"
+    );
+    qamd.spawn();
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    // Again with the kept connection gone stale under Prosody (restart between two logins).
+    qamd.stop();
+    qamd.spawn();
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    assert!(
+        prosody.log_text().contains("cannot connect to qamd"),
+        "the refusal while qamd was down is logged"
+    );
+}
+
+#[test]
+fn in_band_registration_creates_a_qam_account() {
+    if !prosody_present()
+        || !require_peer("/usr/lib/python3/dist-packages/slixmpp", "python3-slixmpp")
+    {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
+    qamd.add_user("alice", "alice's password");
+    let _prosody = start_prosody(&qamd);
+
+    let verdict = xmpp_account("register", PORT, "dave@localhost", "dave's password", None);
+    assert_eq!(verdict, "OK");
+    assert!(qamctl_verifies(&qamd, "dave", "dave's password"));
+    assert!(!qamctl_verifies(&qamd, "dave", "other password"));
+    assert_eq!(login("dave", "dave's password"), Login::Success);
+    // A taken name is refused and keeps its password.
+    let verdict = xmpp_account(
+        "register",
+        PORT,
+        "alice@localhost",
+        "hijacked password",
+        None,
+    );
+    assert_eq!(verdict, "ERROR conflict");
+    assert!(qamctl_verifies(&qamd, "alice", "alice's password"));
+}
+
+#[test]
+fn password_change_over_xmpp_changes_the_qam_password_and_removal_is_refused() {
+    if !prosody_present()
+        || !require_peer("/usr/lib/python3/dist-packages/slixmpp", "python3-slixmpp")
+    {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
+    qamd.add_user("alice", "alice's password");
+    let prosody = start_prosody(&qamd);
+
+    let verdict = xmpp_account(
+        "passwd",
+        PORT,
+        "alice@localhost",
+        "alice's password",
+        Some("a brand new password"),
+    );
+    assert_eq!(verdict, "OK");
+    assert!(qamctl_verifies(&qamd, "alice", "a brand new password"));
+    assert!(!qamctl_verifies(&qamd, "alice", "alice's password"));
+    assert!(failed(login("alice", "alice's password")));
+    assert_eq!(login("alice", "a brand new password"), Login::Success);
+
+    let verdict = xmpp_account(
+        "unregister",
+        PORT,
+        "alice@localhost",
+        "a brand new password",
+        None,
+    );
+    assert!(verdict.starts_with("ERROR"), "{verdict}");
+    assert!(qamd.client().exists("alice").unwrap());
+    assert!(prosody.log_text().contains("refused to delete alice"));
+}
+
+/// Median time of one SASL PLAIN login (TCP connect to `<success/>`) through mod_auth_qam and
+/// through Prosody's internal_hashed store, alternating in the same run, with qamd's default
+/// (production) argon2 parameters. Run:
+/// `cargo test -p qam-tests --test xmpp_prosody -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: prints login medians"]
+fn bench_login_latency() {
+    if !prosody_present() {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let runs: usize = std::env::var("QAM_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(101);
+    let qamd = Daemon::start_with(&format!(
+        "{QAMD_FOR_PROSODY}[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n"
+    ));
+    qamd.add_user("alice", "alice's password");
+    let prosody = start_prosody(&qamd);
+    let out = prosody.ctl(&["register", "alice", "builtin.localhost", "alice's password"]);
+    assert!(out.status.success(), "{out:?}");
+    let mut qam = Vec::new();
+    let mut builtin = Vec::new();
+    for _ in 0..runs {
+        qam.push(timed_login(|| {
+            plain_login(PORT, "localhost", "alice", "alice's password")
+        }));
+        builtin.push(timed_login(|| {
+            plain_login(PORT, "builtin.localhost", "alice", "alice's password")
+        }));
+    }
+    println!(
+        "prosody SASL PLAIN login, median of {runs}: mod_auth_qam {:?}, internal_hashed {:?}",
+        median(qam),
+        median(builtin)
+    );
+}
