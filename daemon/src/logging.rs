@@ -41,7 +41,14 @@ pub fn init(level: &str) -> Result<LevelHandle, String> {
     Ok(handle)
 }
 
-/// Parses a level or filter directive such as `info` or `qamd=debug`.
+/// Parses a level or filter directive such as `info` or `qamd=debug`. sled's own log lines
+/// are off unless the filter names sled: a damaged store is reported once, by qamd, in one line.
 pub fn parse_filter(level: &str) -> Result<EnvFilter, String> {
-    EnvFilter::try_new(level).map_err(|err| format!("invalid log level `{level}`: {err}"))
+    let invalid = |err: &dyn std::fmt::Display| format!("invalid log level `{level}`: {err}");
+    let filter = EnvFilter::try_new(level).map_err(|err| invalid(&err))?;
+    if level.contains("sled") {
+        return Ok(filter);
+    }
+    let quiet_sled = "sled=off".parse().map_err(|err| invalid(&err))?;
+    Ok(filter.add_directive(quiet_sled))
 }

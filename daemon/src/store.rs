@@ -7,12 +7,15 @@
 //! the data dir (generation 0). Compaction writes generation N+1, fsyncs it, switches
 //! `CURRENT` by an atomic rename, then removes generation N; it runs at every open and after
 //! every delete, so a delete's answer means the account's bytes are gone from the data dir.
+//! `WRITES` holds the number of the generation's last acknowledged write (the db counts them
+//! too): a db that lost its tail to truncation or damage is refused, not opened short.
 
 use qam_client::wire::ExportRecord;
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// sled's page cache: a few MiB is plenty for small records (its default is 1 GiB).
@@ -25,6 +28,10 @@ const USERS_TREE: &str = "users";
 /// refused instead of opened as an empty store.
 const META_TREE: &str = "meta";
 const GENERATION_KEY: &str = "generation";
+
+/// The generation's count of writes, kept in `meta` and, once acknowledged, in `WRITES_FILE`.
+const WRITES_KEY: &str = "writes";
+const WRITES_FILE: &str = "WRITES";
 
 /// The file naming the generation in use, and the prefix of generation directories.
 const CURRENT_FILE: &str = "CURRENT";
@@ -138,6 +145,30 @@ struct Shared {
     /// Writers share it; compaction holds it alone, so no write lands in a generation
     /// that is being copied.
     writes: tokio::sync::RwLock<()>,
+    /// The highest write number recorded in `WRITES_FILE` for the current generation.
+    noted: Mutex<u64>,
+}
+
+/// A transaction over the users and meta trees.
+type Trees<'a> = (&'a sled::Tree, &'a sled::Tree);
+type TxResult<T, E = ()> = sled::transaction::ConflictableTransactionResult<T, E>;
+
+/// Counts one more write in the generation's `meta` tree; returns its number.
+fn count_write<E>(meta: &sled::transaction::TransactionalTree) -> TxResult<u64, E> {
+    let writes = meta
+        .get(WRITES_KEY)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+        + 1;
+    meta.insert(WRITES_KEY, &writes.to_be_bytes())?;
+    Ok(writes)
+}
+
+fn transaction_failed<E>(err: sled::transaction::TransactionError<E>) -> StoreError {
+    match err {
+        sled::transaction::TransactionError::Storage(err) => StoreError::Io(err),
+        sled::transaction::TransactionError::Abort(_) => StoreError::Conflict,
+    }
 }
 
 /// One sled db: the data dir itself (number 0) or `store-N`.
@@ -168,11 +199,24 @@ impl Generation {
 
     /// The number written into generation `store-N` by the compaction that made it.
     fn marker(&self) -> Result<Option<u64>, sled::Error> {
+        self.meta_number(GENERATION_KEY)
+    }
+
+    /// Writes counted in this generation's db.
+    fn writes(&self) -> Result<u64, sled::Error> {
+        Ok(self.meta_number(WRITES_KEY)?.unwrap_or(0))
+    }
+
+    fn meta_number(&self, key: &str) -> Result<Option<u64>, sled::Error> {
         Ok(self
             .meta
-            .get(GENERATION_KEY)?
+            .get(key)?
             .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
             .map(u64::from_be_bytes))
+    }
+
+    fn trees(&self) -> Trees<'_> {
+        (&self.users, &self.meta)
     }
 }
 
@@ -241,7 +285,54 @@ fn open_generation(dir: &Path, number: u64) -> Result<Generation, String> {
     if number > 0 && generation.marker().map_err(|err| err.to_string())? != Some(number) {
         return Err(format!("the files of {} are damaged", path.display()));
     }
+    let counted = generation.writes().map_err(|err| err.to_string())?;
+    match read_writes(dir)? {
+        Some((of, acknowledged)) if of == number && acknowledged > counted => {
+            return Err(format!(
+                "{} lost {} acknowledged writes (its files are damaged)",
+                path.display(),
+                acknowledged - counted
+            ))
+        }
+        // `WRITES` of another generation: a compaction stopped between its two renames.
+        Some(_) => {}
+        None if number > 0 => return Err(format!("its {WRITES_FILE} file is missing")),
+        None => {}
+    }
     Ok(generation)
+}
+
+/// `WRITES`: the generation and the number of its last acknowledged write.
+fn read_writes(dir: &Path) -> Result<Option<(u64, u64)>, String> {
+    let text = match std::fs::read_to_string(dir.join(WRITES_FILE)) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(format!("its {WRITES_FILE} file is damaged")),
+    };
+    let mut fields = text.trim_end_matches('\n').split(' ');
+    let generation = fields
+        .next()
+        .and_then(|field| field.strip_prefix(GENERATION_PREFIX))
+        .and_then(|number| number.parse().ok());
+    let writes = fields.next().and_then(|number| number.parse().ok());
+    match (generation, writes, fields.next()) {
+        (Some(generation), Some(writes), None) => Ok(Some((generation, writes))),
+        _ => Err(format!("its {WRITES_FILE} file is damaged")),
+    }
+}
+
+/// Overwrites `WRITES` in place (fixed width, so no stale tail) and syncs it.
+fn write_writes(dir: &Path, generation: u64, writes: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(WRITES_FILE))?;
+    let text = format!("{GENERATION_PREFIX}{generation:020} {writes:020}\n");
+    file.write_all_at(text.as_bytes(), 0)?;
+    file.set_len(text.len() as u64)?;
+    file.sync_data()
 }
 
 /// Writes `CURRENT` naming `number`: a temp file, fsync, rename over, fsync of the dir.
@@ -301,6 +392,7 @@ impl Store {
                     dir: dir.to_owned(),
                     current: RwLock::new(Arc::new(generation)),
                     writes: tokio::sync::RwLock::new(()),
+                    noted: Mutex::new(0),
                 }),
             };
             store.compact_now().map_err(|err| err.to_string())?;
@@ -341,15 +433,35 @@ impl Store {
     pub async fn insert_new(&self, name: &str, record: &Record) -> Result<bool, StoreError> {
         let _writing = self.shared.writes.read().await;
         let generation = self.generation();
-        let swapped =
-            generation
-                .users
-                .compare_and_swap(name, None::<&[u8]>, Some(record.encode()))?;
-        if swapped.is_err() {
-            return Ok(false);
+        let written = generation
+            .trees()
+            .transaction(|(users, meta)| {
+                if users.get(name)?.is_some() {
+                    return Ok(None);
+                }
+                users.insert(name, record.encode())?;
+                Ok(Some(count_write::<()>(meta)?))
+            })
+            .map_err(transaction_failed)?;
+        match written {
+            Some(number) => self.acknowledge(&generation, number).await.map(|()| true),
+            None => Ok(false),
         }
+    }
+
+    /// Makes write `number` durable: sled's flush, then `WRITES` (the acknowledged count).
+    async fn acknowledge(&self, generation: &Generation, number: u64) -> Result<(), StoreError> {
         generation.db.flush_async().await?;
-        Ok(true)
+        let mut noted = self
+            .shared
+            .noted
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if number > *noted {
+            write_writes(&self.shared.dir, generation.number, number).map_err(io_failed)?;
+            *noted = number;
+        }
+        Ok(())
     }
 
     /// Replaces `expected` by `new` if the record is still `expected`; flushed. False if the
@@ -362,15 +474,21 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _writing = self.shared.writes.read().await;
         let generation = self.generation();
-        let swapped =
-            generation
-                .users
-                .compare_and_swap(name, Some(expected.encode()), Some(new.encode()))?;
-        if swapped.is_err() {
-            return Ok(false);
+        let (expected, new) = (expected.encode(), new.encode());
+        let written = generation
+            .trees()
+            .transaction(|(users, meta)| {
+                if users.get(name)?.as_deref() != Some(expected.as_slice()) {
+                    return Ok(None);
+                }
+                users.insert(name, new.as_slice())?;
+                Ok(Some(count_write::<()>(meta)?))
+            })
+            .map_err(transaction_failed)?;
+        match written {
+            Some(number) => self.acknowledge(&generation, number).await.map(|()| true),
+            None => Ok(false),
         }
-        generation.db.flush_async().await?;
-        Ok(true)
     }
 
     /// Applies `change` to an existing record atomically; flushed. None if there is no record.
@@ -397,10 +515,17 @@ impl Store {
         {
             let _writing = self.shared.writes.read().await;
             let generation = self.generation();
-            if generation.users.remove(name)?.is_none() {
-                return Ok(false);
+            let written = generation
+                .trees()
+                .transaction(|(users, meta)| match users.remove(name)? {
+                    Some(_) => Ok(Some(count_write::<()>(meta)?)),
+                    None => Ok(None),
+                })
+                .map_err(transaction_failed)?;
+            match written {
+                Some(number) => self.acknowledge(&generation, number).await?,
+                None => return Ok(false),
             }
-            generation.db.flush_async().await?;
         }
         if let Err(err) = self.compact().await {
             tracing::error!(error = %err, "removed record may linger in the data dir");
@@ -439,7 +564,13 @@ impl Store {
         fresh.meta.insert(GENERATION_KEY, &number.to_be_bytes())?;
         fresh.db.flush()?;
         sync_tree(&path).map_err(io_failed)?;
+        write_writes(dir, number, 0).map_err(io_failed)?;
         write_current(dir, number).map_err(io_failed)?;
+        *self
+            .shared
+            .noted
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = 0;
         *self
             .shared
             .current
@@ -502,10 +633,10 @@ impl Store {
     ) -> Result<ImportOutcome, StoreError> {
         let _writing = self.shared.writes.read().await;
         let generation = self.generation();
-        let outcome = generation.users.transaction(|tx| {
+        let outcome = generation.trees().transaction(|(users, meta)| {
             let mut replaced = 0;
             for (index, (name, record)) in records.iter().enumerate() {
-                let previous = tx.insert(name.as_bytes(), record.encode())?;
+                let previous = users.insert(name.as_bytes(), record.encode())?;
                 if previous.is_some() {
                     if !replace {
                         return sled::transaction::abort(index);
@@ -513,16 +644,16 @@ impl Store {
                     replaced += 1;
                 }
             }
-            Ok(replaced)
+            Ok((replaced, count_write(meta)?))
         });
-        let replaced = match outcome {
-            Ok(replaced) => replaced,
+        let (replaced, number) = match outcome {
+            Ok(written) => written,
             Err(sled::transaction::TransactionError::Abort(index)) => {
                 return Ok(ImportOutcome::Exists { index })
             }
             Err(sled::transaction::TransactionError::Storage(err)) => return Err(err.into()),
         };
-        generation.db.flush_async().await?;
+        self.acknowledge(&generation, number).await?;
         Ok(ImportOutcome::Written {
             imported: records.len() as u64,
             replaced,
