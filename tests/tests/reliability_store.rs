@@ -1,0 +1,458 @@
+//! Reliability of the account store (issue 7, families 1, 2 and 9): acknowledged writes survive
+//! SIGKILL, damaged stores are refused loudly, backups round-trip, deleted accounts are erased.
+
+mod reliability_support;
+
+use qam_client::wire::{Done, ExportRecord, ImportInfo, NameInfo};
+use qam_client::{Client, ClientError, Password, Request};
+use qam_tests::{bin, Daemon};
+use reliability_support::{export_all, figure, occurrences, size, Rng};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Failure ladder off: the crash test verifies candidate passwords that may be wrong.
+const NO_THROTTLE: &str = "[throttle]\nfree_failures = 1000000\n";
+
+/// What a worker did to one of its users and whether qamd acknowledged it.
+#[derive(Debug, Clone)]
+struct UserState {
+    /// The password of the acknowledged state; None: absent (never created, or deleted).
+    acked: Option<String>,
+    /// A request sent without an answer when qamd died: applied or not, never half.
+    pending: Option<Option<String>>,
+    /// Touched in this round: checked by password, not only by its stored hash.
+    dirty: bool,
+    /// The stored hash seen at the last check.
+    hash: Option<String>,
+}
+
+/// One worker's users and its count of acknowledged writes.
+#[derive(Default)]
+struct Ledger {
+    users: HashMap<String, UserState>,
+    acknowledged: u64,
+    next: u64,
+}
+
+/// Registers, changes passwords and deletes its own users until qamd dies under it.
+fn work(socket_options: qam_client::ClientOptions, worker: usize, mut ledger: Ledger, seed: u64) -> Ledger {
+    let mut rng = Rng::new(seed);
+    let Ok(mut client) = Client::connect(&socket_options) else {
+        return ledger;
+    };
+    loop {
+        let present: Vec<String> = ledger
+            .users
+            .iter()
+            .filter(|(_, state)| state.acked.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        ledger.next += 1;
+        let serial = ledger.next;
+        let choice = rng.below(10);
+        let (name, request, outcome) = if present.is_empty() || choice < 5 {
+            let name = format!("crash{worker}x{serial}");
+            let password = format!("pw-{worker}-{serial}-first");
+            let request = Request::Register {
+                user: name.clone(),
+                password: Password::from(password.as_str()),
+            };
+            (name, request, Some(password))
+        } else {
+            let name = present[rng.below(present.len() as u64) as usize].clone();
+            if choice < 8 {
+                let old = ledger.users[&name].acked.clone().unwrap_or_default();
+                let new = format!("pw-{worker}-{serial}-changed");
+                let request = Request::ChangePassword {
+                    user: name.clone(),
+                    old_password: Password::from(old),
+                    new_password: Password::from(new.as_str()),
+                };
+                (name, request, Some(new))
+            } else {
+                (name.clone(), Request::Delete { user: name }, None)
+            }
+        };
+        let state = ledger.users.entry(name).or_insert(UserState {
+            acked: None,
+            pending: None,
+            dirty: true,
+            hash: None,
+        });
+        state.dirty = true;
+        state.pending = Some(outcome.clone());
+        let answer = match &request {
+            Request::Register { .. } => client.call::<NameInfo>(&request).map(|_| ()),
+            _ => client.call::<Done>(&request).map(|_| ()),
+        };
+        match answer {
+            Ok(()) => {
+                state.acked = outcome;
+                state.pending = None;
+                ledger.acknowledged += 1;
+            }
+            Err(ClientError::Server(err)) => panic!("qamd refused a valid write: {err}"),
+            // qamd died: the write may or may not have happened.
+            Err(_) => return ledger,
+        }
+    }
+}
+
+/// Checks every user against the ledgers after a restart; returns (checked, lost, half).
+fn check(daemon: &Daemon, ledgers: &mut [Ledger]) -> (u64, u64, u64) {
+    let mut client = daemon.client();
+    let stored: HashMap<String, ExportRecord> = export_all(&mut client)
+        .into_iter()
+        .map(|record| (record.name.clone(), record))
+        .collect();
+    let known: usize = ledgers.iter().map(|l| l.users.len()).sum();
+    let phantoms = stored
+        .keys()
+        .filter(|name| !ledgers.iter().any(|l| l.users.contains_key(*name)))
+        .count();
+    assert_eq!(phantoms, 0, "records nobody wrote ({known} users known)");
+    let (mut checked, mut lost, mut half) = (0, 0, 0);
+    for ledger in ledgers.iter_mut() {
+        for (name, state) in ledger.users.iter_mut() {
+            checked += 1;
+            let record = stored.get(name);
+            let mut candidates = vec![state.acked.clone()];
+            if let Some(pending) = &state.pending {
+                candidates.push(pending.clone());
+            }
+            let actual = match record {
+                None => None,
+                Some(record) if !state.dirty => {
+                    // Untouched since the last check: the very same bytes.
+                    if Some(&record.hash) != state.hash.as_ref() {
+                        lost += 1;
+                    }
+                    state.acked.clone()
+                }
+                Some(_) => candidates
+                    .iter()
+                    .flatten()
+                    .find(|password| {
+                        client
+                            .verify(name, &Password::from(password.as_str()))
+                            .expect("verify")
+                    })
+                    .cloned()
+                    .or_else(|| {
+                        // Present, yet no password this ledger allows opens it.
+                        half += 1;
+                        Some(String::new())
+                    }),
+            };
+            if !candidates.contains(&actual) {
+                lost += 1;
+            }
+            state.acked = actual;
+            state.pending = None;
+            state.dirty = false;
+            state.hash = record.map(|r| r.hash.clone());
+        }
+    }
+    (checked, lost, half)
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_at_random_moments() {
+    let rounds = size(6, 25);
+    let workers = 3;
+    let mut rng = Rng::from_clock("crash durability");
+    let mut daemon = Daemon::start_with(NO_THROTTLE);
+    let mut ledgers: Vec<Ledger> = (0..workers).map(|_| Ledger::default()).collect();
+    let (mut checked, mut lost, mut half) = (0, 0, 0);
+    for round in 0..rounds {
+        let handles: Vec<_> = ledgers
+            .drain(..)
+            .enumerate()
+            .map(|(worker, ledger)| {
+                let options = daemon.options().with_timeout(Duration::from_secs(5));
+                let seed = rng.next();
+                std::thread::spawn(move || work(options, worker, ledger, seed))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
+        daemon.kill();
+        ledgers = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // The store opens offline after the kill (this also parses every record).
+        drop(qamd::store::Store::open(&daemon.data_dir).expect("store opens after SIGKILL"));
+        daemon.spawn();
+        let (c, l, h) = check(&daemon, &mut ledgers);
+        checked += c;
+        lost += l;
+        half += h;
+        eprintln!("round {round}: {c} users checked, {l} lost, {h} half-present");
+    }
+    let acknowledged: u64 = ledgers.iter().map(|l| l.acknowledged).sum();
+    figure(
+        "1 crash durability",
+        format!("{rounds} SIGKILLs, {acknowledged} acknowledged writes, {checked} user states checked, {lost} lost, {half} half-present"),
+    );
+    assert!(acknowledged > 0);
+    assert_eq!((lost, half), (0, 0));
+}
+
+/// Copies a directory tree (the store) so each damage starts from the same good store.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The generation dir `CURRENT` names.
+fn generation_dir(data_dir: &Path) -> std::path::PathBuf {
+    let current = std::fs::read_to_string(data_dir.join("CURRENT")).unwrap();
+    data_dir.join(current.trim())
+}
+
+/// Runs qamd on `config` until it exits (or 20 s); returns (exit code, stderr).
+fn run_qamd(config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(bin("qamd"))
+        .arg("--config")
+        .arg(config)
+        .arg("--log-level")
+        .arg("warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            return (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    (None, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_damaged_store_stops_qamd_with_one_clear_line() {
+    let mut daemon = Daemon::start();
+    for n in 0..40 {
+        daemon.add_user(&format!("damage{n}"), "damage-password");
+    }
+    assert!(daemon.stop().success());
+    let pristine = daemon.dir.path().join("pristine");
+    copy_tree(&daemon.data_dir, &pristine);
+    type Damage = fn(&Path);
+    let damages: Vec<(&str, Damage)> = vec![
+        ("db truncated to half", |data| {
+            let db = generation_dir(data).join("db");
+            let len = std::fs::metadata(&db).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+        }),
+        ("db truncated to zero", |data| {
+            std::fs::write(generation_dir(data).join("db"), b"").unwrap();
+        }),
+        ("db zeroed", |data| {
+            let db = generation_dir(data).join("db");
+            let len = std::fs::metadata(&db).unwrap().len() as usize;
+            std::fs::write(&db, vec![0u8; len]).unwrap();
+        }),
+        ("db garbage", |data| {
+            let db = generation_dir(data).join("db");
+            let len = std::fs::metadata(&db).unwrap().len() as usize;
+            let mut rng = Rng::new(7);
+            let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            std::fs::write(&db, garbage).unwrap();
+        }),
+        ("conf garbage", |data| {
+            std::fs::write(generation_dir(data).join("conf"), b"\xff\xfegarbage\n").unwrap();
+        }),
+        ("conf zeroed", |data| {
+            let conf = generation_dir(data).join("conf");
+            let len = std::fs::metadata(&conf).unwrap().len() as usize;
+            std::fs::write(&conf, vec![0u8; len]).unwrap();
+        }),
+        ("CURRENT zeroed", |data| {
+            std::fs::write(data.join("CURRENT"), [0u8; 8]).unwrap();
+        }),
+        ("CURRENT garbage", |data| {
+            std::fs::write(data.join("CURRENT"), b"store-99\n").unwrap();
+        }),
+        ("CURRENT removed", |data| {
+            std::fs::remove_file(data.join("CURRENT")).unwrap();
+        }),
+        ("WRITES zeroed", |data| {
+            std::fs::write(data.join("WRITES"), [0u8; 48]).unwrap();
+        }),
+        ("WRITES removed", |data| {
+            std::fs::remove_file(data.join("WRITES")).unwrap();
+        }),
+        ("generation removed", |data| {
+            std::fs::remove_dir_all(generation_dir(data)).unwrap();
+        }),
+    ];
+    let mut refused = 0;
+    let mut started_whole = 0;
+    for (what, damage) in &damages {
+        std::fs::remove_dir_all(&daemon.data_dir).unwrap();
+        copy_tree(&pristine, &daemon.data_dir);
+        damage(&daemon.data_dir);
+        let (code, stderr) = run_qamd(&daemon.config);
+        assert!(!stderr.contains("panicked"), "{what}: panic\n{stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        if code == Some(1) {
+            assert_eq!(lines.len(), 1, "{what}: one line expected:\n{stderr}");
+            let line = lines[0];
+            assert!(line.contains(&daemon.data_dir.display().to_string()), "{what}: {line}");
+            assert!(line.contains("restore from backup"), "{what}: {line}");
+            assert!(line.contains("README"), "{what}: {line}");
+            eprintln!("{what}: refused: {line}");
+            refused += 1;
+        } else {
+            // sled may recover a damaged tail; then nothing may be missing.
+            assert_eq!(code, None, "{what}: unexpected exit\n{stderr}");
+            daemon.spawn();
+            let users = export_all(&mut daemon.client()).len();
+            daemon.kill();
+            assert_eq!(users, 40, "{what}: qamd started on a store missing accounts");
+            eprintln!("{what}: started with all 40 accounts");
+            started_whole += 1;
+        }
+    }
+    figure(
+        "2 store damage",
+        format!("{} damages: {refused} refused with one line (exit 1), {started_whole} started with every account, 0 panics, 0 silently empty", damages.len()),
+    );
+}
+
+/// Runs qamctl against `daemon`'s socket; panics unless it exits 0.
+fn qamctl(daemon: &Daemon, args: &[&str]) {
+    let output = Command::new(bin("qamctl"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "qamctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn export_then_import_round_trips_users_hashes_and_states() {
+    let source = Daemon::start();
+    let count = size(60, 2500);
+    for n in 0..count {
+        source.add_user(&format!("backup{n:05}"), &format!("backup-password-{n}"));
+    }
+    for n in (0..count).step_by(7) {
+        source.lock_user(&format!("backup{n:05}"));
+    }
+    let before = export_all(&mut source.client());
+    let file = source.dir.path().join("backup.jsonl");
+    qamctl(&source, &["export", file.to_str().unwrap()]);
+
+    let target = Daemon::start();
+    qamctl(&target, &["import", file.to_str().unwrap()]);
+    let after = export_all(&mut target.client());
+    assert_eq!(after, before, "same names, hashes, dates and lock states");
+
+    // The same round trip through the wire operations alone.
+    let wire_target = Daemon::start();
+    let imported: ImportInfo = wire_target
+        .client()
+        .call(&Request::Import {
+            records: before.clone(),
+            replace: false,
+            dry_run: false,
+        })
+        .unwrap();
+    assert_eq!(imported.imported, count as u64);
+    assert_eq!(export_all(&mut wire_target.client()), before);
+
+    let mut client = target.client();
+    assert!(client
+        .verify("backup00001", &Password::from("backup-password-1"))
+        .unwrap());
+    assert!(!client
+        .verify("backup00007", &Password::from("backup-password-7"))
+        .unwrap(), "locked stays locked");
+    figure(
+        "2 backup round trip",
+        format!("{count} accounts exported and imported (qamctl and wire): identical names, hashes, dates, lock states"),
+    );
+}
+
+#[test]
+fn a_deleted_account_leaves_no_byte_in_the_data_dir() {
+    let mut daemon = Daemon::start();
+    for n in 0..size(30, 1000) {
+        daemon.add_user(&format!("bystander{n}"), "bystander-password");
+    }
+    let victim = "erasure-victim-7f3a";
+    daemon.add_user(victim, "first-victim-password");
+    let mut hashes = Vec::new();
+    let mut client = daemon.client();
+    for round in 0..3 {
+        let record = export_all(&mut client)
+            .into_iter()
+            .find(|r| r.name == victim)
+            .unwrap();
+        hashes.push(record.hash);
+        client
+            .call::<Done>(&Request::SetPassword {
+                user: victim.into(),
+                password: Password::from(format!("victim-password-{round}")),
+            })
+            .unwrap();
+    }
+    hashes.push(
+        export_all(&mut client)
+            .into_iter()
+            .find(|r| r.name == victim)
+            .unwrap()
+            .hash,
+    );
+    // Each PHC string's salt and digest part is what would identify the user's password.
+    let needles: Vec<Vec<u8>> = std::iter::once(victim.as_bytes().to_vec())
+        .chain(hashes.iter().map(|h| h.rsplit('$').next().unwrap().as_bytes().to_vec()))
+        .collect();
+    let found_before: usize = needles
+        .iter()
+        .map(|n| occurrences(&daemon.data_dir, n))
+        .sum();
+    assert!(found_before > 0, "the search finds the live account");
+
+    qamctl(&daemon, &["user", "del", victim, "--yes"]);
+    let bytes_after_delete: usize = needles
+        .iter()
+        .map(|n| occurrences(&daemon.data_dir, n) * n.len())
+        .sum();
+    assert!(daemon.stop().success());
+    let bytes_after_stop: usize = needles
+        .iter()
+        .map(|n| occurrences(&daemon.data_dir, n) * n.len())
+        .sum();
+    figure(
+        "9 erasure",
+        format!("name + {} hashes: {found_before} occurrences before delete; bytes found after delete: {bytes_after_delete}, after stop: {bytes_after_stop}", hashes.len()),
+    );
+    assert_eq!((bytes_after_delete, bytes_after_stop), (0, 0));
+    daemon.spawn();
+    assert!(daemon.client().exists("bystander0").unwrap());
+}

@@ -1,0 +1,146 @@
+//! Shared pieces of the reliability tests (`reliability_*.rs`): run size (CI or `QAM_FULL=1`),
+//! admin calls, raw socket lines, byte searches in a data dir, and process figures from /proc.
+#![allow(dead_code)] // each test target uses its own part of this module
+
+use qam_client::wire::{ExportPage, ExportRecord, MAX_PAGE};
+use qam_client::{Client, Request};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// True for the documented full-size run (`QAM_FULL=1`).
+pub fn full() -> bool {
+    std::env::var("QAM_FULL").as_deref() == Ok("1")
+}
+
+/// `ci` normally, `full_size` under `QAM_FULL=1`.
+pub fn size(ci: usize, full_size: usize) -> usize {
+    if full() {
+        full_size
+    } else {
+        ci
+    }
+}
+
+/// Prints a figure the issue asks for, in one greppable line.
+pub fn figure(family: &str, text: impl std::fmt::Display) {
+    eprintln!("FIGURE {family}: {text}");
+}
+
+/// A small deterministic generator (xorshift64*), so failing runs can be repeated by seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// Seeded from the clock; the seed is printed so a failure can be replayed.
+    pub fn from_clock(label: &str) -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        eprintln!("{label}: seed {seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}
+
+/// Every record, page by page, through the admin `export` operation.
+pub fn export_all(client: &mut Client) -> Vec<ExportRecord> {
+    let mut records = Vec::new();
+    let mut after = None;
+    loop {
+        let page: ExportPage = client
+            .call(&Request::Export {
+                after: after.take(),
+                limit: Some(MAX_PAGE),
+            })
+            .expect("export page");
+        records.extend(page.records);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return records,
+        }
+    }
+}
+
+/// Sends raw lines on one fresh connection and reads one answer line per request line.
+pub fn raw_lines(socket: &Path, lines: &[&[u8]]) -> Vec<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut answers = Vec::new();
+    for line in lines {
+        stream.write_all(line).expect("write");
+        stream.write_all(b"\n").expect("write");
+        let mut answer = String::new();
+        reader.read_line(&mut answer).expect("read answer");
+        answers.push(serde_json::from_str(&answer).expect("answer is JSON"));
+    }
+    answers
+}
+
+/// The `error.code` of an answer, or "ok".
+pub fn code_of(answer: &serde_json::Value) -> String {
+    if answer["ok"] == serde_json::Value::Bool(true) {
+        return "ok".into();
+    }
+    answer["error"]["code"].as_str().unwrap_or("?").to_owned()
+}
+
+/// How many times `needle` occurs in the raw bytes of every file under `dir`.
+pub fn occurrences(dir: &Path, needle: &[u8]) -> usize {
+    let mut found = 0;
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            found += occurrences(&path, needle);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            found += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        }
+    }
+    found
+}
+
+/// User + system CPU seconds of a process (from /proc/PID/stat; USER_HZ is 100 on Linux).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// A `/proc/PID/status` field in KiB (e.g. `VmRSS`, `VmHWM`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value at quantile `q` (0..=1) of `samples`, sorted in place.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort_unstable();
+    let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+    samples[index.min(samples.len() - 1)]
+}
