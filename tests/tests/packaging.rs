@@ -146,11 +146,21 @@ fn deb_installs_where_debian_expects_and_purges() {
     assert!(version.starts_with("qamd "), "{version}");
     let help = run(Command::new("/usr/sbin/qamctl").arg("--help"));
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"));
+    // A width other than 80 keeps man-db from using (or saving) preformatted cat pages,
+    // which could be stale: the package's files all carry the same fixed mtime.
     let page = run(Command::new(MAN)
         .args(["-P", "cat", "8", "qamctl"])
-        .env("MANWIDTH", "80"));
+        .env("MANWIDTH", "100"));
     let page = String::from_utf8_lossy(&page.stdout);
     assert!(page.contains("qamctl"), "{page}");
+    let page = run(Command::new(MAN)
+        .args(["-P", "cat", "8", "qamd"])
+        .env("MANWIDTH", "100"));
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.contains("SIGHUP") && page.contains("--config"),
+        "{page}"
+    );
     run(Command::new("/usr/sbin/qamd").args(["--check-config", "--config", "/etc/qam/qamd.toml"]));
 
     if require_peer(ANALYZE, "systemd") {
