@@ -67,48 +67,46 @@ fn hash_costs(config: &Config) -> String {
 /// in force (restart-only settings keep their running values). `old_level`/`new_level` are
 /// the effective log filters (a `--log-level` flag or `RUST_LOG` wins over the file).
 pub fn compare(old: &Config, new: &mut Config, old_level: &str, new_level: &str) -> Changes {
-    let mut changes = Changes::default();
-    if old.registration_open != new.registration_open {
-        changes.applied.push(format!(
-            "registration_open {} -> {}",
-            old.registration_open, new.registration_open
-        ));
+    // Settings shown with their old and new values, then settings only named.
+    let shown: [(&str, String, String); 5] = [
+        (
+            "registration_open",
+            old.registration_open.to_string(),
+            new.registration_open.to_string(),
+        ),
+        (
+            "admin_group",
+            old.admin_group.clone(),
+            new.admin_group.clone(),
+        ),
+        (
+            "mail_domain",
+            old.mail_domain.clone(),
+            new.mail_domain.clone(),
+        ),
+        ("hash for new passwords", hash_costs(old), hash_costs(new)),
+        ("log_level", old_level.to_owned(), new_level.to_owned()),
+    ];
+    let named = [
+        ("permissions", differs(&old.permissions, &new.permissions)),
+        ("username rules", differs(&old.username, &new.username)),
+        ("password rules", differs(&old.password, &new.password)),
+    ];
+    let applied = shown
+        .into_iter()
+        .filter(|(_, before, after)| before != after)
+        .map(|(key, before, after)| format!("{key} {before} -> {after}"))
+        .chain(
+            named
+                .into_iter()
+                .filter(|(_, changed)| *changed)
+                .map(|(key, _)| key.to_owned()),
+        )
+        .collect();
+    Changes {
+        applied,
+        need_restart: keep_restart_only(old, new),
     }
-    if differs(&old.permissions, &new.permissions) {
-        changes.applied.push("permissions".into());
-    }
-    if old.admin_group != new.admin_group {
-        changes.applied.push(format!(
-            "admin_group {} -> {}",
-            old.admin_group, new.admin_group
-        ));
-    }
-    if old.mail_domain != new.mail_domain {
-        changes.applied.push(format!(
-            "mail_domain {} -> {}",
-            old.mail_domain, new.mail_domain
-        ));
-    }
-    if differs(&old.username, &new.username) {
-        changes.applied.push("username rules".into());
-    }
-    if differs(&old.password, &new.password) {
-        changes.applied.push("password rules".into());
-    }
-    if hash_costs(old) != hash_costs(new) {
-        changes.applied.push(format!(
-            "hash for new passwords {} -> {}",
-            hash_costs(old),
-            hash_costs(new)
-        ));
-    }
-    if old_level != new_level {
-        changes
-            .applied
-            .push(format!("log_level {old_level} -> {new_level}"));
-    }
-    changes.need_restart = keep_restart_only(old, new);
-    changes
 }
 
 /// Where a reload reads from and what it can change outside the account service.
@@ -244,9 +242,9 @@ mod tests {
             changes.applied,
             [
                 "registration_open false -> true",
-                "permissions",
                 "hash for new passwords m_cost=19456 t_cost=2 p_cost=1 -> m_cost=4096 t_cost=2 p_cost=1",
                 "log_level info -> debug",
+                "permissions",
             ]
         );
         assert!(changes.need_restart.is_empty());

@@ -154,15 +154,11 @@ impl Activated {
             child: Some(child),
         };
         // systemd-socket-activate binds the socket, then execs qamd on the first connection.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !activated.socket.exists() || !activated.door.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "no socket; log:\n{}",
-                activated.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(
+            "systemd-socket-activate made no sockets",
+            || activated.socket.exists() && activated.door.exists(),
+            || activated.log_text(),
+        );
         activated
     }
 
@@ -377,19 +373,29 @@ fn sighup_toggles_registration_without_dropping_connections() {
     assert_eq!(exists["exists"], true, "{exists}");
 }
 
-/// Sends SIGHUP and waits until the log shows one more "config reloaded" than `before`.
-fn hangup(daemon: &Daemon, before: usize) {
-    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+/// Polls `done` for up to 10 s; on time-out fails with `what` and the log.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.log_text().matches("config reloaded").count() <= before {
-        assert!(
-            Instant::now() < deadline,
-            "no reload; log:\n{}",
-            daemon.log_text()
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}; log:\n{}", log());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends SIGHUP and waits until the log shows `message` more than `before` times.
+fn hangup_until(daemon: &Daemon, message: &str, before: usize) {
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for(
+        &format!("no `{message}` after SIGHUP"),
+        || daemon.log_text().matches(message).count() > before,
+        || daemon.log_text(),
+    );
+}
+
+/// Sends SIGHUP and waits until the log shows one more "config reloaded" than `before`.
+fn hangup(daemon: &Daemon, before: usize) {
+    hangup_until(daemon, "config reloaded", before);
 }
 
 #[test]
@@ -431,17 +437,7 @@ fn sighup_switches_hash_parameters_for_new_hashes_only() {
 fn invalid_config_on_sighup_keeps_the_running_one() {
     let daemon = Daemon::start_with("registration_open = false\n");
     fs::write(&daemon.config, "this is = not [ toml").unwrap();
-    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !daemon.log_text().contains("config reload refused") {
-        assert!(
-            Instant::now() < deadline,
-            "no refusal; log:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    hangup_until(&daemon, "config reload refused", 0);
     let hello: HelloInfo = daemon.client().call(&Request::Hello).unwrap();
     assert!(hello.server.starts_with("qamd "));
 }
