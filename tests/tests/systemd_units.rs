@@ -7,6 +7,7 @@ use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, Daemon, CHEAP
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -96,12 +97,15 @@ fn service_exposure_is_at_most_1_5() {
 }
 
 /// qamd started by `systemd-socket-activate` the way systemd starts it from qamd.socket and
-/// qamd-saslauthd.socket (names `qamd` and `saslauthd`), with a datagram socket standing in
-/// for systemd's NOTIFY_SOCKET.
+/// qamd-saslauthd.socket (names `qamd` and `saslauthd`): sockets made by root, qamd itself
+/// unprivileged (`nobody`, no new privileges, as qamd.service runs it as `qam`), with a
+/// datagram socket standing in for systemd's NOTIFY_SOCKET.
 struct Activated {
     /// Removed on drop, with the socket, config, store and log in it.
     _dir: tempfile::TempDir,
     socket: PathBuf,
+    /// The store, owned by `nobody`.
+    data: PathBuf,
     /// The saslauthd door's socket (not in qamd's config: only passed).
     door: PathBuf,
     notify: UnixDatagram,
@@ -117,16 +121,22 @@ impl Activated {
         let config = dir.path().join("qamd.toml");
         let log = dir.path().join("qamd.log");
         let notify_path = dir.path().join("notify");
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&data, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
         fs::write(
             &config,
             format!(
                 "socket = {:?}\ndata_dir = {:?}\nlog_level = \"info\"\n{CHEAP_HASH}",
                 socket.to_str().unwrap(),
-                dir.path().join("data").to_str().unwrap(),
+                data.to_str().unwrap(),
             ),
         )
         .unwrap();
         let notify = UnixDatagram::bind(&notify_path).unwrap();
+        fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o666)).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -137,6 +147,8 @@ impl Activated {
             .arg(&door)
             .arg("--fdname=qamd:saslauthd")
             .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
+            .args([SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg("--no-new-privs")
             .arg(bin("qamd"))
             .arg("--config")
             .arg(&config)
@@ -148,6 +160,7 @@ impl Activated {
         let activated = Activated {
             _dir: dir,
             socket,
+            data,
             door,
             notify,
             log,
@@ -195,7 +208,7 @@ impl Drop for Activated {
 
 #[test]
 fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
-    if !require_peer(SOCKET_ACTIVATE, "systemd") {
+    if !require_peer(SOCKET_ACTIVATE, "systemd") || !require_peer(SETPRIV, "util-linux") {
         return;
     }
     let mut qamd = Activated::start();
@@ -243,6 +256,11 @@ fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
     );
     let stopping = qamd.next_notification();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping}");
+    // qamd wrote its store as the unprivileged user it ran as.
+    for entry in fs::read_dir(&qamd.data).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    }
     // The socket belongs to the service manager: qamd leaves it in place for the next start.
     assert!(qamd.socket.exists(), "qamd removed the passed socket");
 }
