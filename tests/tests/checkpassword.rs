@@ -1,0 +1,210 @@
+//! qam-checkpassword: the DJB interface exercised directly (fd 3, exit codes, the reply program
+//! and its environment) and by real Dovecot 2.3 (`doveadm auth test`, `doveadm auth lookup`)
+//! running it as user `dovecot`.
+
+#[path = "support/dovecot.rs"]
+mod dovecot;
+
+use dovecot::{shown, Dovecot, DOVECOT};
+use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::libc;
+
+/// Dovecot's own reply program.
+const REPLY: &str = "/usr/lib/dovecot/checkpassword-reply";
+
+/// Lets Dovecot's auth process (user `dovecot`) use the socket; no throttling in the way.
+const CONFIG: &str = "socket_group = \"dovecot\"\n[throttle]\nfree_failures = 1000\n";
+
+/// Runs qam-checkpassword with `input` on fd 3 and `reply` as the program to exec.
+fn checkpassword(
+    daemon_socket: &Path,
+    input: &[u8],
+    env: &[(&str, &str)],
+    reply: &[&str],
+) -> Output {
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    let mut writer = fs::File::from(writer);
+    writer.write_all(input).expect("write fd 3 input");
+    drop(writer);
+    let reader: OwnedFd = reader;
+    let fd = reader.as_raw_fd();
+    let mut command = Command::new(bin("qam-checkpassword"));
+    command
+        .arg("--socket")
+        .arg(daemon_socket)
+        .args(reply)
+        .env_remove("USER")
+        .env_remove("AUTHORIZED")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec only dup2 and fcntl (async-signal-safe) run; fd 3 must
+    // survive the exec even when the pipe already had that number.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run qam-checkpassword");
+    drop(reader);
+    output
+}
+
+/// A reply program that prints the environment the interface promises.
+const SHOW_ENV: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "echo \"USER=$USER AUTHORIZED=$AUTHORIZED\"",
+];
+
+#[test]
+fn the_interface_exit_codes_and_reply_program() {
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("alice", "correct horse");
+    let socket = &daemon.socket;
+
+    let ok = checkpassword(socket, b"Alice\0correct horse\0\0", &[], &SHOW_ENV);
+    assert_eq!(ok.status.code(), Some(0), "{}", shown(&ok));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "USER=alice AUTHORIZED="
+    );
+
+    let wrong = checkpassword(socket, b"alice\0wrong\0\0", &[], &SHOW_ENV);
+    assert_eq!(wrong.status.code(), Some(1), "{}", shown(&wrong));
+    assert!(wrong.stdout.is_empty(), "the reply program must not run");
+    let unknown = checkpassword(socket, b"nobody-here\0x\0\0", &[], &SHOW_ENV);
+    assert_eq!(unknown.status.code(), Some(1), "{}", shown(&unknown));
+    let empty = checkpassword(socket, b"alice\0\0\0", &[], &SHOW_ENV);
+    assert_eq!(empty.status.code(), Some(1), "{}", shown(&empty));
+
+    // Lookup mode: existence only, the program acknowledges with AUTHORIZED=2.
+    let lookup = checkpassword(socket, b"alice\0\0\0", &[("AUTHORIZED", "1")], &SHOW_ENV);
+    assert_eq!(lookup.status.code(), Some(0), "{}", shown(&lookup));
+    assert_eq!(
+        String::from_utf8_lossy(&lookup.stdout).trim(),
+        "USER=alice AUTHORIZED=2"
+    );
+    let missing = checkpassword(
+        socket,
+        b"nobody-here\0\0\0",
+        &[("AUTHORIZED", "1")],
+        &SHOW_ENV,
+    );
+    assert_eq!(missing.status.code(), Some(3), "{}", shown(&missing));
+
+    // Misuse: cut-short or over-long input, no reply program.
+    let cut = checkpassword(socket, b"alice\0correct horse", &[], &SHOW_ENV);
+    assert_eq!(cut.status.code(), Some(2), "{}", shown(&cut));
+    let long = [b'a'; 600];
+    let too_long = checkpassword(socket, &long, &[], &SHOW_ENV);
+    assert_eq!(too_long.status.code(), Some(2), "{}", shown(&too_long));
+    let no_program = checkpassword(socket, b"alice\0correct horse\0\0", &[], &[]);
+    assert_eq!(no_program.status.code(), Some(2), "{}", shown(&no_program));
+}
+
+#[test]
+fn daemon_down_is_a_temporary_failure() {
+    let dir = shared_tempdir();
+    let output = checkpassword(
+        &dir.path().join("none.sock"),
+        b"alice\0pw\0\0",
+        &[],
+        &SHOW_ENV,
+    );
+    assert_eq!(output.status.code(), Some(111), "{}", shown(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect to qamd"));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("pw"));
+}
+
+#[test]
+fn dovecot_authenticates_and_looks_up_through_checkpassword() {
+    if !require_peer(DOVECOT, "dovecot-core") || !require_peer(REPLY, "dovecot-core") {
+        return;
+    }
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("alice", "correct horse");
+    daemon.add_user("bob", "battery staple");
+    daemon.lock_user("bob");
+    // The program is copied where user `dovecot` can run it, wherever the checkout lives.
+    let programs = shared_tempdir();
+    let program = programs.path().join("qam-checkpassword");
+    fs::copy(bin("qam-checkpassword"), &program).expect("copy qam-checkpassword");
+    let dovecot = Dovecot::start(
+        &format!("qam-checkpassword-{}", std::process::id()),
+        &format!(
+            "passdb {{\n  driver = checkpassword\n  args = {} --socket {}\n}}",
+            program.display(),
+            daemon.socket.display()
+        ),
+    );
+
+    let ok = dovecot.auth_test("alice", "correct horse");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}\n{}",
+        shown(&ok),
+        dovecot.log_text()
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("auth succeeded"),
+        "{}",
+        shown(&ok)
+    );
+    for (user, password) in [
+        ("alice", "wrong"),
+        ("nobody-here", "x"),
+        ("bob", "battery staple"),
+    ] {
+        let refused = dovecot.auth_test(user, password);
+        assert_eq!(
+            refused.status.code(),
+            Some(77),
+            "{user}: {}",
+            shown(&refused)
+        );
+    }
+
+    let found = dovecot.auth_lookup("alice");
+    assert!(
+        found.status.success(),
+        "{}\n{}",
+        shown(&found),
+        dovecot.log_text()
+    );
+    assert!(
+        String::from_utf8_lossy(&found.stdout).contains("alice"),
+        "{}",
+        shown(&found)
+    );
+    let missing = dovecot.auth_lookup("nobody-here");
+    assert!(!missing.status.success(), "{}", shown(&missing));
+    assert!(
+        dovecot.log_text().contains("User unknown"),
+        "{}",
+        dovecot.log_text()
+    );
+
+    let times: Vec<Duration> = (0..15)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(dovecot.auth_test("alice", "correct horse").status.success());
+            started.elapsed()
+        })
+        .collect();
+    eprintln!(
+        "TIMING door=checkpassword peer=dovecot(doveadm auth test) median={:?}",
+        qam_tests::xmpp::median(times)
+    );
+}

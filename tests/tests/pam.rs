@@ -1,0 +1,357 @@
+//! pam_qam.so driven by real PAM applications: Debian's `pamtester` (authenticate, account,
+//! chauthtok, daemon down) and Dovecot's PAM passdb (`doveadm auth test`).
+//!
+//! Each test writes its own /etc/pam.d service (unique name) and removes it when done.
+
+#[path = "support/dovecot.rs"]
+mod dovecot;
+
+use dovecot::{shown, Dovecot, DOVECOT};
+use qam_tests::{bin, require_peer, Daemon};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PAMTESTER: &str = "/usr/bin/pamtester";
+
+/// Generous failure budget: these tests repeat wrong passwords on purpose.
+const CONFIG: &str = "[throttle]\nfree_failures = 1000\n";
+
+/// A service file in /etc/pam.d, removed on drop.
+struct PamService {
+    name: String,
+    path: PathBuf,
+}
+
+impl PamService {
+    /// `qam-test-<test>-<pid>` with the module on auth, account and password lines.
+    fn new(test: &str, module_args: &str) -> PamService {
+        let name = format!("qam-test-{test}-{}", std::process::id());
+        let path = Path::new("/etc/pam.d").join(&name);
+        let module = bin("libpam_qam.so");
+        let module = module.display();
+        let text = format!(
+            "auth     required {module} {module_args}\n\
+             account  required {module} {module_args}\n\
+             password required {module} {module_args}\n"
+        );
+        fs::write(&path, text).expect("write /etc/pam.d service (tests run as root)");
+        PamService { name, path }
+    }
+
+    /// A service whose auth stack is given whole (for stacking tests).
+    fn with_auth_lines(test: &str, lines: &str) -> PamService {
+        let name = format!("qam-test-{test}-{}", std::process::id());
+        let path = Path::new("/etc/pam.d").join(&name);
+        fs::write(&path, lines).expect("write /etc/pam.d service");
+        PamService { name, path }
+    }
+
+    /// `pamtester -v SERVICE USER OPERATION` with `input` on stdin.
+    fn pamtester(&self, user: &str, operation: &str, input: &str) -> Output {
+        let mut child = Command::new(PAMTESTER)
+            .arg("-v")
+            .arg(&self.name)
+            .arg(user)
+            .arg(operation)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run pamtester");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write to pamtester");
+        child.wait_with_output().expect("wait for pamtester")
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn peers_present() -> bool {
+    require_peer(PAMTESTER, "pamtester")
+}
+
+fn module_args(daemon: &Daemon) -> String {
+    format!("socket={} debug", daemon.socket.display())
+}
+
+/// Asserts pamtester's outcome: success, or failure with libpam's text for the code.
+fn expect(output: &Output, success: bool, text: &str) {
+    let all = shown(output);
+    assert_eq!(output.status.success(), success, "{all}");
+    assert!(all.contains(text), "expected `{text}` in:\n{all}");
+}
+
+#[test]
+fn authenticate_right_wrong_unknown_locked() {
+    if !peers_present() {
+        return;
+    }
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("alice", "correct horse");
+    daemon.add_user("bob", "battery staple");
+    daemon.lock_user("bob");
+    let service = PamService::new("auth", &module_args(&daemon));
+
+    expect(
+        &service.pamtester("alice", "authenticate", "correct horse\n"),
+        true,
+        "successfully authenticated",
+    );
+    expect(
+        &service.pamtester("Alice", "authenticate", "correct horse\n"),
+        true,
+        "successfully authenticated",
+    );
+    expect(
+        &service.pamtester("alice", "authenticate", "wrong\n"),
+        false,
+        "Authentication failure",
+    );
+    expect(
+        &service.pamtester("alice", "authenticate", "\n"),
+        false,
+        "Authentication failure",
+    );
+    expect(
+        &service.pamtester("nobody-here", "authenticate", "x\n"),
+        false,
+        "User not known",
+    );
+    expect(
+        &service.pamtester("bob", "authenticate", "battery staple\n"),
+        false,
+        "Authentication failure",
+    );
+
+    expect(
+        &service.pamtester("alice", "acct_mgmt", ""),
+        true,
+        "account management done",
+    );
+    expect(
+        &service.pamtester("bob", "acct_mgmt", ""),
+        false,
+        "User account has expired",
+    );
+    expect(
+        &service.pamtester("nobody-here", "acct_mgmt", ""),
+        false,
+        "User not known",
+    );
+    expect(
+        &service.pamtester("alice", "setcred", ""),
+        true,
+        "credential info has successfully been set",
+    );
+}
+
+#[test]
+fn chauthtok_changes_the_password_and_shows_refusals() {
+    if !peers_present() {
+        return;
+    }
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("carol", "first password");
+    let service = PamService::new("chauthtok", &module_args(&daemon));
+
+    // libpam asks: current password, new password, new password again.
+    let changed = service.pamtester(
+        "carol",
+        "chauthtok",
+        "first password\nsecond password\nsecond password\n",
+    );
+    expect(&changed, true, "authentication token altered");
+    expect(
+        &service.pamtester("carol", "authenticate", "second password\n"),
+        true,
+        "successfully authenticated",
+    );
+    expect(
+        &service.pamtester("carol", "authenticate", "first password\n"),
+        false,
+        "Authentication failure",
+    );
+
+    let wrong_old = service.pamtester(
+        "carol",
+        "chauthtok",
+        "not it\nthird password\nthird password\n",
+    );
+    expect(&wrong_old, false, "The current password is wrong.");
+
+    // The daemon's policy message reaches the user through the conversation.
+    let too_short = service.pamtester("carol", "chauthtok", "second password\nshort\nshort\n");
+    expect(&too_short, false, "New password refused:");
+
+    let unknown = service.pamtester("nobody-here", "chauthtok", "a\nb\nb\n");
+    expect(&unknown, false, "User not known");
+    expect(
+        &service.pamtester("carol", "authenticate", "second password\n"),
+        true,
+        "successfully authenticated",
+    );
+}
+
+#[test]
+fn daemon_down_is_authinfo_unavailable() {
+    if !peers_present() {
+        return;
+    }
+    let mut daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("dave", "correct horse");
+    let service = PamService::new("down", &format!("{} timeout=2", module_args(&daemon)));
+    expect(
+        &service.pamtester("dave", "authenticate", "correct horse\n"),
+        true,
+        "successfully authenticated",
+    );
+    daemon.stop();
+    let started = Instant::now();
+    let down = service.pamtester("dave", "authenticate", "correct horse\n");
+    expect(
+        &down,
+        false,
+        "Authentication service cannot retrieve authentication info",
+    );
+    expect(
+        &service.pamtester("dave", "acct_mgmt", ""),
+        false,
+        "Authentication service cannot retrieve authentication info",
+    );
+    let change = service.pamtester(
+        "dave",
+        "chauthtok",
+        "correct horse\nnew password 1\nnew password 1\n",
+    );
+    expect(&change, false, "unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a down daemon must fail fast"
+    );
+}
+
+#[test]
+fn use_first_pass_takes_the_password_an_earlier_module_read() {
+    if !peers_present() {
+        return;
+    }
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("erin", "correct horse");
+    let module = bin("libpam_qam.so");
+    // pam_unix prompts and stores the token (erin is no system user, so it fails: optional);
+    // pam_qam must take that token instead of prompting again (stdin has only one line).
+    let stacked = PamService::with_auth_lines(
+        "firstpass",
+        &format!(
+            "auth optional pam_unix.so nodelay\nauth required {} {} use_first_pass\naccount required pam_permit.so\n",
+            module.display(),
+            module_args(&daemon)
+        ),
+    );
+    expect(
+        &stacked.pamtester("erin", "authenticate", "correct horse\n"),
+        true,
+        "successfully authenticated",
+    );
+    expect(
+        &stacked.pamtester("erin", "authenticate", "wrong\ncorrect horse\n"),
+        false,
+        "Authentication failure",
+    );
+    // Alone, use_first_pass finds no earlier token and must fail without prompting.
+    let alone = PamService::with_auth_lines(
+        "firstpass-alone",
+        &format!(
+            "auth required {} {} use_first_pass\n",
+            module.display(),
+            module_args(&daemon)
+        ),
+    );
+    let refused = alone.pamtester("erin", "authenticate", "correct horse\n");
+    expect(&refused, false, "Authentication failure");
+    assert!(
+        !shown(&refused).contains("Password:"),
+        "use_first_pass must not prompt: {}",
+        shown(&refused)
+    );
+}
+
+#[test]
+fn dovecot_logs_users_in_through_pam() {
+    if !peers_present() || !require_peer(DOVECOT, "dovecot-core") {
+        return;
+    }
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("frank", "correct horse");
+    daemon.add_user("grace", "battery staple");
+    daemon.lock_user("grace");
+    let service = PamService::new("dovecot", &module_args(&daemon));
+    let dovecot = Dovecot::start(
+        &format!("qam-pam-{}", std::process::id()),
+        &format!("passdb {{\n  driver = pam\n  args = {}\n}}", service.name),
+    );
+
+    let ok = dovecot.auth_test("frank", "correct horse");
+    assert!(
+        ok.status.success(),
+        "{}\n{}",
+        shown(&ok),
+        dovecot.log_text()
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("auth succeeded"),
+        "{}",
+        shown(&ok)
+    );
+    let wrong = dovecot.auth_test("frank", "wrong");
+    assert_eq!(wrong.status.code(), Some(77), "{}", shown(&wrong));
+    let unknown = dovecot.auth_test("nobody-here", "x");
+    assert_eq!(unknown.status.code(), Some(77), "{}", shown(&unknown));
+    let locked = dovecot.auth_test("grace", "battery staple");
+    assert_eq!(locked.status.code(), Some(77), "{}", shown(&locked));
+
+    let times: Vec<Duration> = (0..15)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(dovecot.auth_test("frank", "correct horse").status.success());
+            started.elapsed()
+        })
+        .collect();
+    eprintln!(
+        "TIMING door=pam peer=dovecot(doveadm auth test) median={:?}",
+        qam_tests::xmpp::median(times)
+    );
+}
+
+#[test]
+fn pamtester_login_time() {
+    if !peers_present() {
+        return;
+    }
+    let daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("heidi", "correct horse");
+    let service = PamService::new("timing", &format!("socket={}", daemon.socket.display()));
+    let times: Vec<Duration> = (0..25)
+        .map(|_| {
+            let started = Instant::now();
+            let output = service.pamtester("heidi", "authenticate", "correct horse\n");
+            assert!(output.status.success(), "{}", shown(&output));
+            started.elapsed()
+        })
+        .collect();
+    eprintln!(
+        "TIMING door=pam peer=pamtester median={:?}",
+        qam_tests::xmpp::median(times)
+    );
+}
