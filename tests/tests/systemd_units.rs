@@ -5,6 +5,7 @@ use qam_client::wire::{ExportPage, HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request};
 use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, Daemon, CHEAP_HASH};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -458,4 +459,142 @@ fn invalid_config_on_sighup_keeps_the_running_one() {
     hangup_until(&daemon, "config reload refused", 0);
     let hello: HelloInfo = daemon.client().call(&Request::Hello).unwrap();
     assert!(hello.server.starts_with("qamd "));
+}
+
+const STRACE: &str = "/usr/bin/strace";
+
+/// Every system call in a `systemd-analyze syscall-filter` group, nested groups expanded.
+fn syscall_group(group: &str) -> BTreeSet<String> {
+    let out = Command::new(ANALYZE)
+        .args(["syscall-filter", group])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "unknown syscall group {group}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut names = BTreeSet::new();
+    for line in text.lines().skip(1).map(str::trim) {
+        if line.starts_with('@') {
+            names.extend(syscall_group(line));
+        } else if !line.is_empty() && !line.starts_with('#') {
+            names.insert(line.to_owned());
+        }
+    }
+    names
+}
+
+/// What qamd.service's SystemCallFilter= lines allow: the allow-list minus every `~` line.
+fn service_syscall_filter() -> BTreeSet<String> {
+    let unit = fs::read_to_string(workspace_root().join("systemd/qamd.service")).unwrap();
+    let mut allowed = BTreeSet::new();
+    for value in unit
+        .lines()
+        .filter_map(|line| line.strip_prefix("SystemCallFilter="))
+    {
+        match value.strip_prefix('~') {
+            Some(denied) => {
+                for group in denied.split_whitespace() {
+                    for name in syscall_group(group) {
+                        allowed.remove(&name);
+                    }
+                }
+            }
+            None => {
+                for group in value.split_whitespace() {
+                    allowed.extend(syscall_group(group));
+                }
+            }
+        }
+    }
+    allowed
+}
+
+#[test]
+fn qamd_stays_within_the_service_syscall_filter() {
+    if !require_peer(ANALYZE, "systemd") || !require_peer(STRACE, "strace") {
+        return;
+    }
+    // Without systemd as PID 1 the unit cannot run here: trace a real qamd through start,
+    // every kind of work, a reload and a graceful stop, and check each call it made.
+    let dir = shared_tempdir();
+    let socket = dir.path().join("traced.sock");
+    let config = dir.path().join("qamd.toml");
+    let trace = dir.path().join("trace");
+    fs::write(
+        &config,
+        format!(
+            "socket = {:?}\ndata_dir = {:?}\nsocket_group = \"\"\n{CHEAP_HASH}",
+            socket.to_str().unwrap(),
+            dir.path().join("data").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut strace = Command::new(STRACE)
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(bin("qamd"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let options = ClientOptions::new(&socket).with_timeout(Duration::from_secs(20));
+    let mut connected = None;
+    wait_for(
+        "traced qamd did not start",
+        || {
+            connected = Client::connect(&options).ok();
+            connected.is_some()
+        },
+        String::new,
+    );
+    let mut client = connected.unwrap();
+    let password = Password::from("traced and allowed");
+    let register = Request::Register {
+        user: "traced".into(),
+        password: password.clone(),
+    };
+    client.call::<NameInfo>(&register).unwrap();
+    assert!(client.verify("traced", &password).unwrap());
+    assert!(!client.verify("traced", &Password::from("wrong")).unwrap());
+    client.call::<serde_json::Value>(&Request::Status).unwrap();
+    drop(client);
+
+    // The listening process's pid, from the socket's peer credentials.
+    let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let creds =
+        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).unwrap();
+    drop(stream);
+    let qamd = nix::unistd::Pid::from_raw(creds.pid());
+    nix::sys::signal::kill(qamd, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(qamd, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(strace.wait().unwrap().success());
+
+    let allowed = service_syscall_filter();
+    assert!(
+        allowed.contains("read") && !allowed.contains("chown"),
+        "{allowed:?}"
+    );
+    let traced = fs::read_to_string(&trace).unwrap();
+    let used: BTreeSet<&str> = traced
+        .lines()
+        .filter_map(|line| line.split_once(' ').map(|(_, call)| call.trim_start()))
+        .filter_map(|call| call.split_once('(').map(|(name, _)| name))
+        .filter(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .collect();
+    assert!(
+        used.contains("accept4") || used.contains("accept"),
+        "{used:?}"
+    );
+    let refused: Vec<&&str> = used
+        .iter()
+        .filter(|name| !allowed.contains(**name))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "qamd made system calls qamd.service's SystemCallFilter= refuses: {refused:?}"
+    );
 }
