@@ -37,7 +37,12 @@ struct Ledger {
 }
 
 /// Registers, changes passwords and deletes its own users until qamd dies under it.
-fn work(socket_options: qam_client::ClientOptions, worker: usize, mut ledger: Ledger, seed: u64) -> Ledger {
+fn work(
+    socket_options: qam_client::ClientOptions,
+    worker: usize,
+    mut ledger: Ledger,
+    seed: u64,
+) -> Ledger {
     let mut rng = Rng::new(seed);
     let Ok(mut client) = Client::connect(&socket_options) else {
         return ledger;
@@ -259,7 +264,12 @@ fn a_damaged_store_stops_qamd_with_one_clear_line() {
         ("db truncated to half", |data| {
             let db = generation_dir(data).join("db");
             let len = std::fs::metadata(&db).unwrap().len();
-            std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&db)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
         }),
         ("db truncated to zero", |data| {
             std::fs::write(generation_dir(data).join("db"), b"").unwrap();
@@ -315,7 +325,10 @@ fn a_damaged_store_stops_qamd_with_one_clear_line() {
         if code == Some(1) {
             assert_eq!(lines.len(), 1, "{what}: one line expected:\n{stderr}");
             let line = lines[0];
-            assert!(line.contains(&daemon.data_dir.display().to_string()), "{what}: {line}");
+            assert!(
+                line.contains(&daemon.data_dir.display().to_string()),
+                "{what}: {line}"
+            );
             assert!(line.contains("restore from backup"), "{what}: {line}");
             assert!(line.contains("README"), "{what}: {line}");
             eprintln!("{what}: refused: {line}");
@@ -326,7 +339,10 @@ fn a_damaged_store_stops_qamd_with_one_clear_line() {
             daemon.spawn();
             let users = export_all(&mut daemon.client()).len();
             daemon.kill();
-            assert_eq!(users, 40, "{what}: qamd started on a store missing accounts");
+            assert_eq!(
+                users, 40,
+                "{what}: qamd started on a store missing accounts"
+            );
             eprintln!("{what}: started with all 40 accounts");
             started_whole += 1;
         }
@@ -389,9 +405,12 @@ fn export_then_import_round_trips_users_hashes_and_states() {
     assert!(client
         .verify("backup00001", &Password::from("backup-password-1"))
         .unwrap());
-    assert!(!client
-        .verify("backup00007", &Password::from("backup-password-7"))
-        .unwrap(), "locked stays locked");
+    assert!(
+        !client
+            .verify("backup00007", &Password::from("backup-password-7"))
+            .unwrap(),
+        "locked stays locked"
+    );
     figure(
         "2 backup round trip",
         format!("{count} accounts exported and imported (qamctl and wire): identical names, hashes, dates, lock states"),
@@ -430,7 +449,11 @@ fn a_deleted_account_leaves_no_byte_in_the_data_dir() {
     );
     // Each PHC string's salt and digest part is what would identify the user's password.
     let needles: Vec<Vec<u8>> = std::iter::once(victim.as_bytes().to_vec())
-        .chain(hashes.iter().map(|h| h.rsplit('$').next().unwrap().as_bytes().to_vec()))
+        .chain(
+            hashes
+                .iter()
+                .map(|h| h.rsplit('$').next().unwrap().as_bytes().to_vec()),
+        )
         .collect();
     let found_before: usize = needles
         .iter()

@@ -144,3 +144,51 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
     samples[index.min(samples.len() - 1)]
 }
+
+/// Sends raw request lines as unix user `user` (group `group`, plus the user's supplementary
+/// groups), through setpriv and socat; one answer per line.
+pub fn raw_as(user: &str, group: &str, socket: &Path, lines: &[&str]) -> Vec<serde_json::Value> {
+    let mut child = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            user,
+            "--regid",
+            group,
+            "--init-groups",
+            "socat",
+            "-t",
+            "30",
+            "-",
+        ])
+        .arg(format!("UNIX-CONNECT:{}", socket.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv and socat (Debian util-linux, socat)");
+    let mut input = child.stdin.take().expect("stdin");
+    for line in lines {
+        input.write_all(line.as_bytes()).expect("write");
+        input.write_all(b"\n").expect("write");
+    }
+    drop(input);
+    let output = child.wait_with_output().expect("socat");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let answers: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("answer is JSON"))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        lines.len(),
+        "as {user}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    answers
+}
+
+/// The socket's group as a number (setpriv `--regid` gives a peer access through it).
+pub fn socket_gid(socket: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(socket).expect("socket").gid().to_string()
+}
