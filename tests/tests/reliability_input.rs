@@ -578,10 +578,18 @@ fn every_protocol_error_code_is_triggered() {
     std::fs::remove_dir(&writes).unwrap();
     // Beyond max_connections: one `busy` answer.
     let capped = Daemon::start_with("max_connections = 1\n");
-    let _held = {
-        let held = std::os::unix::net::UnixStream::connect(&capped.socket).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        held
+    // Held open and known to be served (it answered hello), so the cap is reached.
+    let _held = loop {
+        use std::io::BufRead;
+        let mut held = std::os::unix::net::UnixStream::connect(&capped.socket).unwrap();
+        held.write_all(b"{\"op\":\"hello\"}\n").unwrap();
+        let mut answer = String::new();
+        let mut reader = std::io::BufReader::new(held.try_clone().unwrap());
+        let _ = reader.read_line(&mut answer);
+        if answer.contains("\"ok\":true") {
+            break held;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let mut refused = std::os::unix::net::UnixStream::connect(&capped.socket).unwrap();
     let mut answer = String::new();
