@@ -94,12 +94,31 @@ fn default_config_is_valid_with_and_without_its_comments() {
     );
 }
 
-/// Purges the package when the test ends, also on failure.
-struct Installed;
+/// Purges the package when the test ends, also on failure, and removes the accounts its
+/// postinst made if they did not exist before (a purge keeps them, as Debian packages do), so
+/// the tests that run after this one see the machine as it was.
+struct Installed {
+    accounts_existed: bool,
+}
+
+impl Installed {
+    fn new() -> Installed {
+        let existed = Command::new("getent").args(["passwd", "qam"]).output();
+        Installed {
+            accounts_existed: existed.is_ok_and(|out| out.status.success()),
+        }
+    }
+}
 
 impl Drop for Installed {
     fn drop(&mut self) {
         let _ = Command::new(DPKG).args(["--purge", "qam"]).output();
+        if !self.accounts_existed {
+            let _ = Command::new("userdel").arg("qam").output();
+            for group in ["qam", "qam-admin"] {
+                let _ = Command::new("groupdel").arg(group).output();
+            }
+        }
     }
 }
 
@@ -126,7 +145,7 @@ fn deb_installs_where_debian_expects_and_purges() {
     assert!(fields.contains("Package: qam\n"), "{fields}");
     assert!(fields.contains("Section: admin\n"), "{fields}");
 
-    let _installed = Installed;
+    let _installed = Installed::new();
     run(Command::new(DPKG).args(["-i", &deb]));
     for path in PACKAGED {
         assert!(Path::new(path).exists(), "{path} was not installed");
