@@ -148,18 +148,22 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
 /// Sends raw request lines as unix user `user` (group `group`, plus the user's supplementary
 /// groups), through setpriv and socat; one answer per line.
 pub fn raw_as(user: &str, group: &str, socket: &Path, lines: &[&str]) -> Vec<serde_json::Value> {
+    raw_with_setpriv(
+        &["--reuid", user, "--regid", group, "--init-groups"],
+        socket,
+        lines,
+    )
+}
+
+/// Sends raw request lines from a process `setpriv IDENTITY...` runs socat as.
+pub fn raw_with_setpriv(
+    identity: &[&str],
+    socket: &Path,
+    lines: &[&str],
+) -> Vec<serde_json::Value> {
     let mut child = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            user,
-            "--regid",
-            group,
-            "--init-groups",
-            "socat",
-            "-t",
-            "30",
-            "-",
-        ])
+        .args(identity)
+        .args(["socat", "-t", "30", "-"])
         .arg(format!("UNIX-CONNECT:{}", socket.display()))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -181,7 +185,7 @@ pub fn raw_as(user: &str, group: &str, socket: &Path, lines: &[&str]) -> Vec<ser
     assert_eq!(
         answers.len(),
         lines.len(),
-        "as {user}: {}",
+        "as {identity:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     answers

@@ -1,0 +1,221 @@
+//! Authorization matrix (issue 7, family 5): every operation × {root, admin-group member,
+//! service user with grants, service user without, unrelated uid}, with real unix users.
+
+mod reliability_support;
+
+use qam_tests::Daemon;
+use reliability_support::{code_of, figure, raw_lines, raw_with_setpriv};
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// Unix users and groups made for this test; removed on drop, also when the test fails.
+struct Accounts {
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl Accounts {
+    fn group(&mut self, name: &str) {
+        run("groupadd", &[name]);
+        self.groups.push(name.to_owned());
+    }
+
+    /// A user with its own group of the same name, plus `groups`.
+    fn user(&mut self, name: &str, groups: &[&str]) {
+        let extra = groups.join(",");
+        run(
+            "useradd",
+            &["-M", "-U", "-s", "/usr/sbin/nologin", "-G", &extra, name],
+        );
+        self.users.push(name.to_owned());
+        self.groups.push(name.to_owned());
+    }
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        for user in &self.users {
+            let _ = Command::new("userdel").arg(user).status();
+        }
+        for group in &self.groups {
+            let _ = Command::new("groupdel")
+                .arg(group)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?}");
+}
+
+/// Every operation, in protocol.md's order, with arguments valid for `who`'s target user.
+fn requests(who: &str) -> Vec<(&'static str, String)> {
+    let target = format!("target-{who}");
+    vec![
+        ("hello", r#"{"op":"hello"}"#.into()),
+        (
+            "verify",
+            format!(r#"{{"op":"verify","user":"{target}","password":"target-password"}}"#),
+        ),
+        ("exists", format!(r#"{{"op":"exists","user":"{target}"}}"#)),
+        ("lookup", format!(r#"{{"op":"lookup","user":"{target}"}}"#)),
+        (
+            "register",
+            format!(r#"{{"op":"register","user":"new-{who}","password":"new-password"}}"#),
+        ),
+        (
+            "change_password",
+            format!(
+                r#"{{"op":"change_password","user":"{target}","old_password":"target-password","new_password":"changed-password"}}"#
+            ),
+        ),
+        (
+            "set_password",
+            format!(r#"{{"op":"set_password","user":"{target}","password":"set-password"}}"#),
+        ),
+        (
+            "delete",
+            format!(r#"{{"op":"delete","user":"doomed-{who}"}}"#),
+        ),
+        ("lock", format!(r#"{{"op":"lock","user":"{target}"}}"#)),
+        ("unlock", format!(r#"{{"op":"unlock","user":"{target}"}}"#)),
+        ("list", r#"{"op":"list","limit":2}"#.into()),
+        ("status", r#"{"op":"status"}"#.into()),
+        ("export", r#"{"op":"export","limit":2}"#.into()),
+        (
+            "import",
+            r#"{"op":"import","records":[],"dry_run":true}"#.into(),
+        ),
+    ]
+}
+
+#[test]
+fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured() {
+    let tag = std::process::id() % 100_000;
+    let (sock, admin, svc_group) = (
+        format!("qamt-sock{tag}"),
+        format!("qamt-adm{tag}"),
+        format!("qamt-svcg{tag}"),
+    );
+    let (admin_user, granted, plain) = (
+        format!("qamt-a{tag}"),
+        format!("qamt-g{tag}"),
+        format!("qamt-p{tag}"),
+    );
+    let mut accounts = Accounts {
+        users: Vec::new(),
+        groups: Vec::new(),
+    };
+    for group in [&sock, &admin, &svc_group] {
+        accounts.group(group);
+    }
+    accounts.user(&admin_user, &[&sock, &admin]);
+    accounts.user(&granted, &[&sock, &svc_group]);
+    accounts.user(&plain, &[&sock]);
+
+    let user_grant = ["register", "lock", "unlock"];
+    let group_grant = ["list", "status"];
+    let daemon = Daemon::start_with(&format!(
+        "socket_group = \"{sock}\"\nadmin_group = \"{admin}\"\nregistration_open = true\n\
+         [permissions]\ndefault = [\"verify\", \"exists\", \"lookup\", \"change_password\"]\n\
+         [permissions.users]\n\"{granted}\" = {user_grant:?}\n\
+         [permissions.groups]\n\"{svc_group}\" = {group_grant:?}\n"
+    ));
+    let default: BTreeSet<&str> = ["hello", "verify", "exists", "lookup", "change_password"].into();
+    let everything: BTreeSet<&str> = requests("x").iter().map(|(op, _)| *op).collect();
+    let with_grants: BTreeSet<&str> = default
+        .iter()
+        .chain(&user_grant)
+        .chain(&group_grant)
+        .copied()
+        .collect();
+    let unrelated_uid = format!("{}", 60_000 + tag % 5_000);
+    let sock_gid = reliability_support::socket_gid(&daemon.socket);
+    let peers: Vec<(&str, Vec<&str>, &BTreeSet<&str>)> = vec![
+        ("root", vec![], &everything),
+        (
+            "admin",
+            vec![
+                "--reuid",
+                &admin_user,
+                "--regid",
+                &admin_user,
+                "--init-groups",
+            ],
+            &everything,
+        ),
+        (
+            "granted",
+            vec!["--reuid", &granted, "--regid", &granted, "--init-groups"],
+            &with_grants,
+        ),
+        (
+            "plain",
+            vec!["--reuid", &plain, "--regid", &plain, "--init-groups"],
+            &default,
+        ),
+        (
+            "unrelated",
+            vec![
+                "--reuid",
+                &unrelated_uid,
+                "--regid",
+                &sock_gid,
+                "--clear-groups",
+            ],
+            &default,
+        ),
+    ];
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for (who, identity, allowed) in &peers {
+        for name in [format!("target-{who}"), format!("doomed-{who}")] {
+            daemon.add_user(&name, "target-password");
+        }
+        let requests = requests(who);
+        let lines: Vec<&str> = requests.iter().map(|(_, line)| line.as_str()).collect();
+        let answers = if identity.is_empty() {
+            let bytes: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+            raw_lines(&daemon.socket, &bytes)
+        } else {
+            raw_with_setpriv(identity, &daemon.socket, &lines)
+        };
+        for ((op, _), answer) in requests.iter().zip(&answers) {
+            checked += 1;
+            let code = code_of(answer);
+            let expected_allowed = allowed.contains(op);
+            if expected_allowed == (code == "forbidden") {
+                wrong.push(format!("{who} {op}: {answer}"));
+            }
+            if expected_allowed && code != "ok" {
+                wrong.push(format!("{who} {op}: allowed but failed: {answer}"));
+            }
+        }
+    }
+    // A uid outside the socket's group cannot even connect (the socket is 0660).
+    let outsider = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &unrelated_uid,
+            "--regid",
+            &unrelated_uid,
+            "--clear-groups",
+            "socat",
+            "-",
+        ])
+        .arg(format!("UNIX-CONNECT:{}", daemon.socket.display()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !outsider.status.success(),
+        "a peer outside the socket group connected"
+    );
+    figure(
+        "5 authorization",
+        format!("{checked} op × peer cells (5 peers × 14 ops), {} wrong; outsider uid refused at connect", wrong.len()),
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
