@@ -4,10 +4,18 @@
 use clap::Parser;
 use std::path::PathBuf;
 
-/// qamd — the qam credential daemon: owns every user's password hash and answers
-/// verify/lookup requests from local services over a Unix socket.
+/// The qam credential daemon: one account for every service on a small host.
+///
+/// qamd owns every user's credentials (a username and an argon2id hash, nothing more) and
+/// answers local services over a Unix socket: verify a password, does a user exist, look up
+/// the public facts of an account. Services never see a hash. Administrators use qamctl(8).
+///
+/// Configuration is read from /etc/qam/qamd.toml (see the commented default shipped with the
+/// package); command-line flags override it. SIGTERM stops qamd gracefully; SIGHUP reloads the
+/// parts of the configuration that can change live. The wire protocol is described in
+/// protocol.md.
 #[derive(Debug, Parser)]
-#[command(name = "qamd", version, about, long_about = None)]
+#[command(name = "qamd", version, about)]
 pub struct Cli {
     /// TOML config file (default: /etc/qam/qamd.toml when it exists, else built-in defaults).
     #[arg(long, value_name = "FILE")]
