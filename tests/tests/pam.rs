@@ -287,6 +287,65 @@ fn use_first_pass_takes_the_password_an_earlier_module_read() {
     );
 }
 
+/// The README's sshd lines, with pam_permit standing in for `@include common-auth`/`-account`.
+#[test]
+fn readme_sshd_stack_falls_through_only_for_unknown_users_and_a_down_daemon() {
+    if !peers_present() {
+        return;
+    }
+    let mut daemon = Daemon::start_with(CONFIG);
+    daemon.add_user("ivan", "correct horse");
+    daemon.add_user("judy", "battery staple");
+    daemon.lock_user("judy");
+    let module = format!(
+        "{} {}",
+        bin("libpam_qam.so").display(),
+        module_args(&daemon)
+    );
+    let service = PamService::with_auth_lines(
+        "sshd",
+        &format!(
+            "auth     [success=done user_unknown=ignore authinfo_unavail=ignore default=die] {module}\n\
+             auth     required pam_permit.so\n\
+             account  [success=ok user_unknown=ignore authinfo_unavail=ignore default=bad] {module}\n\
+             account  required pam_permit.so\n"
+        ),
+    );
+    expect(
+        &service.pamtester("ivan", "authenticate", "correct horse\n"),
+        true,
+        "successfully authenticated",
+    );
+    // A wrong qam password stops there: the permissive stack behind it is never reached.
+    expect(
+        &service.pamtester("ivan", "authenticate", "wrong\n"),
+        false,
+        "Authentication failure",
+    );
+    expect(
+        &service.pamtester("judy", "acct_mgmt", ""),
+        false,
+        "User account has expired",
+    );
+    // Users qam does not know fall through to the rest of the stack.
+    expect(
+        &service.pamtester("root", "authenticate", "x\n"),
+        true,
+        "successfully authenticated",
+    );
+    expect(
+        &service.pamtester("root", "acct_mgmt", ""),
+        true,
+        "account management done",
+    );
+    daemon.stop();
+    expect(
+        &service.pamtester("ivan", "authenticate", "x\n"),
+        true,
+        "successfully authenticated",
+    );
+}
+
 #[test]
 fn dovecot_logs_users_in_through_pam() {
     if !peers_present() || !require_peer(DOVECOT, "dovecot-core") {
