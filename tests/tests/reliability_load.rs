@@ -1,0 +1,345 @@
+//! Load, guessing and timing (issue 7, families 4, 6 and 7): idle, slow and non-reading
+//! clients, a password-guessing run against the throttle, and the timing of every `denied`.
+
+mod reliability_support;
+
+use qam_client::{Client, Password};
+use qam_tests::Daemon;
+use reliability_support::{cpu_seconds, figure, quantile, size, status_kib};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// These tests measure time and CPU: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// OWASP's argon2id parameters, so argon2 dominates each verify as in production.
+const REAL_HASH: &str =
+    "[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\nworkers = 1\nqueue_limit = 64\n";
+
+/// `n` verify round trips of `user`/`password` on one connection.
+fn verify_latencies(client: &mut Client, user: &str, password: &str, n: usize) -> Vec<Duration> {
+    let password = Password::from(password);
+    (0..n)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = client.verify(user, &password);
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// True once the peer has closed `stream` (EOF or reset), waiting at most `within`.
+fn closed_within(stream: &UnixStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut sink = [0u8; 65536];
+    loop {
+        match (&*stream).read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err)
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn hostile_clients_do_not_slow_a_normal_client_and_are_closed() {
+    let _serial = serial();
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let idle_count = size(1_000, 1_000).min(hard as usize / 2 - 200);
+    let (loris_count, deaf_count) = (20, 20);
+    let cap = idle_count + loris_count + deaf_count + 10;
+    let idle_timeout = 4;
+    let daemon = Daemon::start_with(&format!(
+        "max_connections = {cap}\nidle_timeout_seconds = {idle_timeout}\n"
+    ));
+    daemon.add_user("normal", "normal-password");
+    let pid = daemon.pid();
+    let samples = size(150, 1_000);
+    let mut client = daemon.client();
+    let mut base = verify_latencies(&mut client, "normal", "normal-password", samples);
+    let base_p99 = quantile(&mut base, 0.99);
+    let base_p50 = quantile(&mut base, 0.5);
+
+    let started = Instant::now();
+    let idle: Vec<UnixStream> = (0..idle_count)
+        .map(|_| UnixStream::connect(&daemon.socket).unwrap())
+        .collect();
+    // Slow loris: a request line trickling in at one byte a second, never finished.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loris: Vec<_> = (0..loris_count)
+        .map(|_| {
+            let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                for byte in br#"{"op":"verify","user":"normal","password":"#.iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || stream.write_all(&[*byte]).is_err()
+                    {
+                        break;
+                    }
+                    sent += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                (stream, sent)
+            })
+        })
+        .collect();
+    // Deaf clients: pile up requests and never read the answers.
+    let deaf: Vec<_> = (0..deaf_count)
+        .map(|_| {
+            let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+            std::thread::spawn(move || {
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let line = br#"{"op":"lookup","user":"normal"}
+"#;
+                let mut sent = 0usize;
+                while sent < 200_000 && stream.write_all(line).is_ok() {
+                    sent += 1;
+                }
+                (stream, sent)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut loaded = verify_latencies(&mut client, "normal", "normal-password", samples);
+    let loaded_p99 = quantile(&mut loaded, 0.99);
+    let loaded_p50 = quantile(&mut loaded, 0.5);
+
+    // The cap: connections beyond it get one `busy` line and are closed.
+    let status: qam_client::wire::StatusInfo =
+        daemon.client().call(&qam_client::Request::Status).unwrap();
+    let open_under_load = status.connections;
+    let mut busy = 0;
+    let mut extra = Vec::new();
+    for _ in 0..(cap + 20).saturating_sub(status.connections) {
+        let mut stream = UnixStream::connect(&daemon.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut answer = String::new();
+        if stream.read_to_string(&mut answer).is_ok() && answer.contains(r#""code":"busy""#) {
+            busy += 1;
+        } else {
+            extra.push(stream);
+        }
+    }
+    drop(extra);
+
+    // Idle, slow and deaf clients are all closed after the idle timeout.
+    let deadline = Duration::from_secs(idle_timeout + 3);
+    let idle_closed = idle
+        .iter()
+        .filter(|stream| {
+            closed_within(
+                stream,
+                deadline
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(10)),
+            )
+        })
+        .count();
+    let deaf_closed = deaf
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|(_, sent)| *sent < 200_000)
+        .count();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let loris_closed = loris
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|(_, sent)| *sent <= (idle_timeout as usize + 3))
+        .count();
+    let peak_rss = status_kib(pid, "VmHWM");
+    let cpu = cpu_seconds(pid);
+    assert!(
+        daemon
+            .client()
+            .verify("normal", &Password::from("normal-password"))
+            .unwrap(),
+        "qamd still serves"
+    );
+    figure(
+        "4 hostile load",
+        format!(
+            "normal verify p50/p99 {:.1}/{:.1} ms alone, {:.1}/{:.1} ms beside {idle_count} idle + {loris_count} slow-loris + {deaf_count} non-reading clients; \
+             closed after the {idle_timeout} s timeout: idle {idle_closed}/{idle_count}, slow-loris {loris_closed}/{loris_count}, non-reading {deaf_closed}/{deaf_count}; \
+             {open_under_load} connections open under load, {busy} beyond the cap ({cap}) answered busy and closed; peak RSS {} MiB; qamd CPU {cpu:.2} s",
+            ms(base_p50), ms(base_p99), ms(loaded_p50), ms(loaded_p99), peak_rss / 1024
+        ),
+    );
+    assert_eq!(idle_closed, idle_count);
+    assert_eq!(loris_closed, loris_count);
+    assert_eq!(deaf_closed, deaf_count);
+    assert!(
+        busy >= 5,
+        "connections beyond the cap are refused with busy"
+    );
+    assert!(peak_rss < 256 * 1024, "peak RSS {peak_rss} KiB");
+    assert!(
+        loaded_p99 <= base_p99 * 3 + Duration::from_millis(30),
+        "p99 under load {loaded_p99:?} vs {base_p99:?} alone"
+    );
+}
+
+#[test]
+fn password_guessing_is_throttled_without_argon2_work() {
+    let _serial = serial();
+    let daemon = Daemon::start_with(&format!(
+        "{REAL_HASH}[throttle]\nfree_failures = 5\nbase_delay_ms = 200\nmax_delay_seconds = 2\n"
+    ));
+    daemon.add_user("target", "the-right-password");
+    daemon.add_user("bystander", "bystander-password");
+    let pid = daemon.pid();
+    let mut client = daemon.client();
+    // What one argon2 verify costs qamd here.
+    let before = cpu_seconds(pid);
+    let calibration = 20;
+    for _ in 0..calibration {
+        assert!(client
+            .verify("bystander", &Password::from("bystander-password"))
+            .unwrap());
+    }
+    let per_verify = (cpu_seconds(pid) - before) / calibration as f64;
+
+    let guesses = size(1_000, 10_000);
+    let cpu_before = cpu_seconds(pid);
+    let (mut denied, mut throttled) = (0, 0);
+    let started = Instant::now();
+    for n in 0..guesses {
+        match client.call::<qam_client::wire::NameInfo>(&qam_client::Request::Verify {
+            user: "target".into(),
+            password: Password::from(format!("guess-{n}")),
+        }) {
+            Err(err) if err.code() == Some(qam_client::ErrorCode::Denied) => denied += 1,
+            Err(err) if err.code() == Some(qam_client::ErrorCode::Throttled) => throttled += 1,
+            other => panic!("guess {n}: {other:?}"),
+        }
+    }
+    let guessing = started.elapsed();
+    let cpu_guessing = cpu_seconds(pid) - cpu_before;
+    // Other accounts are unaffected meanwhile.
+    assert!(client
+        .verify("bystander", &Password::from("bystander-password"))
+        .unwrap());
+    // The right password during the back-off is still refused as throttled, then works.
+    std::thread::sleep(Duration::from_millis(2_200));
+    assert!(
+        client
+            .verify("target", &Password::from("the-right-password"))
+            .unwrap(),
+        "right password after the back-off"
+    );
+    figure(
+        "6 password guessing",
+        format!(
+            "{guesses} wrong guesses in {:.1} s: {denied} hashed and denied, {throttled} throttled; qamd CPU {cpu_guessing:.2} s \
+             (one argon2 verify costs {:.1} ms, so hashing them all would cost {:.1} s); right password accepted after the back-off; other account unaffected",
+            guessing.as_secs_f64(), per_verify * 1000.0, per_verify * guesses as f64
+        ),
+    );
+    assert!(throttled > guesses * 9 / 10, "ladder engages");
+    assert!(
+        cpu_guessing < per_verify * (denied as f64 + 10.0) + 0.5,
+        "throttled answers cost no argon2 work"
+    );
+}
+
+#[test]
+fn throttle_memory_is_bounded_across_a_million_usernames() {
+    let _serial = serial();
+    use qamd::config::ThrottleConfig;
+    use qamd::throttle::Throttle;
+    let names = size(1_000_000, 1_000_000);
+    let max_tracked = 100_000;
+    let throttle = Throttle::new(&ThrottleConfig {
+        free_failures: 5,
+        base_delay_ms: 1000,
+        max_delay_seconds: 300,
+        max_tracked,
+    });
+    let pid = std::process::id();
+    let rss_before = status_kib(pid, "VmRSS");
+    let now = Instant::now();
+    let mut peak_tracked = 0;
+    for n in 0..names {
+        throttle.failure(&format!("attacker-cycles-{n:07}"), now);
+        if n % 50_000 == 0 {
+            peak_tracked = peak_tracked.max(throttle.tracked());
+        }
+    }
+    let rss_after = status_kib(pid, "VmRSS");
+    figure(
+        "6 throttle memory",
+        format!(
+            "{names} usernames failed once each: {} tracked (max_tracked {max_tracked}), RSS grew {} MiB",
+            throttle.tracked(),
+            rss_after.saturating_sub(rss_before) / 1024
+        ),
+    );
+    assert_eq!(throttle.tracked(), max_tracked);
+    assert!(peak_tracked <= max_tracked);
+}
+
+#[test]
+fn unknown_locked_and_wrong_password_take_the_same_time() {
+    let _serial = serial();
+    let daemon = Daemon::start_with(&format!("{REAL_HASH}[throttle]\nfree_failures = 1000000\n"));
+    daemon.add_user("present", "present-password");
+    daemon.add_user("locked", "locked-password");
+    daemon.lock_user("locked");
+    let mut client = daemon.client();
+    let runs = size(60, 600);
+    let cases = [
+        ("unknown user", "no-such-user", "any-password"),
+        ("locked user", "locked", "locked-password"),
+        ("wrong password", "present", "wrong-password"),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    // Warm up, then interleave so drifting machine load hits every case alike.
+    verify_latencies(&mut client, "present", "wrong-password", 5);
+    for _ in 0..runs {
+        for (i, (_, user, password)) in cases.iter().enumerate() {
+            samples[i].extend(verify_latencies(&mut client, user, password, 1));
+        }
+    }
+    let medians: Vec<Duration> = samples.iter_mut().map(|s| quantile(s, 0.5)).collect();
+    let (low, high) = (
+        medians.iter().min().unwrap().as_secs_f64(),
+        medians.iter().max().unwrap().as_secs_f64(),
+    );
+    let spread = (high - low) / low * 100.0;
+    figure(
+        "7 timing",
+        format!(
+            "{runs} runs each, medians: {}; spread {spread:.1} %",
+            cases
+                .iter()
+                .zip(&medians)
+                .map(|((what, _, _), m)| format!("{what} {:.2} ms", ms(*m)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    assert!(spread < 5.0, "medians differ by {spread:.1} %");
+}
