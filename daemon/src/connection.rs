@@ -1,10 +1,14 @@
 //! JSON-lines framing over a Unix stream: the server reads whole request lines (bounded at
-//! 64 KiB) and writes whole answer lines, never raw bytes.
+//! 64 KiB) and writes whole answer lines, never raw bytes. Received bytes may hold passwords:
+//! they only ever live in buffers that are wiped when they are dropped or outgrown.
 
 use qam_client::wire::MAX_REQUEST_LINE;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
+
+/// Bytes asked of the socket per read.
+const CHUNK: usize = 4096;
 
 /// What one read produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,46 +23,61 @@ pub enum Frame<'a> {
 
 /// One client connection.
 pub struct Connection {
-    stream: BufReader<UnixStream>,
-    /// The current request line; wiped before each read since it may hold a password.
-    line: Zeroizing<Vec<u8>>,
+    stream: UnixStream,
+    /// Received bytes: the current line, then whatever followed it.
+    received: Zeroizing<Vec<u8>>,
+    /// Length of the line (with its newline) handed out by the last `read_frame`.
+    consumed: usize,
 }
 
 impl Connection {
     pub fn new(stream: UnixStream) -> Connection {
         Connection {
-            stream: BufReader::new(stream),
-            line: Zeroizing::new(Vec::with_capacity(512)),
+            stream,
+            received: Zeroizing::new(Vec::with_capacity(512)),
+            consumed: 0,
         }
     }
 
-    /// Reads the next request line.
+    /// Reads the next request line. Cancel-safe: bytes already received stay buffered.
     pub async fn read_frame(&mut self) -> std::io::Result<Frame<'_>> {
-        self.line.zeroize();
-        let limit = MAX_REQUEST_LINE as u64 + 1;
-        let read = (&mut self.stream)
-            .take(limit)
-            .read_until(b'\n', &mut self.line)
-            .await?;
-        if read == 0 {
-            return Ok(Frame::Closed);
-        }
-        match self.line.last() {
-            Some(b'\n') => {
-                let end = self.line.len() - 1;
-                Ok(Frame::Line(&self.line[..end]))
+        self.received.drain(..self.consumed);
+        self.consumed = 0;
+        let limit = MAX_REQUEST_LINE + 1;
+        let mut chunk = Zeroizing::new([0u8; CHUNK]);
+        loop {
+            let window = &self.received[..self.received.len().min(limit)];
+            if let Some(end) = window.iter().position(|&byte| byte == b'\n') {
+                self.consumed = end + 1;
+                return Ok(Frame::Line(&self.received[..end]));
             }
-            _ if self.line.len() as u64 >= limit => Ok(Frame::TooLarge),
-            _ => Ok(Frame::Closed),
+            if self.received.len() >= limit {
+                return Ok(Frame::TooLarge);
+            }
+            let read = self.stream.read(&mut chunk[..]).await?;
+            if read == 0 {
+                return Ok(Frame::Closed);
+            }
+            append_wiping(&mut self.received, &chunk[..read]);
         }
     }
 
     /// Writes one answer line and flushes it.
     pub async fn write_answer(&mut self, answer: &[u8]) -> std::io::Result<()> {
-        let stream = self.stream.get_mut();
-        stream.write_all(answer).await?;
-        stream.flush().await
+        self.stream.write_all(answer).await?;
+        self.stream.flush().await
     }
+}
+
+/// Appends `bytes`; when the buffer must grow, the old allocation is wiped, not just freed.
+fn append_wiping(buffer: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    let needed = buffer.len() + bytes.len();
+    if needed > buffer.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.next_power_of_two()));
+        bigger.extend_from_slice(buffer);
+        *buffer = bigger;
+    }
+    buffer.extend_from_slice(bytes);
 }
 
 #[cfg(test)]
@@ -90,6 +109,19 @@ mod tests {
         });
         assert_eq!(conn.read_frame().await.unwrap(), Frame::TooLarge);
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn lines_sharing_a_read_are_separate_frames() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server);
+        client.write_all(b"one\ntwo\nthr").await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap(), Frame::Line(b"one"));
+        assert_eq!(conn.read_frame().await.unwrap(), Frame::Line(b"two"));
+        client.write_all(b"ee\n").await.unwrap();
+        assert_eq!(conn.read_frame().await.unwrap(), Frame::Line(b"three"));
+        drop(client);
+        assert_eq!(conn.read_frame().await.unwrap(), Frame::Closed);
     }
 
     #[tokio::test]
