@@ -13,7 +13,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use nix::libc;
 
@@ -149,32 +148,10 @@ fn dovecot_authenticates_and_looks_up_through_checkpassword() {
         ),
     );
 
-    let ok = dovecot.auth_test("alice", "correct horse");
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}\n{}",
-        shown(&ok),
-        dovecot.log_text()
-    );
-    assert!(
-        String::from_utf8_lossy(&ok.stdout).contains("auth succeeded"),
-        "{}",
-        shown(&ok)
-    );
-    for (user, password) in [
-        ("alice", "wrong"),
-        ("nobody-here", "x"),
-        ("bob", "battery staple"),
-    ] {
-        let refused = dovecot.auth_test(user, password);
-        assert_eq!(
-            refused.status.code(),
-            Some(77),
-            "{user}: {}",
-            shown(&refused)
-        );
-    }
+    dovecot.assert_accepts("alice", "correct horse");
+    dovecot.assert_refuses("alice", "wrong");
+    dovecot.assert_refuses("nobody-here", "x");
+    dovecot.assert_refuses("bob", "battery staple");
 
     let found = dovecot.auth_lookup("alice");
     assert!(
@@ -196,15 +173,8 @@ fn dovecot_authenticates_and_looks_up_through_checkpassword() {
         dovecot.log_text()
     );
 
-    let times: Vec<Duration> = (0..15)
-        .map(|_| {
-            let started = Instant::now();
-            assert!(dovecot.auth_test("alice", "correct horse").status.success());
-            started.elapsed()
-        })
-        .collect();
     eprintln!(
         "TIMING door=checkpassword peer=dovecot(doveadm auth test) median={:?}",
-        qam_tests::xmpp::median(times)
+        dovecot.median_login_time("alice", "correct horse", 15)
     );
 }

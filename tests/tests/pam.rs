@@ -61,12 +61,12 @@ impl PamService {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run pamtester");
-        child
+        // pamtester may finish without reading everything (e.g. a failed first pass).
+        let _ = child
             .stdin
             .take()
             .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write to pamtester");
+            .write_all(input.as_bytes());
         child.wait_with_output().expect("wait for pamtester")
     }
 }
@@ -361,35 +361,13 @@ fn dovecot_logs_users_in_through_pam() {
         &format!("passdb {{\n  driver = pam\n  args = {}\n}}", service.name),
     );
 
-    let ok = dovecot.auth_test("frank", "correct horse");
-    assert!(
-        ok.status.success(),
-        "{}\n{}",
-        shown(&ok),
-        dovecot.log_text()
-    );
-    assert!(
-        String::from_utf8_lossy(&ok.stdout).contains("auth succeeded"),
-        "{}",
-        shown(&ok)
-    );
-    let wrong = dovecot.auth_test("frank", "wrong");
-    assert_eq!(wrong.status.code(), Some(77), "{}", shown(&wrong));
-    let unknown = dovecot.auth_test("nobody-here", "x");
-    assert_eq!(unknown.status.code(), Some(77), "{}", shown(&unknown));
-    let locked = dovecot.auth_test("grace", "battery staple");
-    assert_eq!(locked.status.code(), Some(77), "{}", shown(&locked));
-
-    let times: Vec<Duration> = (0..15)
-        .map(|_| {
-            let started = Instant::now();
-            assert!(dovecot.auth_test("frank", "correct horse").status.success());
-            started.elapsed()
-        })
-        .collect();
+    dovecot.assert_accepts("frank", "correct horse");
+    dovecot.assert_refuses("frank", "wrong");
+    dovecot.assert_refuses("nobody-here", "x");
+    dovecot.assert_refuses("grace", "battery staple");
     eprintln!(
         "TIMING door=pam peer=dovecot(doveadm auth test) median={:?}",
-        qam_tests::xmpp::median(times)
+        dovecot.median_login_time("frank", "correct horse", 15)
     );
 }
 

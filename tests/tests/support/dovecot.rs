@@ -79,6 +79,35 @@ impl Dovecot {
         self.doveadm(&["auth", "test", "-x", &rip, user, password])
     }
 
+    /// Asserts that Dovecot accepts the login.
+    pub fn assert_accepts(&self, user: &str, password: &str) {
+        let output = self.auth_test(user, password);
+        let text = shown(&output);
+        assert!(
+            output.status.success() && text.contains("auth succeeded"),
+            "{user} refused:\n{text}\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Asserts that Dovecot refuses the login (`doveadm` exit code 77).
+    pub fn assert_refuses(&self, user: &str, password: &str) {
+        let output = self.auth_test(user, password);
+        assert_eq!(output.status.code(), Some(77), "{user}: {}", shown(&output));
+    }
+
+    /// Median time of `count` accepted logins (each a whole `doveadm auth test` run).
+    pub fn median_login_time(&self, user: &str, password: &str, count: usize) -> Duration {
+        let times = (0..count)
+            .map(|_| {
+                let started = Instant::now();
+                self.assert_accepts(user, password);
+                started.elapsed()
+            })
+            .collect();
+        qam_tests::xmpp::median(times)
+    }
+
     /// `doveadm auth lookup USER`: a passdb lookup without a password.
     pub fn auth_lookup(&self, user: &str) -> Output {
         self.doveadm(&["auth", "lookup", user])
