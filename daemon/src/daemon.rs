@@ -60,8 +60,7 @@ pub async fn run(
     spawn_signal_handler(trigger)?;
     let reloader = Reloader::new(reload, config.clone(), Arc::clone(&accounts));
     reload::spawn_on_sighup(reloader, shutdown.clone()).map_err(StartError::Signals)?;
-    let saslauthd_socket =
-        saslauthd::start(&config, passed.saslauthd, &accounts, shutdown.clone())?;
+    let saslauthd = saslauthd::start(&config, passed.saslauthd, &accounts, shutdown.clone())?;
     tokio::spawn(sync_periodically(
         store.clone(),
         config.data_dir.clone(),
@@ -89,6 +88,7 @@ pub async fn run(
     )
     .run()
     .await;
+    saslauthd.close().await;
 
     tracing::info!("stopping: flushing the store");
     systemd::notify_stopping("stopping: flushing the store");
@@ -103,9 +103,6 @@ pub async fn run(
         if let Err(err) = std::fs::remove_file(&config.socket) {
             tracing::warn!(error = %err, "socket file not removed");
         }
-    }
-    if let Some(path) = saslauthd_socket {
-        let _ = std::fs::remove_file(path);
     }
     tracing::info!("stopped");
     Ok(())

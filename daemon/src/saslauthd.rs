@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
@@ -101,22 +102,49 @@ pub fn realm_accepted(accepted: &[String], realm: &str) -> bool {
     accepted.is_empty() || accepted.iter().any(|ok| ok.eq_ignore_ascii_case(realm))
 }
 
+/// The door as `start` left it, for the daemon to close at shutdown.
+#[must_use = "close() waits for in-flight requests and removes the socket"]
+pub struct Opened {
+    /// The accept loop; it ends after shutdown once every connection is answered.
+    task: Option<JoinHandle<()>>,
+    /// The socket path qamd bound itself (a passed socket belongs to systemd).
+    bound: Option<PathBuf>,
+}
+
+impl Opened {
+    /// After shutdown: waits until requests in flight are answered, then removes the socket.
+    pub async fn close(self) {
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+        if let Some(path) = self.bound {
+            if let Err(err) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %err, "saslauthd socket file not removed");
+            }
+        }
+    }
+}
+
 /// Opens the door when configured: the socket systemd passed (`FileDescriptorName=saslauthd`),
-/// else `saslauthd_socket` bound like the main socket (0660, `socket_group`). Returns the path
-/// qamd bound, to remove at exit; `None` when the door is off or the socket was passed.
+/// else `saslauthd_socket` bound like the main socket (0660, `socket_group`).
 pub fn start(
     config: &Config,
     passed: Option<std::os::unix::net::UnixListener>,
     accounts: &Arc<Accounts>,
     shutdown: Shutdown,
-) -> Result<Option<PathBuf>, StartError> {
+) -> Result<Opened, StartError> {
     let (std_listener, bound) = match (passed, &config.saslauthd_socket) {
         (Some(listener), _) => (listener, None),
         (None, Some(path)) => {
             let gid = socket::socket_gid(config.socket_group.as_deref())?;
             (socket::bind(path, gid)?, Some(path.clone()))
         }
-        (None, None) => return Ok(None),
+        (None, None) => {
+            return Ok(Opened {
+                task: None,
+                bound: None,
+            })
+        }
     };
     std_listener
         .set_nonblocking(true)
@@ -133,8 +161,11 @@ pub fn start(
         realms = ?config.saslauthd_realms,
         "saslauthd-compatible socket open"
     );
-    tokio::spawn(Arc::new(door).serve(listener, shutdown));
-    Ok(bound)
+    let task = tokio::spawn(Arc::new(door).serve(listener, shutdown));
+    Ok(Opened {
+        task: Some(task),
+        bound,
+    })
 }
 
 /// Everything the door's connections share.
@@ -164,17 +195,22 @@ impl Door {
     }
 
     /// Accepts connections until shutdown; each is served by its own task, so a slow or
-    /// silent client never delays another.
-    pub async fn serve(self: Arc<Self>, listener: UnixListener, mut shutdown: Shutdown) {
+    /// silent client never delays another. After shutdown it stops accepting and returns once
+    /// the requests being verified are answered (clients still sending are dropped).
+    pub async fn serve(self: Arc<Self>, listener: UnixListener, shutdown: Shutdown) {
+        let mut stop = shutdown.clone();
+        let mut connections = JoinSet::new();
         loop {
             let accepted = tokio::select! {
-                () = shutdown.recv() => break,
+                () = stop.recv() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, _)) => {
                     let door = Arc::clone(&self);
-                    tokio::spawn(async move { door.answer(stream).await });
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move { door.answer(stream, shutdown).await });
                 }
                 Err(err) => {
                     // Usually EMFILE: give in-flight connections a moment to finish.
@@ -183,12 +219,14 @@ impl Door {
                 }
             }
         }
+        drop(listener);
+        while connections.join_next().await.is_some() {}
     }
 
     /// Serves one connection: read one request, answer it, close.
-    async fn answer(&self, mut stream: UnixStream) {
+    async fn answer(&self, mut stream: UnixStream, shutdown: Shutdown) {
         let reply = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(_slot) => self.decide(&mut stream).await,
+            Ok(_slot) => self.decide(&mut stream, shutdown).await,
             Err(_) => Some("NO busy".to_owned()),
         };
         if let Some(reply) = reply {
@@ -201,7 +239,7 @@ impl Door {
     }
 
     /// The answer text, or `None` to close without one (the client left or stalled).
-    async fn decide(&self, stream: &mut UnixStream) -> Option<String> {
+    async fn decide(&self, stream: &mut UnixStream, mut shutdown: Shutdown) -> Option<String> {
         let peer = match stream.peer_cred() {
             Ok(cred) => Peer {
                 uid: cred.uid(),
@@ -212,7 +250,11 @@ impl Door {
                 return None;
             }
         };
-        let request = match tokio::time::timeout(self.timeout, read_request(stream)).await {
+        let received = tokio::select! {
+            received = tokio::time::timeout(self.timeout, read_request(stream)) => received,
+            () = shutdown.recv() => return None,
+        };
+        let request = match received {
             Ok(Received::Request(request)) => request,
             Ok(Received::Refused(err)) => {
                 tracing::debug!(peer_uid = peer.uid, error = %err, "saslauthd request refused");

@@ -272,6 +272,34 @@ fn stalled_clients_never_delay_others_and_are_closed_at_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(6));
 }
 
+#[test]
+fn a_graceful_stop_is_not_held_up_by_a_stalled_client_and_removes_the_socket() {
+    let mut door = Door::open("");
+    let mut stalled = UnixStream::connect(&door.socket).unwrap();
+    stalled.write_all(&[0, 5, b'a']).unwrap();
+    assert_eq!(
+        door.raw(&frame(&[b"alice", b"correct horse", b"", b""]))
+            .as_deref(),
+        Some("OK")
+    );
+    let started = Instant::now();
+    let status = door.qamd.stop();
+    assert!(status.success(), "{status}\n{}", door.qamd.log_text());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !door.socket.exists(),
+        "the door's socket file is removed at exit"
+    );
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(read_reply(&mut stalled), None);
+}
+
 /// /etc/sasl2/<app>.conf pointing libsasl2 at the door; removed on drop.
 struct SaslConf {
     path: PathBuf,
