@@ -14,6 +14,17 @@ pub struct Peer {
     pub gid: u32,
 }
 
+impl Peer {
+    /// The credentials of the process at the other end of a connected socket.
+    pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+        let cred = stream.peer_cred()?;
+        Ok(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+        })
+    }
+}
+
 /// What one connection may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants {

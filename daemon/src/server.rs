@@ -77,11 +77,8 @@ impl Listener {
     }
 
     fn admit(&self, stream: UnixStream) {
-        let peer = match stream.peer_cred() {
-            Ok(cred) => Peer {
-                uid: cred.uid(),
-                gid: cred.gid(),
-            },
+        let peer = match Peer::of(&stream) {
+            Ok(peer) => peer,
             Err(err) => {
                 tracing::warn!(error = %err, "peer credentials unavailable; connection dropped");
                 return;
