@@ -46,10 +46,7 @@ impl AsyncClient {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout),
         };
-        if matches!(&result, Err(err) if err.is_unavailable() || matches!(err, ClientError::Protocol(_)))
-        {
-            self.spent = true;
-        }
+        self.spent = matches!(&result, Err(err) if err.spends_connection());
         finish_call(id, result?)
     }
 

@@ -43,10 +43,7 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         let result = self.exchange(id, request);
-        if matches!(&result, Err(err) if err.is_unavailable() || matches!(err, ClientError::Protocol(_)))
-        {
-            self.spent = true;
-        }
+        self.spent = matches!(&result, Err(err) if err.spends_connection());
         finish_call(id, result?)
     }
 

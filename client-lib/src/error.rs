@@ -46,6 +46,11 @@ impl ClientError {
         )
     }
 
+    /// After this error the connection's framing is unknown: it must not be used again.
+    pub(crate) fn spends_connection(&self) -> bool {
+        self.is_unavailable() || matches!(self, ClientError::Protocol(_))
+    }
+
     pub(crate) fn from_io(err: std::io::Error) -> Self {
         match err.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Timeout,

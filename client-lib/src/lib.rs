@@ -95,6 +95,19 @@ fn finish_call<T: DeserializeOwned>(id: u64, answer: Vec<u8>) -> Result<T, Clien
     }
 }
 
+/// Checks that a read produced one whole answer line.
+fn whole_answer(read: usize, answer: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    if read == 0 {
+        return Err(ClientError::Closed);
+    }
+    if answer.last() != Some(&b'\n') {
+        return Err(ClientError::Protocol(
+            "answer line too long or cut short".into(),
+        ));
+    }
+    Ok(answer)
+}
+
 /// Maps the result of a `verify` call to accepted / denied; other errors stay errors.
 fn verdict(result: Result<wire::NameInfo, ClientError>) -> Result<bool, ClientError> {
     match result {
