@@ -58,15 +58,7 @@ impl Client {
             .take(MAX_REPLY_LINE as u64)
             .read_until(b'\n', &mut answer)
             .map_err(ClientError::from_io)?;
-        if read == 0 {
-            return Err(ClientError::Closed);
-        }
-        if answer.last() != Some(&b'\n') {
-            return Err(ClientError::Protocol(
-                "answer line too long or cut short".into(),
-            ));
-        }
-        Ok(answer)
+        crate::whole_answer(read, answer)
     }
 
     /// `verify`: `Ok(true)` accepted, `Ok(false)` denied; throttling, busy and transport
