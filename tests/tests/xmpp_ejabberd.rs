@@ -372,3 +372,46 @@ fn bench_login_latency() {
         median(builtin)
     );
 }
+
+#[test]
+fn generic_mode_on_a_pty_answers_without_echo_and_keeps_stderr_clean() {
+    use nix::pty::openpty;
+    let qamd = Daemon::start();
+    qamd.add_user("alice", "right password");
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let pty = openpty(None, None).unwrap();
+    // The child must not inherit the master, or closing ours would not hang up its tty.
+    fcntl(&pty.master, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    fcntl(&pty.slave, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = Command::new(bin("qam-extauth"))
+        .arg("--socket")
+        .arg(&qamd.socket)
+        .args(["--domain", "localhost", "--protocol", "generic"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    // Let the program put the tty in raw mode first (a peer that writes earlier sees its
+    // query echoed: the reason mod_auth_external is not the recommended route for Prosody).
+    std::thread::sleep(Duration::from_millis(300));
+    let mut answers = Vec::new();
+    for query in [
+        "auth:alice:localhost:right password\n",
+        "auth:alice:localhost:wrong password\n",
+        "garbage\n",
+        "isuser:alice:localhost\n",
+    ] {
+        master.write_all(query.as_bytes()).unwrap();
+        let mut answer = [0u8; 2];
+        master.read_exact(&mut answer).unwrap();
+        answers.push(String::from_utf8_lossy(&answer).into_owned());
+    }
+    assert_eq!(answers, ["1\n", "0\n", "0\n", "1\n"]);
+    // EOF on a raw tty is only the end of the peer: hang up by closing the master.
+    drop(master);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -100,9 +100,10 @@ fn serve(
 }
 
 /// mod_auth_external talks through a pty: without raw mode the tty echoes each query back and
-/// the peer reads the echo as the answer.
+/// the peer reads the echo as the answer. An echo of input that arrived before raw mode took
+/// effect is discarded from the tty's output queue (nothing has been answered yet).
 fn raw_tty_stdin() {
-    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use nix::sys::termios::{cfmakeraw, tcflush, tcgetattr, tcsetattr, FlushArg, SetArg};
     let stdin = io::stdin();
     if !nix::unistd::isatty(&stdin).unwrap_or(false) {
         return;
@@ -110,6 +111,7 @@ fn raw_tty_stdin() {
     if let Ok(mut termios) = tcgetattr(&stdin) {
         cfmakeraw(&mut termios);
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, &termios);
+        let _ = tcflush(&stdin, FlushArg::TCOFLUSH);
     }
 }
 
