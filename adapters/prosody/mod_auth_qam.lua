@@ -4,17 +4,23 @@
 -- Options (per host or global):
 --   qam_socket  = "/run/qam/qamd.sock"  -- qamd's socket; Prosody's user must be in its group
 --   qam_timeout = 3                      -- seconds for one round trip with qamd
+--   qam_idle_connections = 4             -- open connections kept for the next requests
 -- qamd must grant Prosody's user `verify` and `exists` (the defaults), `register` for in-band
 -- registration and `set_password` for password changes, in [permissions.users].
 --
--- Prosody is single-threaded: while qamd hashes a password (tens of milliseconds), every
--- other connection waits, as with Prosody's own LDAP and Dovecot auth modules.
+-- Prosody is single-threaded. Inside a session's async runner (where SASL and in-band
+-- registration run) a request waits for qamd's answer with util.async and net.server's
+-- watchfd, so other clients are served while qamd hashes; elsewhere (prosodyctl) it blocks.
 
 local json = require "util.json";
 local new_sasl = require "util.sasl".new;
+local async = require "util.async";
+local server = require "net.server";
+local now = require "util.time".now;
 
 local socket_path = module:get_option_string("qam_socket", "/run/qam/qamd.sock");
 local timeout = module:get_option_number("qam_timeout", 3);
+local pool_size = module:get_option_number("qam_idle_connections", 4);
 local log = module._log;
 
 -- lua-socket 3 exposes Unix sockets as a table with `.stream`; older versions as a callable.
@@ -29,68 +35,112 @@ local function new_unix_socket()
 	return unix();
 end
 
--- One connection kept open between requests; dropped after any transport error.
-local conn;
+-- Open connections not in use. Each request takes one (or opens one), so requests from
+-- several sessions run side by side in qamd's hashing pool; qamd closes idle ones after a
+-- while, which the retry in `call` absorbs.
+local idle = {};
 local next_id = 0;
 
-local function drop_connection()
-	if conn then
-		conn:close();
-		conn = nil;
-	end
-end
-
 local function connect()
-	local c, err = new_unix_socket();
-	if not c then
+	local conn, err = new_unix_socket();
+	if not conn then
 		return nil, err;
 	end
-	c:settimeout(timeout);
-	local ok, cerr = c:connect(socket_path);
+	conn:settimeout(timeout);
+	local ok, cerr = conn:connect(socket_path);
 	if not ok then
-		c:close();
+		conn:close();
 		return nil, ("cannot connect to qamd at %s: %s (is qamd running, and is Prosody's user in the socket's group?)")
 			:format(socket_path, tostring(cerr));
 	end
-	return c;
+	return conn;
 end
 
--- One request and its answer on the current connection. Returns the decoded answer, or nil,
--- a message and whether the failure was of the transport (which may be retried).
-local function attempt(request)
+-- Waits, without blocking Prosody, until `conn` is readable or `seconds` pass.
+local function wait_readable(conn, seconds)
+	local wait, done = async.waiter();
+	local outcome;
+	local function finish(result)
+		if outcome == nil then
+			outcome = result;
+			done();
+		end
+	end
+	local watcher = server.watchfd(conn, function () finish(true); end);
+	local timer = module:add_timer(seconds, function () finish(false); end);
+	wait();
+	watcher:close();
+	timer:stop();
+	return outcome;
+end
+
+-- Reads one answer line within the timeout.
+local function receive_line(conn)
+	if not async.ready() then
+		return conn:receive("*l");
+	end
+	local deadline = now() + timeout;
+	local received = "";
+	conn:settimeout(0);
+	while true do
+		local left = deadline - now();
+		if left <= 0 or not wait_readable(conn, left) then
+			return nil, "timeout";
+		end
+		local line, err, partial = conn:receive("*l", received);
+		if line then
+			conn:settimeout(timeout);
+			return line;
+		end
+		if err ~= "timeout" then
+			return nil, err;
+		end
+		received = partial;
+	end
+end
+
+-- One request and its answer on one connection. Returns the decoded answer, or nil, a
+-- message and whether the failure was of the transport (which may be retried).
+local function attempt(request, conn)
 	if not conn then
-		local c, err = connect();
-		if not c then
+		local err;
+		conn, err = connect();
+		if not conn then
 			return nil, err, false;
 		end
-		conn = c;
 	end
 	next_id = next_id + 1;
-	request.id = next_id;
+	local id = next_id;
+	request.id = id;
 	local ok, err = conn:send(json.encode(request) .. "\n");
 	local answer;
 	if ok then
-		answer, err = conn:receive("*l");
+		answer, err = receive_line(conn);
 	end
 	if not answer then
-		drop_connection();
+		conn:close();
 		return nil, ("qamd connection failed: %s"):format(tostring(err)), err ~= "timeout";
 	end
 	local reply = json.decode(answer);
-	if type(reply) ~= "table" or reply.id ~= request.id then
-		drop_connection();
+	if type(reply) ~= "table" or reply.id ~= id then
+		conn:close();
 		return nil, "qamd's answer is not valid", false;
+	end
+	if #idle < pool_size then
+		idle[#idle + 1] = conn;
+	else
+		conn:close();
 	end
 	return reply;
 end
 
--- Sends a request; a kept connection that turns out closed (qamd restarted, or closed it
--- as idle) is replaced once by a fresh one. Returns the answer or nil and a logged reason.
+-- Sends a request; a kept connection that turns out closed (qamd restarted, or closed it as
+-- idle) is replaced once by a fresh one. Returns the answer or nil and a logged reason.
 local function call(request)
-	local reused = conn ~= nil;
-	local reply, err, retry = attempt(request);
-	if not reply and reused and retry then
-		reply, err = attempt(request);
+	local kept = table.remove(idle);
+	local reply, err, retry = attempt(request, kept);
+	if not reply and kept and retry then
+		reply, err = attempt(request, nil);
 	end
 	if not reply then
 		log("error", "%s", err);

@@ -46,6 +46,23 @@ pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::R
     }
 }
 
+/// Time from opening a c2s stream to `domain` to receiving its features: how quickly the
+/// server's event loop serves a new client.
+pub fn stream_open_time(port: u16, domain: &str) -> io::Result<Duration> {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.set_nodelay(true)?;
+    write!(
+        stream,
+        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    )?;
+    read_until(&mut stream, &["</stream:features>"])?;
+    let took = start.elapsed();
+    let _ = stream.write_all(b"</stream:stream>");
+    Ok(took)
+}
+
 /// Reads until the text received holds one of `markers`.
 fn read_until(stream: &mut TcpStream, markers: &[&str]) -> io::Result<String> {
     let mut text = Vec::new();

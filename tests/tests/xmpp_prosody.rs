@@ -1,11 +1,15 @@
 //! mod_auth_qam in a real Prosody 0.12 (as user `prosody`) against a real qamd: SASL PLAIN
 //! logins, qamd restarts, in-band registration, password change, locking, and login timing.
 
-use qam_tests::xmpp::{median, plain_login, timed_login, xmpp_account, Login, Prosody};
+use qam_tests::xmpp::{
+    median, plain_login, stream_open_time, timed_login, xmpp_account, Login, Prosody,
+};
 use qam_tests::{bin, require_peer, Daemon};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// c2s port of this file's Prosody; its tests run one at a time.
 const PORT: u16 = 15322;
@@ -222,4 +226,65 @@ fn bench_login_latency() {
         median(qam),
         median(builtin)
     );
+    // Another client's wait while two others log in through qam without pause.
+    let idle: Vec<_> = (0..runs)
+        .map(|_| stream_open_time(PORT, "builtin.localhost").unwrap())
+        .collect();
+    let stop = AtomicBool::new(false);
+    let busy = std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    timed_login(|| plain_login(PORT, "localhost", "alice", "alice's password"));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let busy: Vec<_> = (0..runs)
+            .map(|_| stream_open_time(PORT, "builtin.localhost").unwrap())
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        busy
+    });
+    let worst = busy.iter().max().copied().unwrap_or_default();
+    println!(
+        "prosody stream open for another client, median of {runs}: idle {:?}, during qam logins {:?} (max {worst:?})",
+        median(idle),
+        median(busy)
+    );
+}
+
+#[test]
+fn a_stalled_qamd_is_refused_at_the_timeout_while_prosody_serves_others() {
+    if !prosody_present() {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
+    qamd.add_user("alice", "alice's password");
+    let _prosody = start_prosody(&qamd);
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    let pid = nix::unistd::Pid::from_raw(qamd.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stalled = std::thread::spawn(|| {
+        let start = std::time::Instant::now();
+        (login("alice", "alice's password"), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // While that login waits for qamd (qam_timeout = 2 s), Prosody answers other clients.
+    let other = stream_open_time(PORT, "builtin.localhost").unwrap();
+    let (outcome, took) = stalled.join().unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        other < Duration::from_millis(500),
+        "other client waited {other:?}"
+    );
+    assert!(failed(outcome));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // The stalled request's late answer is never taken for a later one.
+    assert!(failed(login("alice", "wrong password")));
+    assert_eq!(login("alice", "alice's password"), Login::Success);
 }
