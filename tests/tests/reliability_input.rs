@@ -548,9 +548,9 @@ fn every_protocol_error_code_is_triggered() {
         reader.read_line(&mut answer).unwrap();
         expect("too_large", &serde_json::from_str(&answer).unwrap());
         answer.clear();
-        assert_eq!(
-            reader.read_line(&mut answer).unwrap(),
-            0,
+        // Closed: end of file, or a reset because the rest of the line stayed unread.
+        assert!(
+            matches!(reader.read_line(&mut answer), Ok(0) | Err(_)),
             "closed after too_large"
         );
     }
