@@ -263,6 +263,19 @@ fn extauth_reconnects_after_a_qamd_restart_and_exits_zero_on_eof() {
 }
 
 #[test]
+fn a_connection_qamd_closed_as_idle_is_replaced_at_once() {
+    let qamd = Daemon::start_with("idle_timeout_seconds = 1\n");
+    qamd.add_user("alice", "right password");
+    let mut extauth = Extauth::start(&qamd, &[]);
+    assert!(extauth.ask("auth:alice:localhost:right password"));
+    std::thread::sleep(Duration::from_millis(1600));
+    let start = Instant::now();
+    assert!(extauth.ask("auth:alice:localhost:right password"));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(extauth.finish().0, Some(0));
+}
+
+#[test]
 fn a_stalled_qamd_gets_no_at_the_deadline_and_answers_stay_in_step() {
     let qamd = Daemon::start();
     qamd.add_user("alice", "right password");

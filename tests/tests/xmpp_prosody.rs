@@ -124,6 +124,21 @@ fn login_works_again_after_qamd_restarts() {
 }
 
 #[test]
+fn connections_qamd_closed_as_idle_are_replaced() {
+    if !prosody_present() {
+        return;
+    }
+    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(&format!("idle_timeout_seconds = 1\n{QAMD_FOR_PROSODY}"));
+    qamd.add_user("alice", "alice's password");
+    let _prosody = start_prosody(&qamd);
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+    assert!(failed(login("alice", "wrong password")));
+}
+
+#[test]
 fn in_band_registration_creates_a_qam_account() {
     if !prosody_present()
         || !require_peer("/usr/lib/python3/dist-packages/slixmpp", "python3-slixmpp")
