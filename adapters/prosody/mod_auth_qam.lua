@@ -161,20 +161,30 @@ end
 
 local provider = {};
 
-function provider.test_password(username, password)
-	local reply, err = call({ op = "verify", user = username, password = password });
+-- Runs an operation whose success is all that matters. On failure: nil, `refusal` and the
+-- error code, and the code itself (`expected` is the one not worth a log line).
+local function perform(request, refusal, expected)
+	local user = request.user;
+	local reply, err = call(request);
 	if not reply then
 		return nil, err;
 	end
 	if reply.ok then
 		return true;
 	end
-	local code = failure(reply, "verify", username, "denied");
+	local code = failure(reply, request.op, user, expected);
+	return nil, refusal .. code, code;
+end
+
+function provider.test_password(username, password)
+	local request = { op = "verify", user = username, password = password };
+	local ok, err, code = perform(request, "Authentication is not available right now: ", "denied");
 	if code == "denied" then
 		return nil, "Auth failed. Invalid username or password.";
 	end
-	return nil, "Authentication is not available right now (" .. code .. ")";
+	return ok, err;
 end
+
 
 function provider.user_exists(username)
 	local reply, err = call({ op = "exists", user = username });
@@ -191,28 +201,14 @@ function provider.user_exists(username)
 end
 
 function provider.set_password(username, password)
-	local reply, err = call({ op = "set_password", user = username, password = password });
-	if not reply then
-		return nil, err;
-	end
-	if reply.ok then
-		return true;
-	end
-	return nil, "Password change refused: " .. failure(reply, "set_password", username);
+	return perform({ op = "set_password", user = username, password = password }, "Password change refused: ");
 end
 
 function provider.create_user(username, password)
 	if password == nil then
 		return nil, "qam accounts need a password";
 	end
-	local reply, err = call({ op = "register", user = username, password = password });
-	if not reply then
-		return nil, err;
-	end
-	if reply.ok then
-		return true;
-	end
-	return nil, "Registration refused: " .. failure(reply, "register", username);
+	return perform({ op = "register", user = username, password = password }, "Registration refused: ");
 end
 
 function provider.delete_user(username)

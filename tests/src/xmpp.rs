@@ -18,8 +18,8 @@ pub enum Login {
     Failure(String),
 }
 
-/// Opens a c2s stream to `domain` on 127.0.0.1:`port` and tries SASL PLAIN once.
-pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Login> {
+/// Opens a c2s stream to `domain` on 127.0.0.1:`port`; returns it with its features.
+fn open_stream(port: u16, domain: &str) -> io::Result<(TcpStream, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(20)))?;
     stream.set_nodelay(true)?;
@@ -28,6 +28,12 @@ pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::R
         "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
     )?;
     let features = read_until(&mut stream, &["</stream:features>"])?;
+    Ok((stream, features))
+}
+
+/// Opens a c2s stream to `domain` on 127.0.0.1:`port` and tries SASL PLAIN once.
+pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Login> {
+    let (mut stream, features) = open_stream(port, domain)?;
     if !features.contains(">PLAIN<") {
         return Err(io::Error::other(format!("PLAIN not offered: {features}")));
     }
@@ -50,14 +56,7 @@ pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::R
 /// server's event loop serves a new client.
 pub fn stream_open_time(port: u16, domain: &str) -> io::Result<Duration> {
     let start = Instant::now();
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    stream.set_nodelay(true)?;
-    write!(
-        stream,
-        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-    )?;
-    read_until(&mut stream, &["</stream:features>"])?;
+    let (mut stream, _) = open_stream(port, domain)?;
     let took = start.elapsed();
     let _ = stream.write_all(b"</stream:stream>");
     Ok(took)
@@ -83,8 +82,11 @@ fn read_until(stream: &mut TcpStream, markers: &[&str]) -> io::Result<String> {
     }
 }
 
+/// qamd's default (production) argon2id cost, for timing logins as users will see them.
+pub const PRODUCTION_HASH: &str = "[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n";
+
 /// Times one login, which must succeed.
-pub fn timed_login(login: impl FnOnce() -> io::Result<Login>) -> Duration {
+fn timed_login(login: impl FnOnce() -> io::Result<Login>) -> Duration {
     let start = Instant::now();
     let outcome = login().expect("login exchange");
     let took = start.elapsed();
@@ -96,6 +98,34 @@ pub fn timed_login(login: impl FnOnce() -> io::Result<Login>) -> Duration {
 pub fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
     times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// Medians of `runs` SASL PLAIN logins of the same user on two hosts of one server (through
+/// qam, and through the server's own store), alternating so both see the same machine load.
+pub fn compare_logins(
+    runs: usize,
+    port: u16,
+    (qam_host, builtin_host): (&str, &str),
+    user: &str,
+    password: &str,
+) -> (Duration, Duration) {
+    let mut qam = Vec::with_capacity(runs);
+    let mut builtin = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        qam.push(timed_login(|| plain_login(port, qam_host, user, password)));
+        builtin.push(timed_login(|| {
+            plain_login(port, builtin_host, user, password)
+        }));
+    }
+    (median(qam), median(builtin))
+}
+
+/// Runs from `QAM_BENCH_RUNS`, else 101.
+pub fn bench_runs() -> usize {
+    std::env::var("QAM_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(101)
 }
 
 /// Waits until something listens on 127.0.0.1:`port`.

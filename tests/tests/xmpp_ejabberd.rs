@@ -1,9 +1,8 @@
 //! qam-extauth against a real qamd and a real ejabberd 23.01: the extauth commands through
 //! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, and login timing.
 
-use qam_client::wire::NameInfo;
-use qam_client::{Password, Request};
-use qam_tests::xmpp::{median, plain_login, timed_login, Ejabberd, Login};
+use qam_client::Password;
+use qam_tests::xmpp::{bench_runs, compare_logins, plain_login, Ejabberd, Login, PRODUCTION_HASH};
 use qam_tests::{bin, require_peer, Daemon};
 use std::fs;
 use std::io::{Read, Write};
@@ -11,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// c2s port and node name of this file's ejabberd; its tests run one at a time.
@@ -23,10 +22,6 @@ static EJABBERD: Mutex<()> = Mutex::new(());
 /// passwords; registration open.
 const QAMD_FOR_EJABBERD: &str = "socket_group = \"ejabberd\"\nregistration_open = true\n\
     [permissions.users]\nejabberd = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
-
-fn ejabberd_present() -> bool {
-    require_peer("/usr/sbin/ejabberdctl", "ejabberd")
-}
 
 /// Copies qam-extauth where user `ejabberd` can run it, wherever the checkout lives.
 fn install_extauth(dir: &Path) -> PathBuf {
@@ -50,6 +45,32 @@ fn start_ejabberd(qamd: &Daemon) -> Ejabberd {
     Ejabberd::start(PORT, NODE, &hosts)
 }
 
+/// One test's qamd and ejabberd, holding the file's lock; fields drop in order, so the
+/// servers stop before the next test may start its own.
+struct Servers {
+    ejabberd: Ejabberd,
+    qamd: Daemon,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// qamd (`QAMD_FOR_EJABBERD` plus `extra`) with `users`, and ejabberd using it; `None` (a
+/// skip) when ejabberd is not installed outside CI.
+fn servers(extra: &str, users: &[(&str, &str)]) -> Option<Servers> {
+    if !require_peer("/usr/sbin/ejabberdctl", "ejabberd") {
+        return None;
+    }
+    let serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(&format!("{QAMD_FOR_EJABBERD}{extra}"));
+    for (user, password) in users {
+        qamd.add_user(user, password);
+    }
+    Some(Servers {
+        ejabberd: start_ejabberd(&qamd),
+        qamd,
+        _serial: serial,
+    })
+}
+
 /// True when `ejabberdctl ARGS` succeeded.
 fn ctl_ok(ejabberd: &Ejabberd, args: &[&str]) -> bool {
     ejabberd.ctl(args).status.success()
@@ -63,59 +84,39 @@ fn qam_verifies(qamd: &Daemon, user: &str, password: &str) -> bool {
 
 #[test]
 fn ejabberdctl_commands_go_through_qam() {
-    if !ejabberd_present() {
+    let Some(servers) = servers("", &[("alice", "colon:pass:word")]) else {
         return;
-    }
-    let _serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(QAMD_FOR_EJABBERD);
-    qamd.add_user("alice", "colon:pass:word");
-    let ejabberd = start_ejabberd(&qamd);
+    };
+    let ctl = |args: &[&str]| ctl_ok(&servers.ejabberd, args);
+    let check = |user, password| ctl(&["check_password", user, "localhost", password]);
+    let register = |user, password| ctl(&["register", user, "localhost", password]);
 
     // isuser
-    assert!(ctl_ok(&ejabberd, &["check_account", "alice", "localhost"]));
-    assert!(!ctl_ok(
-        &ejabberd,
-        &["check_account", "nobody", "localhost"]
-    ));
+    assert!(ctl(&["check_account", "alice", "localhost"]));
+    assert!(!ctl(&["check_account", "nobody", "localhost"]));
     // auth, with ':' in the password
-    assert!(ctl_ok(
-        &ejabberd,
-        &["check_password", "alice", "localhost", "colon:pass:word"]
-    ));
-    assert!(!ctl_ok(
-        &ejabberd,
-        &["check_password", "alice", "localhost", "colon:pass"]
-    ));
-    assert!(!ctl_ok(
-        &ejabberd,
-        &["check_password", "nobody", "localhost", "whatever1"]
-    ));
+    assert!(check("alice", "colon:pass:word"));
+    assert!(!check("alice", "colon:pass"));
+    assert!(!check("nobody", "whatever1"));
     // setpass (isuser + setpass): the new password is qam's
-    assert!(ctl_ok(
-        &ejabberd,
-        &["change_password", "alice", "localhost", "new password 2"]
-    ));
-    assert!(qam_verifies(&qamd, "alice", "new password 2"));
-    assert!(ctl_ok(
-        &ejabberd,
-        &["check_password", "alice", "localhost", "new password 2"]
-    ));
+    assert!(ctl(&[
+        "change_password",
+        "alice",
+        "localhost",
+        "new password 2"
+    ]));
+    assert!(qam_verifies(&servers.qamd, "alice", "new password 2"));
+    assert!(check("alice", "new password 2"));
     // tryregister creates a qam account; a taken name is refused
-    assert!(ctl_ok(
-        &ejabberd,
-        &["register", "carol", "localhost", "carol's password"]
-    ));
-    assert!(qam_verifies(&qamd, "carol", "carol's password"));
-    assert!(!ctl_ok(
-        &ejabberd,
-        &["register", "carol", "localhost", "another password"]
-    ));
-    assert!(qam_verifies(&qamd, "carol", "carol's password"));
+    assert!(register("carol", "carol's password"));
+    assert!(qam_verifies(&servers.qamd, "carol", "carol's password"));
+    assert!(!register("carol", "another password"));
+    assert!(qam_verifies(&servers.qamd, "carol", "carol's password"));
     // removeuser is refused and logged; the account stays
-    let _ = ejabberd.ctl(&["unregister", "carol", "localhost"]);
-    assert!(qamd.client().exists("carol").unwrap());
-    assert!(ctl_ok(&ejabberd, &["check_account", "carol", "localhost"]));
-    let log = ejabberd.log_text();
+    let _ = servers.ejabberd.ctl(&["unregister", "carol", "localhost"]);
+    assert!(servers.qamd.client().exists("carol").unwrap());
+    assert!(ctl(&["check_account", "carol", "localhost"]));
+    let log = servers.ejabberd.log_text();
     assert!(
         log.contains("removeuser for carol@localhost refused"),
         "{log}"
@@ -128,15 +129,14 @@ fn ejabberdctl_commands_go_through_qam() {
 
 #[test]
 fn sasl_plain_login_over_c2s() {
-    if !ejabberd_present() {
+    let users = [
+        ("alice", "alice's password"),
+        ("mallory", "mallory's password"),
+    ];
+    let Some(servers) = servers("", &users) else {
         return;
-    }
-    let _serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(QAMD_FOR_EJABBERD);
-    qamd.add_user("alice", "alice's password");
-    qamd.add_user("mallory", "mallory's password");
-    qamd.lock_user("mallory");
-    let ejabberd = start_ejabberd(&qamd);
+    };
+    servers.qamd.lock_user("mallory");
     let login =
         |user: &str, password: &str| plain_login(PORT, "localhost", user, password).unwrap();
 
@@ -154,14 +154,14 @@ fn sasl_plain_login_over_c2s() {
     ));
     // The same server still uses its own store for the other host.
     assert!(ctl_ok(
-        &ejabberd,
+        &servers.ejabberd,
         &["register", "bob", "builtin.localhost", "bob's password"]
     ));
     assert_eq!(
         plain_login(PORT, "builtin.localhost", "bob", "bob's password").unwrap(),
         Login::Success
     );
-    assert!(!qamd.client().exists("bob").unwrap());
+    assert!(!servers.qamd.client().exists("bob").unwrap());
 }
 
 /// qam-extauth on pipes, as ejabberd (or mod_auth_external) runs it.
@@ -346,43 +346,19 @@ fn setpass_and_tryregister_need_grants_and_are_refused_without() {
 #[test]
 #[ignore = "benchmark: prints login medians"]
 fn bench_login_latency() {
-    if !ejabberd_present() {
+    let alice = ("alice", "alice's password");
+    let Some(servers) = servers(PRODUCTION_HASH, &[alice]) else {
         return;
-    }
-    let _serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
-    let runs: usize = std::env::var("QAM_BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(101);
-    let qamd = Daemon::start_with(&format!(
-        "{QAMD_FOR_EJABBERD}[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n"
-    ));
-    qamd.client()
-        .call::<NameInfo>(&Request::Register {
-            user: "alice".into(),
-            password: Password::from("alice's password"),
-        })
-        .unwrap();
-    let ejabberd = start_ejabberd(&qamd);
+    };
     assert!(ctl_ok(
-        &ejabberd,
-        &["register", "alice", "builtin.localhost", "alice's password"]
+        &servers.ejabberd,
+        &["register", alice.0, "builtin.localhost", alice.1]
     ));
-    let mut qam = Vec::new();
-    let mut builtin = Vec::new();
-    // Alternating so both paths see the same machine load.
-    for _ in 0..runs {
-        qam.push(timed_login(|| {
-            plain_login(PORT, "localhost", "alice", "alice's password")
-        }));
-        builtin.push(timed_login(|| {
-            plain_login(PORT, "builtin.localhost", "alice", "alice's password")
-        }));
-    }
+    let runs = bench_runs();
+    let hosts = ("localhost", "builtin.localhost");
+    let (qam, builtin) = compare_logins(runs, PORT, hosts, alice.0, alice.1);
     println!(
-        "ejabberd SASL PLAIN login, median of {runs}: qam-extauth {:?}, internal {:?}",
-        median(qam),
-        median(builtin)
+        "ejabberd SASL PLAIN login, median of {runs}: qam-extauth {qam:?}, internal {builtin:?}"
     );
 }
 

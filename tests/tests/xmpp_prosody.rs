@@ -2,13 +2,14 @@
 //! logins, qamd restarts, in-band registration, password change, locking, and login timing.
 
 use qam_tests::xmpp::{
-    median, plain_login, stream_open_time, timed_login, xmpp_account, Login, Prosody,
+    bench_runs, compare_logins, median, plain_login, stream_open_time, xmpp_account, Login,
+    Prosody, PRODUCTION_HASH,
 };
 use qam_tests::{bin, require_peer, Daemon};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// c2s port of this file's Prosody; its tests run one at a time.
@@ -33,6 +34,38 @@ fn start_prosody(qamd: &Daemon) -> Prosody {
         qamd.socket.display()
     );
     Prosody::start(PORT, &hosts)
+}
+
+/// One test's qamd and Prosody, holding the file's lock; fields drop in order, so the servers
+/// stop before the next test may start its own.
+struct Servers {
+    prosody: Prosody,
+    qamd: Daemon,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// qamd (`top` keys, `QAMD_FOR_PROSODY`, then `tables`) with user alice, and Prosody using it;
+/// `None` (a skip) when Prosody or lua-socket is not installed outside CI.
+fn servers(top: &str, tables: &str) -> Option<Servers> {
+    if !prosody_present() {
+        return None;
+    }
+    let serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    let qamd = Daemon::start_with(&format!("{top}{QAMD_FOR_PROSODY}{tables}"));
+    qamd.add_user("alice", "alice's password");
+    Some(Servers {
+        prosody: start_prosody(&qamd),
+        qamd,
+        _serial: serial,
+    })
+}
+
+/// `servers("", "")` when python3-slixmpp (the XEP-0077 client) is there too.
+fn slixmpp_servers() -> Option<Servers> {
+    if !require_peer("/usr/lib/python3/dist-packages/slixmpp", "python3-slixmpp") {
+        return None;
+    }
+    servers("", "")
 }
 
 fn login(user: &str, password: &str) -> Login {
@@ -73,23 +106,19 @@ fn qamctl_verifies(qamd: &Daemon, user: &str, password: &str) -> bool {
 
 #[test]
 fn sasl_plain_right_wrong_unknown_and_locked() {
-    if !prosody_present() {
+    let Some(servers) = servers("", "") else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
-    qamd.add_user("alice", "alice's password");
-    qamd.add_user("bob", "pass:with:colons");
-    let prosody = start_prosody(&qamd);
+    };
+    servers.qamd.add_user("bob", "pass:with:colons");
 
     assert_eq!(login("alice", "alice's password"), Login::Success);
     assert_eq!(login("Alice", "alice's password"), Login::Success);
     assert_eq!(login("bob", "pass:with:colons"), Login::Success);
     assert!(failed(login("alice", "wrong password")));
     assert!(failed(login("nobody", "alice's password")));
-    assert!(qamctl(&qamd, &["user", "lock", "bob"], ""));
+    assert!(qamctl(&servers.qamd, &["user", "lock", "bob"], ""));
     assert!(failed(login("bob", "pass:with:colons")));
-    let log = prosody.log_text();
+    let log = servers.prosody.log_text();
     assert!(
         !log.contains("alice's password") && !log.contains("pass:with"),
         "{log}"
@@ -98,40 +127,35 @@ fn sasl_plain_right_wrong_unknown_and_locked() {
 
 #[test]
 fn login_works_again_after_qamd_restarts() {
-    if !prosody_present() {
+    let Some(mut servers) = servers("", "") else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let mut qamd = Daemon::start_with(QAMD_FOR_PROSODY);
-    qamd.add_user("alice", "alice's password");
-    let prosody = start_prosody(&qamd);
+    };
     assert_eq!(login("alice", "alice's password"), Login::Success);
-    qamd.stop();
+    servers.qamd.stop();
     assert!(
         failed(login("alice", "alice's password")),
         "qamd down: refused"
     );
-    qamd.spawn();
+    servers.qamd.spawn();
     assert_eq!(login("alice", "alice's password"), Login::Success);
     // Again with the kept connection gone stale under Prosody (restart between two logins).
-    qamd.stop();
-    qamd.spawn();
+    servers.qamd.stop();
+    servers.qamd.spawn();
     assert_eq!(login("alice", "alice's password"), Login::Success);
     assert!(
-        prosody.log_text().contains("cannot connect to qamd"),
+        servers
+            .prosody
+            .log_text()
+            .contains("cannot connect to qamd"),
         "the refusal while qamd was down is logged"
     );
 }
 
 #[test]
 fn connections_qamd_closed_as_idle_are_replaced() {
-    if !prosody_present() {
+    let Some(_servers) = servers("idle_timeout_seconds = 1\n", "") else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(&format!("idle_timeout_seconds = 1\n{QAMD_FOR_PROSODY}"));
-    qamd.add_user("alice", "alice's password");
-    let _prosody = start_prosody(&qamd);
+    };
     assert_eq!(login("alice", "alice's password"), Login::Success);
     std::thread::sleep(Duration::from_millis(1600));
     assert_eq!(login("alice", "alice's password"), Login::Success);
@@ -140,20 +164,14 @@ fn connections_qamd_closed_as_idle_are_replaced() {
 
 #[test]
 fn in_band_registration_creates_a_qam_account() {
-    if !prosody_present()
-        || !require_peer("/usr/lib/python3/dist-packages/slixmpp", "python3-slixmpp")
-    {
+    let Some(servers) = slixmpp_servers() else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
-    qamd.add_user("alice", "alice's password");
-    let _prosody = start_prosody(&qamd);
+    };
 
     let verdict = xmpp_account("register", PORT, "dave@localhost", "dave's password", None);
     assert_eq!(verdict, "OK");
-    assert!(qamctl_verifies(&qamd, "dave", "dave's password"));
-    assert!(!qamctl_verifies(&qamd, "dave", "other password"));
+    assert!(qamctl_verifies(&servers.qamd, "dave", "dave's password"));
+    assert!(!qamctl_verifies(&servers.qamd, "dave", "other password"));
     assert_eq!(login("dave", "dave's password"), Login::Success);
     // A taken name is refused and keeps its password.
     let verdict = xmpp_account(
@@ -164,20 +182,14 @@ fn in_band_registration_creates_a_qam_account() {
         None,
     );
     assert_eq!(verdict, "ERROR conflict");
-    assert!(qamctl_verifies(&qamd, "alice", "alice's password"));
+    assert!(qamctl_verifies(&servers.qamd, "alice", "alice's password"));
 }
 
 #[test]
 fn password_change_over_xmpp_changes_the_qam_password_and_removal_is_refused() {
-    if !prosody_present()
-        || !require_peer("/usr/lib/python3/dist-packages/slixmpp", "python3-slixmpp")
-    {
+    let Some(servers) = slixmpp_servers() else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
-    qamd.add_user("alice", "alice's password");
-    let prosody = start_prosody(&qamd);
+    };
 
     let verdict = xmpp_account(
         "passwd",
@@ -187,8 +199,12 @@ fn password_change_over_xmpp_changes_the_qam_password_and_removal_is_refused() {
         Some("a brand new password"),
     );
     assert_eq!(verdict, "OK");
-    assert!(qamctl_verifies(&qamd, "alice", "a brand new password"));
-    assert!(!qamctl_verifies(&qamd, "alice", "alice's password"));
+    assert!(qamctl_verifies(
+        &servers.qamd,
+        "alice",
+        "a brand new password"
+    ));
+    assert!(!qamctl_verifies(&servers.qamd, "alice", "alice's password"));
     assert!(failed(login("alice", "alice's password")));
     assert_eq!(login("alice", "a brand new password"), Login::Success);
 
@@ -200,8 +216,11 @@ fn password_change_over_xmpp_changes_the_qam_password_and_removal_is_refused() {
         None,
     );
     assert!(verdict.starts_with("ERROR"), "{verdict}");
-    assert!(qamd.client().exists("alice").unwrap());
-    assert!(prosody.log_text().contains("refused to delete alice"));
+    assert!(servers.qamd.client().exists("alice").unwrap());
+    assert!(servers
+        .prosody
+        .log_text()
+        .contains("refused to delete alice"));
 }
 
 /// Median time of one SASL PLAIN login (TCP connect to `<success/>`) through mod_auth_qam and
@@ -211,35 +230,18 @@ fn password_change_over_xmpp_changes_the_qam_password_and_removal_is_refused() {
 #[test]
 #[ignore = "benchmark: prints login medians"]
 fn bench_login_latency() {
-    if !prosody_present() {
+    let Some(servers) = servers("", PRODUCTION_HASH) else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let runs: usize = std::env::var("QAM_BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(101);
-    let qamd = Daemon::start_with(&format!(
-        "{QAMD_FOR_PROSODY}[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n"
-    ));
-    qamd.add_user("alice", "alice's password");
-    let prosody = start_prosody(&qamd);
-    let out = prosody.ctl(&["register", "alice", "builtin.localhost", "alice's password"]);
+    };
+    let out = servers
+        .prosody
+        .ctl(&["register", "alice", "builtin.localhost", "alice's password"]);
     assert!(out.status.success(), "{out:?}");
-    let mut qam = Vec::new();
-    let mut builtin = Vec::new();
-    for _ in 0..runs {
-        qam.push(timed_login(|| {
-            plain_login(PORT, "localhost", "alice", "alice's password")
-        }));
-        builtin.push(timed_login(|| {
-            plain_login(PORT, "builtin.localhost", "alice", "alice's password")
-        }));
-    }
+    let runs = bench_runs();
+    let hosts = ("localhost", "builtin.localhost");
+    let (qam, builtin) = compare_logins(runs, PORT, hosts, "alice", "alice's password");
     println!(
-        "prosody SASL PLAIN login, median of {runs}: mod_auth_qam {:?}, internal_hashed {:?}",
-        median(qam),
-        median(builtin)
+        "prosody SASL PLAIN login, median of {runs}: mod_auth_qam {qam:?}, internal_hashed {builtin:?}"
     );
     // Another client's wait while two others log in through qam without pause.
     let idle: Vec<_> = (0..runs)
@@ -250,7 +252,7 @@ fn bench_login_latency() {
         for _ in 0..2 {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    timed_login(|| plain_login(PORT, "localhost", "alice", "alice's password"));
+                    let _ = plain_login(PORT, "localhost", "alice", "alice's password");
                 }
             });
         }
@@ -271,15 +273,11 @@ fn bench_login_latency() {
 
 #[test]
 fn a_stalled_qamd_is_refused_at_the_timeout_while_prosody_serves_others() {
-    if !prosody_present() {
+    let Some(servers) = servers("", "") else {
         return;
-    }
-    let _serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
-    let qamd = Daemon::start_with(QAMD_FOR_PROSODY);
-    qamd.add_user("alice", "alice's password");
-    let _prosody = start_prosody(&qamd);
+    };
     assert_eq!(login("alice", "alice's password"), Login::Success);
-    let pid = nix::unistd::Pid::from_raw(qamd.pid() as i32);
+    let pid = nix::unistd::Pid::from_raw(servers.qamd.pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stalled = std::thread::spawn(|| {
         let start = std::time::Instant::now();
