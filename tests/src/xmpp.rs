@@ -86,7 +86,7 @@ fn read_until(stream: &mut TcpStream, markers: &[&str]) -> io::Result<String> {
 pub const PRODUCTION_HASH: &str = "[hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n";
 
 /// Times one login, which must succeed.
-fn timed_login(login: impl FnOnce() -> io::Result<Login>) -> Duration {
+pub fn timed_login(login: impl FnOnce() -> io::Result<Login>) -> Duration {
     let start = Instant::now();
     let outcome = login().expect("login exchange");
     let took = start.elapsed();
