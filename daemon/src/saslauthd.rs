@@ -240,7 +240,7 @@ impl Door {
 
     /// The answer text, or `None` to close without one (the client left or stalled).
     async fn decide(&self, stream: &mut UnixStream, mut shutdown: Shutdown) -> Option<String> {
-        let peer = match Peer::of(&stream) {
+        let peer = match Peer::of(stream) {
             Ok(peer) => peer,
             Err(err) => {
                 tracing::warn!(error = %err, "saslauthd socket: no peer credentials");
