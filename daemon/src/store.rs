@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// sled's page cache: a few MiB is plenty for small records (its default is 1 GiB).
@@ -145,8 +146,92 @@ struct Shared {
     /// Writers share it; compaction holds it alone, so no write lands in a generation
     /// that is being copied.
     writes: tokio::sync::RwLock<()>,
-    /// The highest write number recorded in `WRITES_FILE` for the current generation.
-    noted: Mutex<u64>,
+    /// Makes writes durable, one flush for all writers waiting at once (group commit).
+    committer: Committer,
+}
+
+/// A writer waiting for its write to be durable.
+struct Waiter {
+    generation: Arc<Generation>,
+    /// The write's number in its generation; 0 asks for a flush only.
+    number: u64,
+    done: tokio::sync::oneshot::Sender<Result<(), sled::Error>>,
+}
+
+/// Group commit: one thread flushes sled for every writer that queued while the previous
+/// flush ran, then records the highest write number in `WRITES`, then answers them all.
+/// It calls sled's blocking `flush`: sled 0.34's `flush_async` never wakes some of several
+/// concurrent callers (sled issues 1241 and 1308), which hung every write under load.
+struct Committer {
+    waiters: mpsc::Sender<Waiter>,
+}
+
+impl Committer {
+    fn start(dir: PathBuf) -> std::io::Result<Committer> {
+        let (waiters, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("qam-commit".into())
+            .spawn(move || commit_loop(&dir, &queue))?;
+        Ok(Committer { waiters })
+    }
+
+    /// Waits until write `number` of `generation` (0: every write so far) is durable.
+    async fn durable(&self, generation: Arc<Generation>, number: u64) -> Result<(), StoreError> {
+        let stopped = || StoreError::Io(sled::Error::ReportableBug("commit thread stopped".into()));
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.waiters
+            .send(Waiter {
+                generation,
+                number,
+                done,
+            })
+            .map_err(|_| stopped())?;
+        Ok(answer.await.map_err(|_| stopped())??)
+    }
+}
+
+/// The commit thread: runs until every `Store` handle is gone.
+fn commit_loop(dir: &Path, queue: &mpsc::Receiver<Waiter>) {
+    // (generation, its highest write number recorded in `WRITES`)
+    let mut noted: Option<(u64, u64)> = None;
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let result = commit(dir, &batch, &mut noted);
+        for waiter in batch {
+            drop(waiter.generation);
+            let _ = waiter.done.send(result.clone());
+        }
+    }
+}
+
+/// Flushes each generation in `batch` once, then notes its highest write number.
+fn commit(dir: &Path, batch: &[Waiter], noted: &mut Option<(u64, u64)>) -> Result<(), sled::Error> {
+    let mut flushed: Vec<u64> = Vec::with_capacity(1);
+    for waiter in batch {
+        let generation = &waiter.generation;
+        if !flushed.contains(&generation.number) {
+            generation.db.flush()?;
+            flushed.push(generation.number);
+        }
+    }
+    for number in flushed {
+        let highest = batch
+            .iter()
+            .filter(|waiter| waiter.generation.number == number)
+            .map(|waiter| waiter.number)
+            .max()
+            .unwrap_or(0);
+        let already = match *noted {
+            Some((generation, writes)) if generation == number => writes,
+            _ => 0,
+        };
+        if highest > already {
+            write_writes(dir, number, highest).map_err(sled::Error::Io)?;
+            *noted = Some((number, highest));
+        }
+    }
+    Ok(())
 }
 
 /// A transaction over the users and meta trees.
@@ -392,7 +477,7 @@ impl Store {
                     dir: dir.to_owned(),
                     current: RwLock::new(Arc::new(generation)),
                     writes: tokio::sync::RwLock::new(()),
-                    noted: Mutex::new(0),
+                    committer: Committer::start(dir.to_owned()).map_err(|err| err.to_string())?,
                 }),
             };
             store.compact_now().map_err(|err| err.to_string())?;
@@ -449,19 +534,17 @@ impl Store {
         }
     }
 
-    /// Makes write `number` durable: sled's flush, then `WRITES` (the acknowledged count).
-    async fn acknowledge(&self, generation: &Generation, number: u64) -> Result<(), StoreError> {
-        generation.db.flush_async().await?;
-        let mut noted = self
-            .shared
-            .noted
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if number > *noted {
-            write_writes(&self.shared.dir, generation.number, number).map_err(io_failed)?;
-            *noted = number;
-        }
-        Ok(())
+    /// Makes write `number` durable: sled's flush, then `WRITES` (the acknowledged count),
+    /// shared with every writer waiting at the same time.
+    async fn acknowledge(
+        &self,
+        generation: &Arc<Generation>,
+        number: u64,
+    ) -> Result<(), StoreError> {
+        self.shared
+            .committer
+            .durable(Arc::clone(generation), number)
+            .await
     }
 
     /// Replaces `expected` by `new` if the record is still `expected`; flushed. False if the
@@ -568,11 +651,6 @@ impl Store {
         write_current(dir, number).map_err(io_failed)?;
         *self
             .shared
-            .noted
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = 0;
-        *self
-            .shared
             .current
             .write()
             .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(fresh);
@@ -675,8 +753,7 @@ impl Store {
 
     /// Flushes every write so far to the files (sled's `sync_file_range`).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.generation().db.flush_async().await?;
-        Ok(())
+        self.shared.committer.durable(self.generation(), 0).await
     }
 
     /// Flushes and then fsyncs the store's files and the data dir `dir`, closing the gap
@@ -813,6 +890,33 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.get("alice").unwrap().unwrap().hash, "h");
+    }
+
+    /// Many writers flushing at once all finish (sled 0.34's own `flush_async` can hang here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_all_get_their_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for round in 0..20 {
+            let writers: Vec<_> = (0..32)
+                .map(|index| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let name = format!("user{round}-{index}");
+                        store.insert_new(&name, &record("h")).await.unwrap();
+                    })
+                })
+                .collect();
+            let all = async {
+                for writer in writers {
+                    writer.await.unwrap();
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(20), all)
+                .await
+                .expect("every writer's flush finished");
+        }
+        assert_eq!(store.counts().unwrap().users, 640);
     }
 
     #[test]
