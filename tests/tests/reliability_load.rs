@@ -60,10 +60,16 @@ fn closed_within(stream: &UnixStream, within: Duration) -> bool {
 #[test]
 fn hostile_clients_do_not_slow_a_normal_client_and_are_closed() {
     let _serial = serial();
-    let (_, hard) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-    let idle_count = size(1_000, 1_000).min(hard as usize / 2 - 200);
+    // Both ends of 1,000 connections live in this test and in qamd (which inherits the
+    // limit): raise RLIMIT_NOFILE, the hard limit too when running as root.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let wanted = hard.max(4096);
+    if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_err() {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    let (limit, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let idle_count = size(1_000, 1_000).min(limit as usize / 2 - 200);
     let (loris_count, deaf_count) = (20, 20);
     let cap = idle_count + loris_count + deaf_count + 10;
     let idle_timeout = 4;
@@ -259,8 +265,9 @@ fn password_guessing_is_throttled_without_argon2_work() {
         ),
     );
     assert!(throttled > guesses * 9 / 10, "ladder engages");
+    // Per guess, qamd spent a small fraction of one argon2 verify: socket and JSON work only.
     assert!(
-        cpu_guessing < per_verify * (denied as f64 + 10.0) + 0.5,
+        cpu_guessing / (guesses as f64) < per_verify / 20.0,
         "throttled answers cost no argon2 work"
     );
 }
