@@ -516,15 +516,26 @@ impl Store {
 
     /// Inserts a record unless the name exists; flushed before returning. False if it existed.
     pub async fn insert_new(&self, name: &str, record: &Record) -> Result<bool, StoreError> {
+        self.swap(name, None, &record.encode()).await
+    }
+
+    /// Writes `new` for `name` if its stored bytes are still `expected` (None: no record);
+    /// counted and durable before it returns. False if they were not.
+    async fn swap(
+        &self,
+        name: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
         let _writing = self.shared.writes.read().await;
         let generation = self.generation();
         let written = generation
             .trees()
             .transaction(|(users, meta)| {
-                if users.get(name)?.is_some() {
+                if users.get(name)?.as_deref() != expected {
                     return Ok(None);
                 }
-                users.insert(name, record.encode())?;
+                users.insert(name, new)?;
                 Ok(Some(count_write::<()>(meta)?))
             })
             .map_err(transaction_failed)?;
@@ -555,23 +566,8 @@ impl Store {
         expected: &Record,
         new: &Record,
     ) -> Result<bool, StoreError> {
-        let _writing = self.shared.writes.read().await;
-        let generation = self.generation();
-        let (expected, new) = (expected.encode(), new.encode());
-        let written = generation
-            .trees()
-            .transaction(|(users, meta)| {
-                if users.get(name)?.as_deref() != Some(expected.as_slice()) {
-                    return Ok(None);
-                }
-                users.insert(name, new.as_slice())?;
-                Ok(Some(count_write::<()>(meta)?))
-            })
-            .map_err(transaction_failed)?;
-        match written {
-            Some(number) => self.acknowledge(&generation, number).await.map(|()| true),
-            None => Ok(false),
-        }
+        self.swap(name, Some(&expected.encode()), &new.encode())
+            .await
     }
 
     /// Applies `change` to an existing record atomically; flushed. None if there is no record.
