@@ -1,0 +1,466 @@
+//! The six scenarios of the benchmark, each measured against a baseline taken in this run:
+//! verify vs raw argon2, exists vs echo, isolation, overload, scale, and durable writes.
+
+use crate::baseline::{argon2_ceiling, spawn_echo};
+use crate::daemon::{DaemonError, HashSettings, Qamd};
+use crate::load::{summarize, LineFn, Load, LoadError, Sample, Summary};
+use crate::report::{mib, Report, Row};
+use crate::users::{self, pick, user, user_line, PASSWORD};
+use crate::Options;
+use argon2::Params;
+use qam_client::ClientError;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why the benchmark could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("a setup request failed: {0}")]
+    Client(#[from] ClientError),
+    #[error("argon2: {0}")]
+    Hash(String),
+    #[error("cannot start the runtime or the echo server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by the scenarios of one run.
+struct Bench<'a> {
+    options: &'a Options,
+    runtime: tokio::runtime::Runtime,
+    report: Report,
+    /// The PHC hash of [`PASSWORD`] every imported user gets.
+    phc: String,
+    params: Params,
+    /// Raw argon2 verifies on W threads (scenario 1's baseline, the yardstick of 3, 4, 6).
+    ceiling: Summary,
+    /// Holds the echo server's socket.
+    scratch: tempfile::TempDir,
+}
+
+/// Runs the selected scenarios and returns what they measured.
+pub fn run_all(options: &Options, binary: &Path) -> Result<Report, BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let params = Params::new(options.m_cost, options.t_cost, options.p_cost, None)
+        .map_err(|err| BenchError::Hash(err.to_string()))?;
+    let phc = qamd::hasher::hash_now(PASSWORD.as_bytes(), &params)
+        .map_err(|err| BenchError::Hash(err.to_string()))?;
+    let mut bench = Bench {
+        options,
+        runtime,
+        report: Report::default(),
+        phc,
+        params,
+        ceiling: Summary::default(),
+        scratch: tempfile::tempdir()?,
+    };
+    let settings = HashSettings {
+        m_cost: options.m_cost,
+        t_cost: options.t_cost,
+        p_cost: options.p_cost,
+        workers: options.workers,
+        queue_limit: options.queue_limit,
+    };
+    if [1, 3, 4, 6].iter().any(|&n| options.runs(n)) {
+        bench.ceiling()?;
+    }
+    eprintln!("starting qamd ({})", binary.display());
+    let (base, ready) = Qamd::start(binary, settings)?;
+    bench.report.fact(
+        "qamd start-to-ready, empty store",
+        format!("{:.0} ms", ms(ready)),
+    );
+    bench.load_base(&base)?;
+    if options.runs(1) {
+        bench.verify(&base)?;
+    }
+    if options.runs(2) {
+        bench.cheap(&base)?;
+    }
+    if options.runs(3) {
+        bench.isolation(&base)?;
+    }
+    if options.runs(4) {
+        bench.overload(&base)?;
+    }
+    if options.runs(5) {
+        bench.scale(&base, binary, settings)?;
+    }
+    if options.runs(6) {
+        bench.writes(&base)?;
+    }
+    Ok(bench.report)
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn ratio(part: &Summary, whole: &Summary) -> f64 {
+    part.per_second / whole.per_second.max(f64::EPSILON)
+}
+
+/// The users of the write scenario: change_password and lock/unlock, one per connection.
+fn writer(prefix: char, conn: usize) -> String {
+    format!("{prefix}{conn:03}")
+}
+
+impl Bench<'_> {
+    fn closed(&self, socket: &Path, connections: usize) -> Load {
+        Load::closed(
+            socket,
+            connections,
+            self.options.warmup(),
+            self.options.measure(),
+        )
+    }
+
+    fn measure(&mut self, load: &Load, lines: LineFn) -> Result<Sample, BenchError> {
+        let sample = self.runtime.block_on(load.run(lines))?;
+        self.note_unexpected(&sample);
+        Ok(sample)
+    }
+
+    /// Unexpected answers make a row suspect: say so next to the table.
+    fn note_unexpected(&mut self, sample: &Sample) {
+        if let Some(first) = &sample.first_other {
+            self.report.fact(
+                "unexpected answers in the previous run",
+                format!("{} (first: `{first}`)", sample.other.len()),
+            );
+        }
+    }
+
+    fn row(
+        &mut self,
+        scenario: String,
+        summary: Summary,
+        ratio: Option<f64>,
+        goal: &str,
+        met: Option<bool>,
+    ) {
+        self.report.row(Row {
+            scenario,
+            summary,
+            ratio,
+            goal: goal.to_owned(),
+            met,
+        });
+    }
+
+    fn ceiling(&mut self) -> Result<(), BenchError> {
+        let threads = self.options.workers;
+        eprintln!("1: raw argon2id verify on {threads} threads");
+        self.ceiling = argon2_ceiling(
+            threads,
+            PASSWORD,
+            &self.phc,
+            &self.params,
+            self.options.warmup(),
+            self.options.measure(),
+        );
+        self.row(
+            format!("1 baseline: raw argon2id verify, {threads} threads"),
+            self.ceiling,
+            None,
+            "",
+            None,
+        );
+        Ok(())
+    }
+
+    /// The bulk users plus one change_password and one lock user per connection.
+    fn load_base(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
+        let mut names: Vec<String> = (0..self.options.base_users).map(user).collect();
+        for conn in 0..self.options.connections {
+            names.push(writer('c', conn));
+            names.push(writer('l', conn));
+        }
+        let phc = self.phc.clone();
+        self.runtime
+            .block_on(users::import(qamd.socket(), names, &phc, 1))?;
+        Ok(())
+    }
+
+    fn verify_lines(&self) -> LineFn {
+        let count = self.options.base_users;
+        Arc::new(move |conn, seq, out| {
+            users::verify_line(out, &user(pick(conn, seq, count)), PASSWORD)
+        })
+    }
+
+    fn verify(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
+        let connections = self.options.connections;
+        eprintln!("1: qamd verify, {connections} clients");
+        let load = self.closed(qamd.socket(), connections);
+        let mut sample = self.measure(&load, self.verify_lines())?;
+        let summary = summarize(&mut sample.ok, sample.seconds);
+        let r = ratio(&summary, &self.ceiling);
+        self.row(
+            format!("1 qamd verify, {connections} clients"),
+            summary,
+            Some(r),
+            "≥ 0.95 of raw argon2",
+            Some(r >= 0.95),
+        );
+        Ok(())
+    }
+
+    fn exists_lines(count: u64, op: &'static str) -> LineFn {
+        Arc::new(move |conn, seq, out| user_line(out, op, &user(pick(conn, seq, count))))
+    }
+
+    fn cheap(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
+        let connections = self.options.cheap_connections;
+        let echo = self.scratch.path().join("echo.sock");
+        {
+            let _inside = self.runtime.enter();
+            spawn_echo(&echo)?;
+        }
+        eprintln!("2: echo and qamd exists, {connections} clients");
+        let lines = Self::exists_lines(self.options.base_users, "exists");
+        // Every echoed line is an "other" answer: no check for unexpected ones here.
+        let echo_load = self.closed(&echo, connections);
+        let mut echoed = self.runtime.block_on(echo_load.run(Arc::clone(&lines)))?;
+        let echo_summary = summarize(&mut echoed.other, echoed.seconds);
+        self.row(
+            format!("2 baseline: tokio JSON-lines echo, {connections} clients"),
+            echo_summary,
+            None,
+            "",
+            None,
+        );
+        let mut sample = self.measure(&self.closed(qamd.socket(), connections), lines)?;
+        let summary = summarize(&mut sample.ok, sample.seconds);
+        let r = ratio(&summary, &echo_summary);
+        self.row(
+            format!("2 qamd exists, {connections} clients"),
+            summary,
+            Some(r),
+            "≥ 0.5 of echo, p99 < 1 ms",
+            Some(r >= 0.5 && summary.p99_ms < 1.0),
+        );
+        Ok(())
+    }
+
+    fn isolation(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
+        let (hashing, cheap) = (self.options.connections, self.options.cheap_connections);
+        let rate = self.options.isolation_rate;
+        eprintln!("3: exists at {rate}/s while {hashing} clients verify");
+        let verify_load = self.closed(qamd.socket(), hashing);
+        let exists_load = self.closed(qamd.socket(), cheap).paced(rate);
+        let verify_lines = self.verify_lines();
+        let exists_lines = Self::exists_lines(self.options.base_users, "exists");
+        let (verified, existed) = self.runtime.block_on(async {
+            tokio::join!(verify_load.run(verify_lines), exists_load.run(exists_lines))
+        });
+        let (mut verified, mut existed) = (verified?, existed?);
+        self.note_unexpected(&verified);
+        self.note_unexpected(&existed);
+        let exists = summarize(&mut existed.ok, existed.seconds);
+        let verify = summarize(&mut verified.ok, verified.seconds);
+        self.row(
+            format!("3 qamd exists at {rate}/s while verifies saturate"),
+            exists,
+            None,
+            "p99 < 2 ms",
+            Some(exists.p99_ms < 2.0),
+        );
+        self.row(
+            format!("3 qamd verify meanwhile, {hashing} clients"),
+            verify,
+            Some(ratio(&verify, &self.ceiling)),
+            "",
+            None,
+        );
+        Ok(())
+    }
+
+    fn overload(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
+        let factor = self.options.overload;
+        let rate = factor * self.ceiling.per_second;
+        let connections = self.options.overload_connections;
+        eprintln!("4: verify offered at {rate:.0}/s ({factor}x) over {connections} clients");
+        let before = qamd.memory();
+        let load = self.closed(qamd.socket(), connections).paced(rate);
+        let mut sample = self.measure(&load, self.verify_lines())?;
+        let after = qamd.memory();
+        let answered = (sample.ok.len() + sample.busy.len() + sample.other.len()) as f64;
+        let accepted = summarize(&mut sample.ok, sample.seconds);
+        let busy = summarize(&mut sample.busy, sample.seconds);
+        let r = ratio(&accepted, &self.ceiling);
+        self.row(
+            format!("4 qamd verify accepted, offered {factor}x"),
+            accepted,
+            Some(r),
+            "≥ 0.95 of raw argon2",
+            Some(r >= 0.95),
+        );
+        self.row(
+            "4 qamd `busy` answers meanwhile".into(),
+            busy,
+            None,
+            "fast: p99 < 2 ms",
+            Some(busy.per_second > 0.0 && busy.p99_ms < 2.0),
+        );
+        let offered = answered / sample.seconds / self.ceiling.per_second.max(f64::EPSILON);
+        self.report.fact(
+            "4 load actually offered",
+            format!("{offered:.1}x the ceiling"),
+        );
+        let growth = after.peak_kib.saturating_sub(before.peak_kib);
+        self.report.fact_with_goal(
+            "4 qamd peak RSS (VmHWM) before → after overload",
+            format!("{} → {}", mib(before.peak_kib), mib(after.peak_kib)),
+            "grows < 32 MiB",
+            Some(growth < 32 * 1024),
+        );
+        Ok(())
+    }
+
+    fn scale(
+        &mut self,
+        base: &Qamd,
+        binary: &Path,
+        settings: HashSettings,
+    ) -> Result<(), BenchError> {
+        let count = self.options.users;
+        eprintln!("5: importing {count} users into a second qamd");
+        let (mut big, _) = Qamd::start(binary, settings)?;
+        let began = Instant::now();
+        let names: Vec<String> = (0..count).map(user).collect();
+        let phc = self.phc.clone();
+        let written = self
+            .runtime
+            .block_on(users::import(big.socket(), names, &phc, 2))?;
+        let took = began.elapsed().as_secs_f64();
+        self.report.fact(
+            format!("5 import of {written} users (batches under 64 KiB)"),
+            format!("{took:.1} s, {:.0} records/s", written as f64 / took),
+        );
+        self.report.fact(
+            "5 qamd peak RSS during import; data dir",
+            format!(
+                "{}; {:.0} MiB",
+                mib(big.memory().peak_kib),
+                big.data_bytes() as f64 / 1048576.0
+            ),
+        );
+        big.stop();
+        let ready = big.spawn()?;
+        self.report.fact_with_goal(
+            format!("5 qamd start-to-ready, {count} users"),
+            format!("{:.0} ms", ms(ready)),
+            "< 1 s",
+            Some(ready < Duration::from_secs(1)),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let fresh = big.memory();
+        let connections = self.options.cheap_connections;
+        for op in ["exists", "lookup"] {
+            eprintln!("5: {op}, {} vs {count} users", self.options.base_users);
+            let lines = Self::exists_lines(self.options.base_users, op);
+            let mut small = self.measure(&self.closed(base.socket(), connections), lines)?;
+            let small = summarize(&mut small.ok, small.seconds);
+            self.row(
+                format!("5 qamd {op}, {} users", self.options.base_users),
+                small,
+                None,
+                "",
+                None,
+            );
+            let lines = Self::exists_lines(count, op);
+            let mut large = self.measure(&self.closed(big.socket(), connections), lines)?;
+            let large = summarize(&mut large.ok, large.seconds);
+            let r = ratio(&large, &small);
+            self.row(
+                format!("5 qamd {op}, {count} users"),
+                large,
+                Some(r),
+                "≥ 0.8 of 1,000 users",
+                Some(r >= 0.8),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = big.memory();
+        self.report.fact_with_goal(
+            format!("5 qamd idle RSS, {count} users: after start → after the lookups"),
+            format!("{} → {}", mib(fresh.rss_kib), mib(idle.rss_kib)),
+            "< 150 MiB",
+            Some(fresh.rss_kib.max(idle.rss_kib) < 150 * 1024),
+        );
+        Ok(())
+    }
+
+    fn writes(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
+        let connections = self.options.connections;
+        eprintln!("6: register and change_password, {connections} clients");
+        let register: LineFn =
+            Arc::new(|conn, seq, out| users::register_line(out, &format!("r{conn}-{seq}")));
+        let mut sample = self.measure(&self.closed(qamd.socket(), connections), register)?;
+        let summary = summarize(&mut sample.ok, sample.seconds);
+        let r = ratio(&summary, &self.ceiling);
+        self.row(
+            format!("6 qamd register, {connections} clients (1 argon2 each)"),
+            summary,
+            Some(r),
+            "≥ 0.9 of raw argon2",
+            Some(r >= 0.9),
+        );
+        let change: LineFn =
+            Arc::new(|conn, seq, out| users::change_password_line(out, &writer('c', conn), seq));
+        let mut sample = self.measure(&self.closed(qamd.socket(), connections), change)?;
+        let summary = summarize(&mut sample.ok, sample.seconds);
+        let r = 2.0 * ratio(&summary, &self.ceiling);
+        self.row(
+            format!("6 qamd change_password, {connections} clients (2 argon2 each)"),
+            summary,
+            Some(r),
+            "≥ 0.9 of raw argon2 (×2)",
+            Some(r >= 0.9),
+        );
+
+        eprintln!("6: durable writes without hashing (lock/unlock), 1 and {connections} clients");
+        let exists = Self::exists_lines(self.options.base_users, "exists");
+        let mut sample = self.measure(&self.closed(qamd.socket(), 1), exists)?;
+        let reference = summarize(&mut sample.ok, sample.seconds);
+        let lock: LineFn = Arc::new(|conn, seq, out| {
+            let op = if seq.is_multiple_of(2) {
+                "lock"
+            } else {
+                "unlock"
+            };
+            user_line(out, op, &writer('l', conn))
+        });
+        let mut sample = self.measure(&self.closed(qamd.socket(), 1), Arc::clone(&lock))?;
+        let single = summarize(&mut sample.ok, sample.seconds);
+        self.row(
+            "6 qamd lock/unlock (flushed write), 1 client".into(),
+            single,
+            None,
+            "",
+            None,
+        );
+        let mut sample = self.measure(&self.closed(qamd.socket(), connections), lock)?;
+        let many = summarize(&mut sample.ok, sample.seconds);
+        let gain = ratio(&many, &single);
+        self.row(
+            format!("6 qamd lock/unlock (flushed write), {connections} clients"),
+            many,
+            Some(gain),
+            "writers share flushes: ≥ 2× 1 client",
+            Some(gain >= 2.0),
+        );
+        self.report.fact(
+            "6 durable flush per write (lock p50 − exists p50, 1 client)",
+            format!("{:.3} ms", single.p50_ms - reference.p50_ms),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The benchmark's accounts and request lines: names, the one pre-computed PHC hash every
+//! imported user shares (no argon2 per user), and loading through qamd's `import` op.
+
+use qam_client::wire::{ExportRecord, ImportInfo, MAX_REQUEST_LINE};
+use qam_client::{AsyncClient, ClientError, ClientOptions, Request};
+use std::io::Write as _;
+use std::path::Path;
+
+/// The password of every imported user.
+pub const PASSWORD: &str = "bench-password-1";
+/// The password change_password alternates with.
+pub const OTHER_PASSWORD: &str = "bench-password-2";
+
+/// Bytes of records per import request, safely under the 64 KiB request line.
+const BATCH_BYTES: usize = MAX_REQUEST_LINE - 4096;
+
+/// The `index`-th bulk user.
+pub fn user(index: u64) -> String {
+    format!("u{index:07}")
+}
+
+/// A spread-out index below `count` for a connection's `seq`-th request (splitmix64).
+pub fn pick(conn: usize, seq: u64, count: u64) -> u64 {
+    let mut z = (conn as u64) << 40 ^ seq ^ 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) % count.max(1)
+}
+
+/// `{"op":"<op>","user":"<name>"}` and a newline.
+pub fn user_line(out: &mut Vec<u8>, op: &str, name: &str) {
+    let _ = writeln!(out, r#"{{"op":"{op}","user":"{name}"}}"#);
+}
+
+/// A verify line with `password` (benchmark passwords are not secrets).
+pub fn verify_line(out: &mut Vec<u8>, name: &str, password: &str) {
+    let _ = writeln!(
+        out,
+        r#"{{"op":"verify","user":"{name}","password":"{password}"}}"#
+    );
+}
+
+pub fn register_line(out: &mut Vec<u8>, name: &str) {
+    let _ = writeln!(
+        out,
+        r#"{{"op":"register","user":"{name}","password":"{PASSWORD}"}}"#
+    );
+}
+
+/// Alternates between the two passwords so every change proves the current one.
+pub fn change_password_line(out: &mut Vec<u8>, name: &str, seq: u64) {
+    let (old, new) = if seq.is_multiple_of(2) {
+        (PASSWORD, OTHER_PASSWORD)
+    } else {
+        (OTHER_PASSWORD, PASSWORD)
+    };
+    let _ = writeln!(
+        out,
+        r#"{{"op":"change_password","user":"{name}","old_password":"{old}","new_password":"{new}"}}"#
+    );
+}
+
+/// Imports `names` with the shared `hash` over `connections` parallel connections, in
+/// batches that fit one request line; returns how many records were written.
+pub async fn import(
+    socket: &Path,
+    names: Vec<String>,
+    hash: &str,
+    connections: usize,
+) -> Result<u64, ClientError> {
+    let options = ClientOptions::new(socket).with_timeout(std::time::Duration::from_secs(120));
+    let chunk = names.len().div_ceil(connections.max(1)).max(1);
+    let mut tasks = Vec::new();
+    for part in names.chunks(chunk) {
+        let part = part.to_vec();
+        let options = options.clone();
+        let hash = hash.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut client = AsyncClient::connect(&options).await?;
+            let mut written = 0;
+            for batch in batches(part, &hash) {
+                let request = Request::Import {
+                    records: batch,
+                    replace: false,
+                    dry_run: false,
+                };
+                written += client.call::<ImportInfo>(&request).await?.imported;
+            }
+            Ok::<u64, ClientError>(written)
+        }));
+    }
+    let mut written = 0;
+    for task in tasks {
+        written += task.await.map_err(|_| ClientError::Closed)??;
+    }
+    Ok(written)
+}
+
+/// Groups records so each batch's JSON stays under [`BATCH_BYTES`].
+fn batches(names: Vec<String>, hash: &str) -> Vec<Vec<ExportRecord>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for name in names {
+        let record = ExportRecord {
+            name,
+            hash: hash.to_owned(),
+            created: "2026-01-01".into(),
+            locked: false,
+        };
+        let size = serde_json::to_vec(&record).map_or(BATCH_BYTES, |json| json.len() + 1);
+        if bytes + size > BATCH_BYTES && !batch.is_empty() {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(record);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_batches_fit_one_request_line() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                    iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A";
+        let names: Vec<String> = (0..5000).map(user).collect();
+        let batches = batches(names, hash);
+        assert!(batches.len() > 1);
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 5000);
+        for batch in batches {
+            let line = qam_client::wire::encode_request(
+                Some(u64::MAX),
+                &Request::Import {
+                    records: batch,
+                    replace: false,
+                    dry_run: false,
+                },
+            );
+            assert!(line.len() <= MAX_REQUEST_LINE, "{}", line.len());
+        }
+    }
+
+    #[test]
+    fn picks_stay_in_range_and_spread() {
+        let picks: std::collections::HashSet<u64> =
+            (0..1000).map(|seq| pick(3, seq, 100)).collect();
+        assert!(picks.iter().all(|&p| p < 100));
+        assert!(picks.len() > 80, "{}", picks.len());
+    }
+}
