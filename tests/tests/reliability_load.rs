@@ -309,7 +309,7 @@ fn throttle_memory_is_bounded_across_a_million_usernames() {
 }
 
 #[test]
-fn unknown_locked_and_wrong_password_take_the_same_time() {
+fn unknown_locked_invalid_and_wrong_password_take_the_same_time() {
     let _serial = serial();
     let daemon = Daemon::start_with(&format!("{REAL_HASH}[throttle]\nfree_failures = 1000000\n"));
     daemon.add_user("present", "present-password");
@@ -321,6 +321,7 @@ fn unknown_locked_and_wrong_password_take_the_same_time() {
         ("unknown user", "no-such-user", "any-password"),
         ("locked user", "locked", "locked-password"),
         ("wrong password", "present", "wrong-password"),
+        ("invalid username", "Not A Name!", "any-password"),
     ];
     // Warm up, then interleave so drifting machine load hits every case alike. A machine
     // shared with other jobs can skew one series: up to three series, each reported; a real
