@@ -396,7 +396,10 @@ impl Accounts {
         let exists_error = |index: usize| {
             WireError::new(
                 ErrorCode::Exists,
-                format!("record {index}: `{}` exists (import with --replace to overwrite)", batch[index].0),
+                format!(
+                    "record {index}: `{}` exists (import with --replace to overwrite)",
+                    batch[index].0
+                ),
             )
         };
         if dry_run {

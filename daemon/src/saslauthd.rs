@@ -89,10 +89,18 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<SaslRequest>, FrameError> {
 
 /// The answer frame: a u16 big-endian length, then the text.
 pub fn encode_reply(text: &str) -> Vec<u8> {
-    let bytes = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
-    let mut frame = Vec::with_capacity(2 + bytes.len());
-    frame.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    frame.extend_from_slice(bytes);
+    encode_fields(&[text.as_bytes()])
+}
+
+/// Fields in saslauthd framing (as clients send requests): each a u16 big-endian length,
+/// then the bytes; a field longer than 65535 bytes is cut.
+pub fn encode_fields(fields: &[&[u8]]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    for field in fields {
+        let bytes = &field[..field.len().min(usize::from(u16::MAX))];
+        frame.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        frame.extend_from_slice(bytes);
+    }
     frame
 }
 
@@ -330,12 +338,7 @@ mod tests {
     use super::*;
 
     fn frame(fields: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for field in fields {
-            out.extend_from_slice(&(field.len() as u16).to_be_bytes());
-            out.extend_from_slice(field);
-        }
-        out
+        encode_fields(fields)
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cheap argon2 parameters for tests where the hash cost is not what is tested.
-pub const CHEAP_HASH: &str = "[hash]\nm_cost = 256\nt_cost = 1\np_cost = 1\nworkers = 2\nqueue_limit = 64\n";
+pub const CHEAP_HASH: &str =
+    "[hash]\nm_cost = 256\nt_cost = 1\np_cost = 1\nworkers = 2\nqueue_limit = 64\n";
 
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
@@ -85,10 +86,15 @@ impl Daemon {
         let data_dir = dir.path().join("data");
         let config = dir.path().join("qamd.toml");
         let log = dir.path().join("qamd.log");
-        let hash = if extra.contains("[hash]") { "" } else { CHEAP_HASH };
+        let hash = if extra.contains("[hash]") {
+            ""
+        } else {
+            CHEAP_HASH
+        };
         let (top, tables) = split_top_level(extra);
         let text = format!(
-            "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = \"debug\"\n{top}\n{hash}\n{tables}\n",
+            "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = {level:?}\n{top}\n{hash}\n{tables}\n",
+            level = std::env::var("QAM_TEST_LOG_LEVEL").unwrap_or_else(|_| "debug".into()),
             socket = socket.display().to_string(),
             data_dir = data_dir.display().to_string(),
         );
@@ -135,7 +141,10 @@ impl Daemon {
                 }
             }
             if let Ok(mut client) = Client::connect(&self.options()) {
-                if client.call::<qam_client::wire::HelloInfo>(&Request::Hello).is_ok() {
+                if client
+                    .call::<qam_client::wire::HelloInfo>(&Request::Hello)
+                    .is_ok()
+                {
                     return;
                 }
             }
@@ -172,6 +181,18 @@ impl Daemon {
             .expect("lock test user");
     }
 
+    /// Every account's whole record, via the admin `export` op (first page: up to 100).
+    pub fn export(&self) -> Vec<qam_client::wire::ExportRecord> {
+        let page: qam_client::wire::ExportPage = self
+            .client()
+            .call(&Request::Export {
+                after: None,
+                limit: Some(qam_client::wire::MAX_PAGE),
+            })
+            .expect("export");
+        page.records
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("qamd is running");
@@ -204,14 +225,31 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kills qamd; with `QAM_KEEP_LOGS=DIR` its log is kept there first (for the secrets grep).
     fn drop(&mut self) {
         self.kill();
+        if let Some(keep) = std::env::var_os("QAM_KEEP_LOGS") {
+            let keep = PathBuf::from(keep);
+            let name = self
+                .dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "qamd".into());
+            if fs::create_dir_all(&keep).is_ok() {
+                let _ = fs::copy(&self.log, keep.join(format!("{name}.log")));
+            }
+        }
     }
 }
 
 /// Splits TOML text into its top-level key lines and the part from the first table on.
 fn split_top_level(extra: &str) -> (&str, &str) {
-    match extra.find("\n[").map(|i| i + 1).or_else(|| extra.starts_with('[').then_some(0)) {
+    match extra
+        .find("\n[")
+        .map(|i| i + 1)
+        .or_else(|| extra.starts_with('[').then_some(0))
+    {
         Some(cut) => (&extra[..cut], &extra[cut..]),
         None => (extra, ""),
     }

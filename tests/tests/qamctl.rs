@@ -1,7 +1,7 @@
 //! End-to-end tests of `qamctl` against a real qamd: every subcommand, both output modes, the
 //! exit codes (0 ok, 1 refused, 2 usage), and export/import as a backup and restore path.
 
-use qam_client::wire::{ExportPage, ExportRecord};
+use qam_client::wire::ExportRecord;
 use qam_client::Request;
 use qam_tests::{bin, Daemon};
 use serde_json::Value;
@@ -487,15 +487,8 @@ fn a_peer_without_admin_rights_gets_forbidden() {
 /// A valid argon2id PHC string made by the daemon (register, then export).
 fn some_hash(daemon: &Daemon) -> String {
     daemon.add_user("hash-donor", "correct horse");
-    let page: ExportPage = daemon
-        .client()
-        .call(&Request::Export {
-            after: None,
-            limit: None,
-        })
-        .unwrap();
-    let record = page
-        .records
+    let record = daemon
+        .export()
         .into_iter()
         .find(|r| r.name == "hash-donor")
         .unwrap();

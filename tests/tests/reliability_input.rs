@@ -223,12 +223,8 @@ fn the_request_decoder_survives_anything() {
 
 /// A saslauthd request: four fields, each a u16 big-endian length and the bytes.
 fn sasl_frame(fields: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for field in fields {
-        out.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        out.extend_from_slice(field);
-    }
-    out
+    let fields: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+    qamd::saslauthd::encode_fields(&fields)
 }
 
 #[test]

@@ -104,12 +104,7 @@ fn read_reply(stream: &mut UnixStream) -> Option<String> {
 }
 
 fn frame(fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for field in fields {
-        out.extend_from_slice(&(field.len() as u16).to_be_bytes());
-        out.extend_from_slice(field);
-    }
-    out
+    qamd::saslauthd::encode_fields(fields)
 }
 
 fn testsaslauthd_present() -> bool {
