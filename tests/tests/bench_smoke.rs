@@ -1,0 +1,40 @@
+//! Smoke test of `qam-bench --quick`: every scenario runs end to end against the built qamd
+//! (tiny sizes, cheap hashing) and prints its table; the numbers themselves are not judged.
+
+use qam_tests::bin;
+use std::process::Command;
+
+#[test]
+fn quick_benchmark_runs_every_scenario() {
+    let output = Command::new(bin("qam-bench"))
+        .arg("--quick")
+        .arg("--qamd")
+        .arg(bin("qamd"))
+        .output()
+        .expect("run qam-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "qam-bench failed: {stderr}\n{stdout}"
+    );
+    for scenario in [
+        "| 1 qamd verify",
+        "| 2 qamd exists",
+        "| 3 qamd exists",
+        "| 4 qamd verify accepted",
+        "| 5 qamd lookup",
+        "| 6 qamd change_password",
+        "| 6 qamd lock/unlock",
+    ] {
+        assert!(
+            stdout.contains(scenario),
+            "missing `{scenario}` in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("Goals met:"), "{stdout}");
+    assert!(
+        !stdout.contains("unexpected answers"),
+        "qamd gave unexpected answers:\n{stdout}"
+    );
+}
