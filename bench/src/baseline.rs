@@ -1,16 +1,15 @@
 //! The physical limits qamd is measured against, taken in the same run: raw argon2id verifies
 //! on W threads in this process, and a minimal tokio JSON-lines echo server on a Unix socket.
 
-use crate::load::summarize;
-use crate::load::Summary;
 use argon2::Params;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
-/// Verifies `password` against `phc` on `threads` threads for `warmup + measure`; matching
-/// verifies completed inside the measured window count (as in the socket runs).
+/// Verifies `password` against `phc` on `threads` threads for `warmup + measure`; returns
+/// the times (µs) of matching verifies completed inside the measured window (as in the
+/// socket runs).
 pub fn argon2_ceiling(
     threads: usize,
     password: &str,
@@ -18,11 +17,11 @@ pub fn argon2_ceiling(
     params: &Params,
     warmup: Duration,
     measure: Duration,
-) -> Summary {
+) -> Vec<u32> {
     let start = Instant::now();
     let from = start + warmup;
     let end = from + measure;
-    let latencies = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(move || {
@@ -45,10 +44,8 @@ pub fn argon2_ceiling(
         workers
             .into_iter()
             .flat_map(|worker| worker.join().unwrap_or_default())
-            .collect::<Vec<u32>>()
-    });
-    let mut latencies = latencies;
-    summarize(&mut latencies, measure.as_secs_f64())
+            .collect()
+    })
 }
 
 /// Binds the echo server at `path` and serves it on the current runtime until the runtime ends:

@@ -80,7 +80,7 @@ impl Sample {
         }
     }
 
-    fn merge(&mut self, other: Sample) {
+    pub fn merge(&mut self, other: Sample) {
         self.ok.extend(other.ok);
         self.busy.extend(other.busy);
         self.other.extend(other.other);

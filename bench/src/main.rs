@@ -62,6 +62,10 @@ pub struct Options {
     /// `exists` requests per second in the isolation scenario.
     #[arg(long, default_value_t = 500.0)]
     pub isolation_rate: f64,
+    /// Slices each comparison with raw argon2 is cut into, alternating ceiling and qamd so
+    /// noise from other work on the machine hits both alike.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: u32,
     /// Scenarios to run, by number (1-6).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6])]
     pub only: Vec<u8>,

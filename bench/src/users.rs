@@ -5,6 +5,7 @@ use qam_client::wire::{ExportRecord, ImportInfo, MAX_REQUEST_LINE};
 use qam_client::{AsyncClient, ClientError, ClientOptions, Request};
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The password of every imported user.
 pub const PASSWORD: &str = "bench-password-1";
@@ -47,12 +48,13 @@ pub fn register_line(out: &mut Vec<u8>, name: &str) {
     );
 }
 
-/// Alternates between the two passwords so every change proves the current one.
-pub fn change_password_line(out: &mut Vec<u8>, name: &str, seq: u64) {
-    let (old, new) = if seq.is_multiple_of(2) {
-        (PASSWORD, OTHER_PASSWORD)
-    } else {
+/// Alternates between the two passwords so every change proves the current one; `changed`
+/// says whether the user's current password is [`OTHER_PASSWORD`] (flipped here).
+pub fn change_password_line(out: &mut Vec<u8>, name: &str, changed: &AtomicBool) {
+    let (old, new) = if changed.fetch_xor(true, Ordering::Relaxed) {
         (OTHER_PASSWORD, PASSWORD)
+    } else {
+        (PASSWORD, OTHER_PASSWORD)
     };
     let _ = writeln!(
         out,
