@@ -36,10 +36,16 @@ class Account(slixmpp.ClientXMPP):
             result["outcome"] = "OK"
         except IqError as error:
             result["outcome"] = condition(error)
-            self.disconnect()
+            self.give_up_login()
         except IqTimeout:
             result["outcome"] = "ERROR timeout"
-            self.disconnect()
+            self.give_up_login()
+
+    def give_up_login(self):
+        # Without this, slixmpp goes on to SASL after the registration failed and sends the
+        # password after its own </stream:stream>: Prosody then logs it as junk (debug level).
+        self.unregister_feature("mechanisms", self["feature_mechanisms"].order)
+        self.disconnect()
 
     def failed(self, _event):
         if mode != "register":
