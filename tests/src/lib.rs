@@ -94,7 +94,7 @@ impl Daemon {
         let (top, tables) = split_top_level(extra);
         let text = format!(
             "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = {level:?}\n{top}\n{hash}\n{tables}\n",
-            level = std::env::var("QAM_TEST_LOG_LEVEL").unwrap_or_else(|_| "debug".into()),
+            level = test_log_level("debug"),
             socket = socket.display().to_string(),
             data_dir = data_dir.display().to_string(),
         );
@@ -228,18 +228,29 @@ impl Drop for Daemon {
     /// Kills qamd; with `QAM_KEEP_LOGS=DIR` its log is kept there first (for the secrets grep).
     fn drop(&mut self) {
         self.kill();
-        if let Some(keep) = std::env::var_os("QAM_KEEP_LOGS") {
-            let keep = PathBuf::from(keep);
-            let name = self
-                .dir
-                .path()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "qamd".into());
-            if fs::create_dir_all(&keep).is_ok() {
-                let _ = fs::copy(&self.log, keep.join(format!("{name}.log")));
-            }
-        }
+        keep_log(self.dir.path(), &self.log);
+    }
+}
+
+/// The log level of qamd processes the tests start: `QAM_TEST_LOG_LEVEL`, else `default`.
+pub fn test_log_level(default: &str) -> String {
+    std::env::var("QAM_TEST_LOG_LEVEL").unwrap_or_else(|_| default.into())
+}
+
+/// With `QAM_KEEP_LOGS=DIR`, copies `log` (a file of a harness daemon or real peer living in
+/// the temp dir `owner`) to DIR as `<owner's name>-<log's name>`, for scripts/secrets-audit.
+pub fn keep_log(owner: &Path, log: &Path) {
+    let Some(keep) = std::env::var_os("QAM_KEEP_LOGS") else {
+        return;
+    };
+    let name = |path: &Path| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let keep = PathBuf::from(keep);
+    if log.exists() && fs::create_dir_all(&keep).is_ok() {
+        let _ = fs::copy(log, keep.join(format!("{}-{}", name(owner), name(log))));
     }
 }
 

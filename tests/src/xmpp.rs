@@ -277,6 +277,13 @@ impl Drop for Ejabberd {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        let logs = fs::read_dir(self.dir.path().join("logs"))
+            .into_iter()
+            .flatten();
+        for log in logs.flatten().map(|entry| entry.path()) {
+            crate::keep_log(self.dir.path(), &log);
+        }
+        crate::keep_log(self.dir.path(), &self.dir.path().join("foreground.out"));
     }
 }
 
@@ -380,6 +387,9 @@ impl Drop for Prosody {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             kill_group(&mut child);
+        }
+        for log in ["prosody.log", "foreground.out"] {
+            crate::keep_log(self.dir.path(), &self.dir.path().join(log));
         }
     }
 }

@@ -103,7 +103,7 @@ fn service_exposure_is_at_most_1_5() {
 /// datagram socket standing in for systemd's NOTIFY_SOCKET.
 struct Activated {
     /// Removed on drop, with the socket, config, store and log in it.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     socket: PathBuf,
     /// The store, owned by `nobody`.
     data: PathBuf,
@@ -130,9 +130,10 @@ impl Activated {
         fs::write(
             &config,
             format!(
-                "socket = {:?}\ndata_dir = {:?}\nlog_level = \"info\"\n{CHEAP_HASH}",
+                "socket = {:?}\ndata_dir = {:?}\nlog_level = {:?}\n{CHEAP_HASH}",
                 socket.to_str().unwrap(),
                 data.to_str().unwrap(),
+                qam_tests::test_log_level("info"),
             ),
         )
         .unwrap();
@@ -159,7 +160,7 @@ impl Activated {
             .spawn()
             .unwrap();
         let activated = Activated {
-            _dir: dir,
+            dir,
             socket,
             data,
             door,
@@ -204,6 +205,7 @@ impl Drop for Activated {
             let _ = child.kill();
             let _ = child.wait();
         }
+        qam_tests::keep_log(self.dir.path(), &self.log);
     }
 }
 

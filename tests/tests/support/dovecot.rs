@@ -135,6 +135,16 @@ impl Dovecot {
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
+        self.stop();
+        for log in ["dovecot.log", "foreground.out"] {
+            qam_tests::keep_log(self.dir.path(), &self.dir.path().join(log));
+        }
+    }
+}
+
+impl Dovecot {
+    /// Stops the whole process group: SIGTERM, then SIGKILL after 10 s.
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
