@@ -1,18 +1,17 @@
-//! Fuzzes qam-checkpassword's fd 3 reader (`login NUL password NUL ...`). The binary crate's
-//! module is included by path.
+//! Fuzzes qam-checkpassword's fd 3 reader (`login NUL password NUL ...`): the bounded read,
+//! then the parse.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../adapters/checkpassword/src/input.rs"]
-mod input;
-
 use libfuzzer_sys::fuzz_target;
-use zeroize::Zeroizing;
+use qam_checkpassword::input;
 
 fuzz_target!(|bytes: &[u8]| {
-    let bytes = Zeroizing::new(bytes.to_vec());
-    if let Ok(credentials) = input::parse(&bytes) {
-        assert!(bytes.len() <= input::MAX_INPUT);
+    let Ok(read) = input::read(bytes) else {
+        return;
+    };
+    assert!(read.len() <= input::MAX_INPUT + 1);
+    if let Ok(credentials) = input::parse(&read) {
+        assert!(read.len() <= input::MAX_INPUT);
         assert!(!credentials.login.contains('\0'));
     }
 });

@@ -1,16 +1,10 @@
 //! Fuzzes qam-extauth's framing (ejabberd length frames and generic lines) and its command
-//! parser on whatever frames the bytes form. The binary crate's modules are included by path.
+//! parser on whatever frames the bytes form.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../adapters/extauth/src/command.rs"]
-mod command;
-#[allow(dead_code)]
-#[path = "../../adapters/extauth/src/frame.rs"]
-mod frame;
-
-use frame::{Frame, Protocol};
 use libfuzzer_sys::fuzz_target;
+use qam_extauth::command::Command;
+use qam_extauth::frame::{Frame, Protocol, MAX_REQUEST};
 use std::io::Cursor;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -21,8 +15,8 @@ fuzz_target!(|bytes: &[u8]| {
             frames += 1;
             assert!(frames <= bytes.len() + 1, "frames without progress");
             if let Frame::Request(request) = frame {
-                assert!(request.len() <= frame::MAX_REQUEST);
-                let _ = command::Command::parse(&request);
+                assert!(request.len() <= MAX_REQUEST);
+                let _ = Command::parse(&request);
             }
         }
     }

@@ -2,6 +2,7 @@
 //! bytes; only login and password matter, anything after the second NUL is ignored.
 
 use qam_client::Password;
+use std::io::{self, Read};
 use zeroize::Zeroizing;
 
 /// The interface's limit on what fd 3 carries.
@@ -23,6 +24,14 @@ pub enum InputError {
     Malformed,
     #[error("login or password on fd 3 is not UTF-8")]
     NotUtf8,
+}
+
+/// Reads `source` (fd 3) to its end, but at most one byte past [`MAX_INPUT`], so an over-long
+/// request is noticed without reading it all; the bytes are wiped on drop.
+pub fn read(source: impl Read) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_INPUT + 1));
+    source.take(MAX_INPUT as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Splits the request; `bytes` is wiped on drop by the caller's `Zeroizing`.
@@ -80,5 +89,15 @@ mod tests {
         );
         let long = [b'a'; MAX_INPUT + 1];
         assert_eq!(parse(&bytes(&long)).unwrap_err(), InputError::TooLong);
+    }
+
+    #[test]
+    fn reading_stops_one_byte_past_the_limit() {
+        let long = vec![b'a'; 10 * MAX_INPUT];
+        assert_eq!(read(&long[..]).unwrap().len(), MAX_INPUT + 1);
+        assert_eq!(
+            read(&b"alice\0pw\0"[..]).unwrap().as_slice(),
+            b"alice\0pw\0"
+        );
     }
 }

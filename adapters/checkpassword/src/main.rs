@@ -6,18 +6,13 @@
 //! program runs with `USER` set to the account's normalized name (and `AUTHORIZED=2` in lookup
 //! mode, as Dovecot requires).
 
-mod input;
-
 use clap::Parser;
-use qam_client::wire::{LookupInfo, NameInfo};
-use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Request, TrustedDaemon};
+use qam_checkpassword::{ask_qamd, complain, input, read_fd3, Refusal};
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 /// Command line: options, then the reply program and its arguments (Dovecot appends the path
 /// of `checkpassword-reply` to the words of `passdb { args = … }`).
@@ -36,15 +31,6 @@ struct Cli {
     /// The program to exec on success, with its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     reply: Vec<OsString>,
-}
-
-/// The interface's exit codes for everything but success.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
-    Denied = 1,
-    Misuse = 2,
-    UnknownUser = 3,
-    Temporary = 111,
 }
 
 fn main() -> ExitCode {
@@ -66,7 +52,8 @@ fn run(cli: &Cli) -> Refusal {
     if !lookup && credentials.password.is_empty() {
         return Refusal::Denied;
     }
-    let name = match ask_qamd(cli, &credentials, lookup) {
+    let timeout = Duration::from_secs(cli.timeout);
+    let name = match ask_qamd(&cli.socket, timeout, &credentials, lookup) {
         Ok(name) => name,
         Err(refusal) => return refusal,
     };
@@ -84,57 +71,4 @@ fn run(cli: &Cli) -> Refusal {
         Refusal::Temporary,
         &format!("cannot run the reply program: {err}"),
     )
-}
-
-/// Reads fd 3 to EOF, one byte past the limit so an over-long request is noticed.
-fn read_fd3() -> Result<Zeroizing<Vec<u8>>, Refusal> {
-    let mut bytes = Zeroizing::new(Vec::with_capacity(input::MAX_INPUT + 1));
-    std::fs::File::open("/dev/fd/3")
-        .and_then(|fd3| {
-            fd3.take(input::MAX_INPUT as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .map_err(|err| complain(Refusal::Misuse, &format!("cannot read fd 3: {err}")))?;
-    Ok(bytes)
-}
-
-/// Verifies (or, in lookup mode, looks up) the user; the account's normalized name on success.
-fn ask_qamd(cli: &Cli, credentials: &input::Credentials, lookup: bool) -> Result<String, Refusal> {
-    let trusted = TrustedDaemon::from_env_or_default()
-        .map_err(|err| complain(Refusal::Temporary, &err.to_string()))?;
-    let options = ClientOptions::new(&cli.socket)
-        .with_timeout(Duration::from_secs(cli.timeout))
-        .with_trusted(trusted);
-    let mut client = Client::connect(&options).map_err(|err| refusal_for(&err))?;
-    let user = credentials.login.clone();
-    if lookup {
-        let info: LookupInfo = client
-            .call(&Request::Lookup { user })
-            .map_err(|err| refusal_for(&err))?;
-        return info
-            .account
-            .map(|account| account.name)
-            .ok_or(Refusal::UnknownUser);
-    }
-    let request = Request::Verify {
-        user,
-        password: credentials.password.clone(),
-    };
-    let info: NameInfo = client.call(&request).map_err(|err| refusal_for(&err))?;
-    Ok(info.name)
-}
-
-/// Denials are quiet (Dovecot logs "Login failed" itself); everything else says why on stderr,
-/// which Dovecot copies into its log.
-fn refusal_for(err: &ClientError) -> Refusal {
-    match err.code() {
-        Some(ErrorCode::Denied) => Refusal::Denied,
-        Some(ErrorCode::Throttled) => complain(Refusal::Denied, &err.to_string()),
-        _ => complain(Refusal::Temporary, &err.to_string()),
-    }
-}
-
-fn complain(refusal: Refusal, message: &str) -> Refusal {
-    eprintln!("qam-checkpassword: {message}");
-    refusal
 }

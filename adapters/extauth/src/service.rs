@@ -8,7 +8,7 @@ use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Request};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-/// Anything that answers a command yes or no (the loop in `main` drives one).
+/// Anything that answers a command yes or no (`serve` drives one).
 pub trait Answer {
     fn answer(&mut self, command: Command) -> bool;
     /// Where to report requests that could not be answered properly.
