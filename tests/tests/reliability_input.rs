@@ -278,6 +278,54 @@ fn the_saslauthd_framing_survives_anything() {
     );
 }
 
+/// Refuses every extauth command, logging nowhere.
+struct RefuseAll(qam_extauth::log::Log);
+
+impl qam_extauth::service::Answer for RefuseAll {
+    fn answer(&mut self, _: qam_extauth::command::Command) -> bool {
+        false
+    }
+    fn log(&self) -> &qam_extauth::log::Log {
+        &self.0
+    }
+}
+
+#[test]
+fn the_extauth_loop_and_the_checkpassword_reader_survive_anything() {
+    use qam_extauth::frame::{Protocol, MAX_REQUEST};
+    let executions = AtomicU64::new(0);
+    runner(size(2_000, 200_000))
+        .run(&vec(any::<u8>(), 0..MAX_REQUEST + 512), |bytes| {
+            executions.fetch_add(1, Ordering::Relaxed);
+            // Framing, command parsing and answering in memory: never an error, and never
+            // more answers than the bytes could hold requests (2-byte frames, lines).
+            let mut refuser = RefuseAll(qam_extauth::log::Log::Syslog(None));
+            let mut answers = Vec::new();
+            let input = &mut std::io::Cursor::new(&bytes);
+            qam_extauth::serve(Protocol::Ejabberd, input, &mut answers, &mut refuser).unwrap();
+            prop_assert!(answers.len() / 4 <= bytes.len() / 2);
+            answers.clear();
+            let input = &mut std::io::Cursor::new(&bytes);
+            qam_extauth::serve(Protocol::Generic, input, &mut answers, &mut refuser).unwrap();
+            let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
+            prop_assert!(answers.len() / 2 <= lines);
+            let read = qam_checkpassword::input::read(&bytes[..]).unwrap();
+            prop_assert!(read.len() <= qam_checkpassword::input::MAX_INPUT + 1);
+            if let Ok(credentials) = qam_checkpassword::input::parse(&read) {
+                prop_assert!(!credentials.login.contains('\0'));
+            }
+            Ok(())
+        })
+        .unwrap();
+    figure(
+        "3 hostile input",
+        format!(
+            "qam-extauth's read-parse-answer loop (both protocols) and qam-checkpassword's fd 3 reader: {} generated executions, 0 crashes",
+            executions.load(Ordering::Relaxed)
+        ),
+    );
+}
+
 #[test]
 fn qamd_answers_every_hostile_line_and_keeps_the_connection() {
     let daemon = Daemon::start();
