@@ -2,6 +2,7 @@
 //! on W threads in this process, and a minimal tokio JSON-lines echo server on a Unix socket.
 
 use argon2::Params;
+use qamd::hasher::{verify_with, Scratch};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -27,10 +28,12 @@ pub fn argon2_ceiling(
                 scope.spawn(move || {
                     // The same priority as qamd's hashing threads: only overhead may differ.
                     let _ = qamd::hasher::lower_thread_priority();
+                    // Memory reused from verify to verify, as qamd's hashing threads do.
+                    let mut scratch = Scratch::default();
                     let mut latencies = Vec::new();
                     while Instant::now() < end {
                         let began = Instant::now();
-                        let outcome = qamd::hasher::verify_now(password.as_bytes(), phc, params);
+                        let outcome = verify_with(&mut scratch, password.as_bytes(), phc, params);
                         let done = Instant::now();
                         if outcome.matches && done >= from && done <= end {
                             let micros = done.duration_since(began).as_micros();

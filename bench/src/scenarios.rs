@@ -424,10 +424,22 @@ impl Bench<'_> {
                 Some(r >= 0.8),
             );
         }
+        // Hashing memory counts too: verifies on every worker before the idle reading.
+        let burst = Load::closed(
+            big.socket(),
+            self.options.connections,
+            Duration::ZERO,
+            self.options.measure().min(Duration::from_secs(2)),
+        );
+        let count_lines = count;
+        let verify_lines: LineFn = Arc::new(move |conn, seq, out| {
+            users::verify_line(out, &user(pick(conn, seq, count_lines)), PASSWORD)
+        });
+        self.measure(&burst, verify_lines)?;
         std::thread::sleep(Duration::from_millis(500));
         let idle = big.memory();
         self.report.fact_with_goal(
-            format!("5 qamd idle RSS, {count} users: after start → after the lookups"),
+            format!("5 qamd idle RSS, {count} users: after start → after lookups and verifies"),
             format!("{} → {}", mib(fresh.rss_kib), mib(idle.rss_kib)),
             "< 150 MiB",
             Some(fresh.rss_kib.max(idle.rss_kib) < 150 * 1024),
