@@ -164,7 +164,8 @@ impl Accounts {
         let key = throttle_key(user);
         if let Err(remaining) = self.throttle.check(&key, Instant::now()) {
             self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(user = %key, "verify throttled");
+            // The attempted name is not logged: users type passwords into name fields.
+            tracing::debug!("verify throttled");
             return Err(WireError::new(
                 ErrorCode::Throttled,
                 format!(
@@ -201,10 +202,15 @@ impl Accounts {
                     },
                 ))
             }
-            _ => {
+            (name, record) => {
                 self.throttle.failure(&key, Instant::now());
                 self.counters.denied.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(user = %key, "verify denied");
+                // Only an existing account's name is logged: a name that matches no account
+                // may be a password typed into the name field.
+                match name.filter(|_| record.is_some()) {
+                    Some(name) => tracing::debug!(user = %name, "verify denied"),
+                    None => tracing::debug!("verify denied: no such account"),
+                }
                 Err(denied())
             }
         }

@@ -54,7 +54,7 @@ async fn execute(
 ) -> Result<Answer, WireError> {
     let op = request.op();
     if !grants.allows(op) {
-        tracing::info!(peer_uid = peer.uid, op = %op, user = request.user(), "operation forbidden");
+        tracing::info!(peer_uid = peer.uid, op = %op, "operation forbidden");
         return Err(WireError::new(
             ErrorCode::Forbidden,
             format!(
