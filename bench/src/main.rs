@@ -121,10 +121,10 @@ fn main() -> ExitCode {
     match scenarios::run_all(&options, &options.qamd_binary()) {
         Ok(report) => {
             let header = format!(
-                "{}\n\nqam-bench {}: argon2id m={} t={} p={}, W={} workers, C={} hashing / {} cheap \
+                "{}\n\nqam-bench{}: argon2id m={} t={} p={}, W={} workers, C={} hashing / {} cheap \
                  clients, {} s per run (+{} s warm-up), {} users at scale; whole run {:.0} s.",
                 report::machine(),
-                if options.quick { "--quick" } else { "" },
+                if options.quick { " --quick" } else { "" },
                 options.m_cost,
                 options.t_cost,
                 options.p_cost,
