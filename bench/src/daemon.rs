@@ -178,15 +178,18 @@ impl Drop for Qamd {
 
 /// True when the socket answers `hello` with success.
 fn hello(socket: &Path) -> bool {
-    let Ok(mut stream) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(b"{\"op\":\"hello\"}\n").is_err() {
-        return false;
-    }
+    matches!(round_trip(socket, "{\"op\":\"hello\"}\n"), Ok((_, answer)) if answer.starts_with("{\"ok\":true"))
+}
+
+/// Sends one request line on a new connection; its answer line and the time it took.
+pub fn round_trip(socket: &Path, line: &str) -> std::io::Result<(Duration, String)> {
+    let began = Instant::now();
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    stream.write_all(line.as_bytes())?;
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).is_ok() && answer.starts_with("{\"ok\":true")
+    BufReader::new(stream).read_line(&mut answer)?;
+    Ok((began.elapsed(), answer))
 }
 
 /// VmRSS and VmHWM of `pid`.

@@ -2,7 +2,7 @@
 //! verify vs raw argon2, exists vs echo, isolation, overload, scale, and durable writes.
 
 use crate::baseline::{argon2_ceiling, spawn_echo};
-use crate::daemon::{DaemonError, HashSettings, Qamd};
+use crate::daemon::{round_trip, DaemonError, HashSettings, Qamd};
 use crate::load::{summarize, LineFn, Load, LoadError, Sample, Summary};
 use crate::report::{mib, Report, Row};
 use crate::users::{self, pick, user, user_line, PASSWORD};
@@ -443,6 +443,18 @@ impl Bench<'_> {
             format!("{} → {}", mib(fresh.rss_kib), mib(idle.rss_kib)),
             "< 150 MiB",
             Some(fresh.rss_kib.max(idle.rss_kib) < 150 * 1024),
+        );
+        // A delete compacts the whole store (no bytes of the account stay behind).
+        let line = format!("{{\"op\":\"delete\",\"user\":\"{}\"}}\n", user(0));
+        let (took, answer) = round_trip(big.socket(), &line)?;
+        self.report.fact(
+            format!("5 one delete at {count} users (compacts the store); peak RSS"),
+            format!(
+                "{:.0} ms (`{}`); {}",
+                ms(took),
+                answer.trim_end(),
+                mib(big.memory().peak_kib)
+            ),
         );
         Ok(())
     }
