@@ -7,7 +7,7 @@ use argon2::password_hash::try_generate_salt;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use qam_client::Password;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 use zeroize::Zeroize;
@@ -136,7 +136,25 @@ pub fn hash_with(
 #[derive(Default)]
 pub struct Scratch(Vec<Block>);
 
+/// A hashing thread idle this long gives its argon2 memory back (the first hash after that
+/// costs a few ms of page faults): an idle qamd holds no W × m_cost of hashing memory.
+pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Scratch {
+    /// Frees the blocks and returns free heap memory to the system (glibc keeps freed
+    /// memory of this size in its arenas otherwise).
+    fn release(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        self.0 = Vec::new();
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free memory of the allocator's own arenas.
+        unsafe {
+            nix::libc::malloc_trim(0);
+        }
+    }
+
     /// Exactly the blocks `params` needs (memory follows a change of `m_cost`).
     fn blocks(&mut self, params: &Params) -> &mut [Block] {
         let count = params.block_count();
@@ -351,9 +369,16 @@ fn work(receiver: &Mutex<Receiver<Job>>, queued: &AtomicUsize) {
     loop {
         let job = {
             let receiver = receiver.lock().unwrap_or_else(|poison| poison.into_inner());
-            receiver.recv()
+            receiver.recv_timeout(IDLE_RELEASE)
         };
-        let Ok(job) = job else { return };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                scratch.release();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         queued.fetch_sub(1, Ordering::SeqCst);
         match job {
             Job::Hash {
@@ -471,6 +496,17 @@ mod tests {
                 Argon2::default().verify_password(password, &parsed).is_ok()
             );
         }
+    }
+
+    #[test]
+    fn released_memory_is_taken_again_for_the_next_hash() {
+        let params = params_of(&cheap()).unwrap();
+        let mut scratch = Scratch::default();
+        let phc = hash_with(&mut scratch, b"pw", &params).unwrap();
+        scratch.release();
+        assert!(scratch.0.is_empty());
+        assert!(verify_with(&mut scratch, b"pw", &phc, &params).matches);
+        assert_eq!(scratch.0.len(), params.block_count());
     }
 
     /// This thread's nice value, from /proc (field 19 of `stat`).
