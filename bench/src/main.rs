@@ -26,10 +26,11 @@ pub struct Options {
     /// Seconds of warm-up before each measured run.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Concurrent clients for hashing operations (verify, register, change_password, writes).
+    /// Concurrent clients C: verify, register, change_password, writes, and `exists` vs echo.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
-    /// Concurrent clients for cheap operations (exists, lookup, echo).
+    /// Clients of the latency-bound cheap-op runs: `exists` vs echo (besides C and 1),
+    /// `exists` during isolation, `exists`/`lookup` at scale.
     #[arg(long, default_value_t = 4)]
     pub cheap_connections: usize,
     /// argon2id memory cost (KiB).

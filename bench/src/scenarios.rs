@@ -256,36 +256,53 @@ impl Bench<'_> {
         Arc::new(move |conn, seq, out| user_line(out, op, &user(pick(conn, seq, count))))
     }
 
+    /// `exists` against the echo with C clients (the goal), then with 1 and the cheap-op
+    /// client count, where round trips are bound by wake-up latency, not by work.
     fn cheap(&mut self, qamd: &Qamd) -> Result<(), BenchError> {
-        let connections = self.options.cheap_connections;
         let echo = self.scratch.path().join("echo.sock");
         {
             let _inside = self.runtime.enter();
             spawn_echo(&echo)?;
         }
-        eprintln!("2: echo and qamd exists, {connections} clients");
-        let lines = Self::exists_lines(self.options.base_users, "exists");
-        // Every echoed line is an "other" answer: no check for unexpected ones here.
-        let echo_load = self.closed(&echo, connections);
-        let mut echoed = self.runtime.block_on(echo_load.run(Arc::clone(&lines)))?;
-        let echo_summary = summarize(&mut echoed.other, echoed.seconds);
-        self.row(
-            format!("2 baseline: tokio JSON-lines echo, {connections} clients"),
-            echo_summary,
-            None,
-            "",
-            None,
-        );
-        let mut sample = self.measure(&self.closed(qamd.socket(), connections), lines)?;
-        let summary = summarize(&mut sample.ok, sample.seconds);
-        let r = ratio(&summary, &echo_summary);
-        self.row(
-            format!("2 qamd exists, {connections} clients"),
-            summary,
-            Some(r),
-            "≥ 0.5 of echo, p99 < 1 ms",
-            Some(r >= 0.5 && summary.p99_ms < 1.0),
-        );
+        let mut counts = vec![self.options.connections];
+        for count in [1, self.options.cheap_connections] {
+            if !counts.contains(&count) {
+                counts.push(count);
+            }
+        }
+        for (index, connections) in counts.into_iter().enumerate() {
+            eprintln!("2: echo and qamd exists, {connections} clients");
+            let lines = Self::exists_lines(self.options.base_users, "exists");
+            // Every echoed line is an "other" answer: no check for unexpected ones here.
+            let echo_load = self.closed(&echo, connections);
+            let mut echoed = self.runtime.block_on(echo_load.run(Arc::clone(&lines)))?;
+            let echo_summary = summarize(&mut echoed.other, echoed.seconds);
+            self.row(
+                format!("2 baseline: tokio JSON-lines echo, {connections} clients"),
+                echo_summary,
+                None,
+                "",
+                None,
+            );
+            let mut sample = self.measure(&self.closed(qamd.socket(), connections), lines)?;
+            let summary = summarize(&mut sample.ok, sample.seconds);
+            let r = ratio(&summary, &echo_summary);
+            let (goal, met) = if index == 0 {
+                (
+                    "≥ 0.5 of echo, p99 < 1 ms",
+                    Some(r >= 0.5 && summary.p99_ms < 1.0),
+                )
+            } else {
+                ("(information)", None)
+            };
+            self.row(
+                format!("2 qamd exists, {connections} clients"),
+                summary,
+                Some(r),
+                goal,
+                met,
+            );
+        }
         Ok(())
     }
 
