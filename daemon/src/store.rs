@@ -440,6 +440,25 @@ fn write_current(dir: &Path, number: u64) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// sled's files lying directly in the data dir (generation 0).
+fn legacy_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut legacy = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if LEGACY_FILES.contains(&name.as_ref()) || name.starts_with(LEGACY_SNAPSHOT_PREFIX) {
+            legacy.push(entry.path());
+        }
+    }
+    Ok(legacy)
+}
+
 /// Removes every generation but `keep`: other `store-N` dirs and, once `keep` > 0, sled's
 /// files of generation 0.
 fn remove_other_generations(dir: &Path, keep: u64) -> std::io::Result<()> {
@@ -449,17 +468,11 @@ fn remove_other_generations(dir: &Path, keep: u64) -> std::io::Result<()> {
         }
     }
     if keep > 0 {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if LEGACY_FILES.contains(&name.as_ref()) || name.starts_with(LEGACY_SNAPSHOT_PREFIX) {
-                let path = entry.path();
-                if path.is_dir() {
-                    std::fs::remove_dir_all(&path)?;
-                } else {
-                    std::fs::remove_file(&path)?;
-                }
+        for path in legacy_entries(dir)? {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
             }
         }
     }
@@ -481,6 +494,17 @@ impl Store {
         std::panic::set_hook(Box::new(|_| {}));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let number = current_generation(dir)?;
+            if number == 0
+                && !legacy_entries(dir)
+                    .map_err(|err| err.to_string())?
+                    .is_empty()
+            {
+                // No CURRENT, yet sled files: never opened and compacted as if it were new
+                // (sled reads garbage as an empty db, and compaction would delete the files).
+                return Err(format!(
+                    "it holds sled files but no {CURRENT_FILE} file (damaged, or not a qam store)"
+                ));
+            }
             let generation = open_generation(dir, number)?;
             let store = Store {
                 shared: Arc::new(Shared {
@@ -515,7 +539,7 @@ impl Store {
         }
         let dir = &self.shared.dir;
         let others = generation_dirs(dir).map_err(io_failed)?;
-        let legacy = LEGACY_FILES.iter().any(|name| dir.join(name).exists());
+        let legacy = !legacy_entries(dir).map_err(io_failed)?.is_empty();
         Ok(legacy || others.iter().any(|number| *number != generation.number))
     }
 
@@ -986,6 +1010,20 @@ mod tests {
                 .expect("every writer's flush finished");
         }
         assert_eq!(store.counts().unwrap().users, 640);
+    }
+
+    #[test]
+    fn sled_files_without_current_are_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), b"x\n").unwrap();
+        std::fs::write(dir.path().join("db"), b"garbage\n").unwrap();
+        let err = Store::open(dir.path()).err().expect("must fail");
+        assert!(err.to_string().contains("restore from backup"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("db")).unwrap(),
+            b"garbage\n",
+            "files kept"
+        );
     }
 
     #[test]
