@@ -344,16 +344,20 @@ fn current_generation(dir: &Path) -> Result<u64, String> {
     }
 }
 
+/// The entries of `dir`; none when it does not exist yet.
+fn dir_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Numbers of the `store-N` directories in the data dir.
 fn generation_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
     let mut numbers = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
+    for entry in dir_entries(dir)? {
+        let name = entry.file_name();
         if let Some(number) = name
             .to_str()
             .and_then(|name| name.strip_prefix(GENERATION_PREFIX))
@@ -442,14 +446,8 @@ fn write_current(dir: &Path, number: u64) -> std::io::Result<()> {
 
 /// sled's files lying directly in the data dir (generation 0).
 fn legacy_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
     let mut legacy = Vec::new();
-    for entry in entries {
-        let entry = entry?;
+    for entry in dir_entries(dir)? {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if LEGACY_FILES.contains(&name.as_ref()) || name.starts_with(LEGACY_SNAPSHOT_PREFIX) {
