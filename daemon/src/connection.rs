@@ -45,12 +45,18 @@ impl Connection {
         self.consumed = 0;
         let limit = MAX_REQUEST_LINE + 1;
         let mut chunk = Zeroizing::new([0u8; CHUNK]);
+        // Bytes already searched for a newline: each byte is looked at once, however
+        // small the pieces a client sends a line in.
+        let mut scanned = 0;
         loop {
-            let window = &self.received[..self.received.len().min(limit)];
-            if let Some(end) = window.iter().position(|&byte| byte == b'\n') {
+            let window_end = self.received.len().min(limit);
+            let window = &self.received[scanned..window_end];
+            if let Some(at) = window.iter().position(|&byte| byte == b'\n') {
+                let end = scanned + at;
                 self.consumed = end + 1;
                 return Ok(Frame::Line(&self.received[..end]));
             }
+            scanned = window_end;
             if self.received.len() >= limit {
                 return Ok(Frame::TooLarge);
             }
@@ -108,6 +114,25 @@ mod tests {
             client
         });
         assert_eq!(conn.read_frame().await.unwrap(), Frame::TooLarge);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_line_sent_byte_by_byte_is_one_frame() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server);
+        let writer = tokio::spawn(async move {
+            for &byte in b"{\"op\":\"hello\"}\nnext\n" {
+                client.write_all(&[byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        assert_eq!(
+            conn.read_frame().await.unwrap(),
+            Frame::Line(b"{\"op\":\"hello\"}")
+        );
+        assert_eq!(conn.read_frame().await.unwrap(), Frame::Line(b"next"));
         drop(writer.await.unwrap());
     }
 
