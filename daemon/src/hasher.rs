@@ -141,12 +141,14 @@ pub struct Scratch(Vec<Block>);
 pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Scratch {
-    /// Frees the blocks and returns free heap memory to the system (glibc keeps freed
-    /// memory of this size in its arenas otherwise).
+    /// Wipes and frees the blocks (they hold material derived from the last password), then
+    /// returns free heap memory to the system (glibc keeps freed memory of this size in its
+    /// arenas otherwise).
     fn release(&mut self) {
         if self.0.is_empty() {
             return;
         }
+        self.0.iter_mut().for_each(Zeroize::zeroize);
         self.0 = Vec::new();
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only returns free memory of the allocator's own arenas.
