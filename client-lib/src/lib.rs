@@ -25,6 +25,8 @@
 
 pub mod blocking;
 mod error;
+mod ops;
+mod ops_macro;
 mod secret;
 mod trust;
 pub mod wire;

@@ -1,7 +1,7 @@
 //! The qam wire protocol as Rust types: requests, answers, error codes and the JSON-lines codec.
 //! `protocol.md` is the normative text; this module and that file change together.
 
-use crate::secret::Password;
+use crate::ops::{typed_request, RequestFields};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -21,65 +21,7 @@ pub const MAX_PAGE: u32 = 1000;
 /// Page size used when `limit` is absent.
 pub const DEFAULT_PAGE: u32 = 100;
 
-/// Every operation the daemon knows, by its wire name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    Hello,
-    Verify,
-    Exists,
-    Lookup,
-    Register,
-    ChangePassword,
-    SetPassword,
-    Delete,
-    Lock,
-    Unlock,
-    List,
-    Status,
-    Export,
-    Import,
-}
-
-impl Op {
-    /// All operations, in protocol.md's order.
-    pub const ALL: [Op; 14] = [
-        Op::Hello,
-        Op::Verify,
-        Op::Exists,
-        Op::Lookup,
-        Op::Register,
-        Op::ChangePassword,
-        Op::SetPassword,
-        Op::Delete,
-        Op::Lock,
-        Op::Unlock,
-        Op::List,
-        Op::Status,
-        Op::Export,
-        Op::Import,
-    ];
-
-    /// The wire name, e.g. `change_password`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Hello => "hello",
-            Op::Verify => "verify",
-            Op::Exists => "exists",
-            Op::Lookup => "lookup",
-            Op::Register => "register",
-            Op::ChangePassword => "change_password",
-            Op::SetPassword => "set_password",
-            Op::Delete => "delete",
-            Op::Lock => "lock",
-            Op::Unlock => "unlock",
-            Op::List => "list",
-            Op::Status => "status",
-            Op::Export => "export",
-            Op::Import => "import",
-        }
-    }
-}
+pub use crate::ops::{Answer, Grant, Op, Request, Serve};
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,145 +56,48 @@ pub struct ExportRecord {
     pub locked: bool,
 }
 
-/// A typed request. Serialized by clients; the daemon decodes it with [`decode_request`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    Hello,
-    Verify {
-        user: String,
-        password: Password,
-    },
-    Exists {
-        user: String,
-    },
-    Lookup {
-        user: String,
-    },
-    Register {
-        user: String,
-        password: Password,
-    },
-    ChangePassword {
-        user: String,
-        old_password: Password,
-        new_password: Password,
-    },
-    SetPassword {
-        user: String,
-        password: Password,
-    },
-    Delete {
-        user: String,
-    },
-    Lock {
-        user: String,
-    },
-    Unlock {
-        user: String,
-    },
-    List {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        after: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
-    },
-    Status,
-    Export {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        after: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        limit: Option<u32>,
-    },
-    Import {
-        records: Vec<ExportRecord>,
-        #[serde(default)]
-        replace: bool,
-        #[serde(default)]
-        dry_run: bool,
-    },
+/// Writes `ErrorCode`, its wire strings and `ErrorCode::ALL` from one list.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// Stable error codes; each one is documented in protocol.md.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* #[serde(rename = $name)] $variant,)*
+            /// A code this client does not know (sent by a newer daemon).
+            #[serde(other, rename = "unrecognized")]
+            Unrecognized,
+        }
+
+        impl ErrorCode {
+            /// Every code a daemon sends, in protocol.md's order (`Unrecognized` is not sent).
+            pub const ALL: [ErrorCode; [$(ErrorCode::$variant),*].len()] =
+                [$(ErrorCode::$variant),*];
+
+            /// The wire string, e.g. `invalid_username`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                    ErrorCode::Unrecognized => "unrecognized",
+                }
+            }
+        }
+    };
 }
 
-impl Request {
-    /// The operation this request calls.
-    pub fn op(&self) -> Op {
-        match self {
-            Request::Hello => Op::Hello,
-            Request::Verify { .. } => Op::Verify,
-            Request::Exists { .. } => Op::Exists,
-            Request::Lookup { .. } => Op::Lookup,
-            Request::Register { .. } => Op::Register,
-            Request::ChangePassword { .. } => Op::ChangePassword,
-            Request::SetPassword { .. } => Op::SetPassword,
-            Request::Delete { .. } => Op::Delete,
-            Request::Lock { .. } => Op::Lock,
-            Request::Unlock { .. } => Op::Unlock,
-            Request::List { .. } => Op::List,
-            Request::Status => Op::Status,
-            Request::Export { .. } => Op::Export,
-            Request::Import { .. } => Op::Import,
-        }
-    }
-
-    /// The username the request is about, if any (for audit logs; usernames are public).
-    pub fn user(&self) -> Option<&str> {
-        match self {
-            Request::Verify { user, .. }
-            | Request::Exists { user }
-            | Request::Lookup { user }
-            | Request::Register { user, .. }
-            | Request::ChangePassword { user, .. }
-            | Request::SetPassword { user, .. }
-            | Request::Delete { user }
-            | Request::Lock { user }
-            | Request::Unlock { user } => Some(user),
-            _ => None,
-        }
-    }
-}
-
-/// Stable error codes; each one is documented in protocol.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadRequest,
-    UnknownOp,
-    TooLarge,
-    Denied,
-    Throttled,
-    Exists,
-    NotFound,
-    Forbidden,
-    InvalidUsername,
-    InvalidPassword,
-    RegistrationClosed,
-    Busy,
-    Internal,
-    /// A code this client does not know (sent by a newer daemon).
-    #[serde(other)]
-    Unrecognized,
-}
-
-impl ErrorCode {
-    /// The wire string, e.g. `invalid_username`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Denied => "denied",
-            ErrorCode::Throttled => "throttled",
-            ErrorCode::Exists => "exists",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::InvalidUsername => "invalid_username",
-            ErrorCode::InvalidPassword => "invalid_password",
-            ErrorCode::RegistrationClosed => "registration_closed",
-            ErrorCode::Busy => "busy",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Unrecognized => "unrecognized",
-        }
-    }
+error_codes! {
+    BadRequest = "bad_request",
+    UnknownOp = "unknown_op",
+    TooLarge = "too_large",
+    Denied = "denied",
+    Throttled = "throttled",
+    Exists = "exists",
+    NotFound = "not_found",
+    Forbidden = "forbidden",
+    InvalidUsername = "invalid_username",
+    InvalidPassword = "invalid_password",
+    RegistrationClosed = "registration_closed",
+    Busy = "busy",
+    Internal = "internal",
 }
 
 impl fmt::Display for ErrorCode {
@@ -380,23 +225,6 @@ pub struct DecodeError {
     pub error: WireError,
 }
 
-/// All fields any request may carry; `decode_request` turns them into a typed [`Request`].
-/// Passwords are decoded straight into zeroizing buffers (no intermediate `Value`).
-#[derive(Deserialize)]
-struct RequestFields {
-    id: Option<Value>,
-    op: Option<String>,
-    user: Option<String>,
-    password: Option<Password>,
-    old_password: Option<Password>,
-    new_password: Option<Password>,
-    after: Option<String>,
-    limit: Option<u32>,
-    records: Option<Vec<ExportRecord>>,
-    replace: Option<bool>,
-    dry_run: Option<bool>,
-}
-
 /// Only the `id` of a line that failed to decode as a whole.
 #[derive(Deserialize)]
 struct IdOnly {
@@ -408,10 +236,6 @@ fn bad_request(id: &Option<Value>, message: impl Into<String>) -> DecodeError {
         id: id.clone(),
         error: WireError::new(ErrorCode::BadRequest, message),
     }
-}
-
-fn required<T>(value: Option<T>, field: &str, op: Op) -> Result<T, String> {
-    value.ok_or_else(|| format!("`{op}` needs the field `{field}`"))
 }
 
 /// Decodes one request line (without its newline).
@@ -475,55 +299,6 @@ fn describe_json_error(err: &serde_json::Error) -> String {
         Category::Eof => "incomplete JSON".to_owned(),
         Category::Io => "unreadable input".to_owned(),
     }
-}
-
-fn typed_request(op: Op, fields: RequestFields) -> Result<Request, String> {
-    let RequestFields {
-        user,
-        password,
-        old_password,
-        new_password,
-        after,
-        limit,
-        records,
-        replace,
-        dry_run,
-        ..
-    } = fields;
-    let user = move || required(user, "user", op);
-    Ok(match op {
-        Op::Hello => Request::Hello,
-        Op::Verify => Request::Verify {
-            user: user()?,
-            password: required(password, "password", op)?,
-        },
-        Op::Exists => Request::Exists { user: user()? },
-        Op::Lookup => Request::Lookup { user: user()? },
-        Op::Register => Request::Register {
-            user: user()?,
-            password: required(password, "password", op)?,
-        },
-        Op::ChangePassword => Request::ChangePassword {
-            user: user()?,
-            old_password: required(old_password, "old_password", op)?,
-            new_password: required(new_password, "new_password", op)?,
-        },
-        Op::SetPassword => Request::SetPassword {
-            user: user()?,
-            password: required(password, "password", op)?,
-        },
-        Op::Delete => Request::Delete { user: user()? },
-        Op::Lock => Request::Lock { user: user()? },
-        Op::Unlock => Request::Unlock { user: user()? },
-        Op::List => Request::List { after, limit },
-        Op::Status => Request::Status,
-        Op::Export => Request::Export { after, limit },
-        Op::Import => Request::Import {
-            records: required(records, "records", op)?,
-            replace: replace.unwrap_or(false),
-            dry_run: dry_run.unwrap_or(false),
-        },
-    })
 }
 
 #[derive(Serialize)]
@@ -701,6 +476,32 @@ mod tests {
     fn op_names_round_trip() {
         for op in Op::ALL {
             assert_eq!(op.as_str().parse::<Op>(), Ok(op));
+            // serde names the `op` tag of an encoded request; it must be the wire name too.
+            assert_eq!(serde_json::to_value(op).unwrap(), op.as_str());
+        }
+    }
+
+    #[test]
+    fn the_user_of_a_request_is_its_user_field() {
+        let verify = Request::Verify {
+            user: "alice".into(),
+            password: "alice".into(),
+        };
+        assert_eq!(verify.user(), Some("alice"));
+        let list = Request::List {
+            after: Some("bob".into()),
+            limit: None,
+        };
+        assert_eq!(list.user(), None);
+        assert_eq!(Request::Hello.user(), None);
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            let back: ErrorCode = serde_json::from_value(code.as_str().into()).unwrap();
+            assert_eq!(back, code);
         }
     }
 

@@ -2,7 +2,7 @@
 //! and validation that turns a bad file into one clear message before anything starts.
 
 use crate::cli::Cli;
-use qam_client::wire::Op;
+use qam_client::wire::{Grant, Op};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -213,9 +213,11 @@ impl Default for ThrottleConfig {
 impl Default for PermissionsConfig {
     fn default() -> Self {
         PermissionsConfig {
-            default: [Op::Verify, Op::Exists, Op::Lookup, Op::ChangePassword]
+            default: Op::ALL
+                .into_iter()
+                .filter(|op| op.grant() == Grant::Default)
                 .map(|op| op.as_str().to_owned())
-                .to_vec(),
+                .collect(),
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
         }

@@ -1,14 +1,16 @@
 //! Start-up and shutdown of the whole daemon: data dir, store, hashing pool, socket, signal
 //! handling, periodic full sync, and the final flush before exit.
 
-use crate::accounts::{Accounts, Live};
+use crate::accounts::{Accounts, Settings};
 use crate::config::Config;
 use crate::hasher::{HashError, Hasher};
+use crate::policy::Policy;
 use crate::reload::{self, ReloadSource, Reloader};
 use crate::saslauthd;
 use crate::server::Listener;
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::socket::{self, SetupError};
+use crate::state::State;
 use crate::store::{Store, StoreError};
 use crate::systemd::{self, PassedSockets};
 use std::sync::Arc;
@@ -41,8 +43,10 @@ pub async fn run(
     socket::prepare_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let hasher = Hasher::start(&config.hash)?;
-    let live = Live::from_config(&config)?;
-    let accounts = Arc::new(Accounts::new(store.clone(), hasher, &config, live));
+    let settings = Settings::from_config(&config)?;
+    let accounts = Accounts::new(store.clone(), hasher, &config, settings);
+    let policy = Policy::new(&config.permissions, &config.admin_group);
+    let state = Arc::new(State::new(accounts, policy));
     let activated = passed.main.is_some();
     let std_listener = match passed.main {
         Some(listener) => listener,
@@ -58,9 +62,9 @@ pub async fn run(
 
     let (trigger, shutdown) = shutdown::channel();
     spawn_signal_handler(trigger)?;
-    let reloader = Reloader::new(reload, config.clone(), Arc::clone(&accounts));
+    let reloader = Reloader::new(reload, config.clone(), Arc::clone(&state));
     reload::spawn_on_sighup(reloader, shutdown.clone()).map_err(StartError::Signals)?;
-    let saslauthd = saslauthd::start(&config, passed.saslauthd, &accounts, shutdown.clone())?;
+    let saslauthd = saslauthd::start(&config, passed.saslauthd, &state, shutdown.clone())?;
     tokio::spawn(sync_periodically(
         store.clone(),
         config.data_dir.clone(),
@@ -70,7 +74,7 @@ pub async fn run(
     tracing::info!(
         socket = %config.socket.display(),
         data_dir = %config.data_dir.display(),
-        workers = accounts.hasher().workers(),
+        workers = state.accounts.hasher().workers(),
         "qamd {} ready",
         env!("CARGO_PKG_VERSION")
     );
@@ -81,7 +85,7 @@ pub async fn run(
     ));
     Listener::new(
         listener,
-        Arc::clone(&accounts),
+        Arc::clone(&state),
         config.max_connections,
         config.idle_timeout(),
         shutdown,

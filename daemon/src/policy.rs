@@ -3,7 +3,7 @@
 
 use crate::config::PermissionsConfig;
 use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
-use qam_client::wire::Op;
+use qam_client::wire::{Grant, Op};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 
@@ -41,9 +41,9 @@ impl Grants {
         }
     }
 
-    /// `hello` is always allowed; everything else as granted.
+    /// Operations for everyone are always allowed; everything else as granted.
     pub fn allows(&self, op: Op) -> bool {
-        op == Op::Hello || self.admin || self.ops.contains(&op)
+        op.grant() == Grant::Everyone || self.admin || self.ops.contains(&op)
     }
 
     pub fn is_admin(&self) -> bool {

@@ -1,12 +1,14 @@
 //! SIGHUP: re-reads the config and applies what can change while connections stay open
 //! (permissions, registration, name/password rules, hash costs, log level), logging each change.
 
-use crate::accounts::{Accounts, Live};
+use crate::accounts::Settings;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::hasher::HashError;
 use crate::logging::{self, LevelHandle};
+use crate::policy::Policy;
 use crate::shutdown::Shutdown;
+use crate::state::State;
 use crate::systemd;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -128,15 +130,16 @@ pub struct Reloader {
     source: ReloadSource,
     /// The config in force (restart-only keys keep their start-up values).
     config: Config,
-    accounts: Arc<Accounts>,
+    /// Where the new settings and policy go.
+    state: Arc<State>,
 }
 
 impl Reloader {
-    pub fn new(source: ReloadSource, config: Config, accounts: Arc<Accounts>) -> Reloader {
+    pub fn new(source: ReloadSource, config: Config, state: Arc<State>) -> Reloader {
         Reloader {
             source,
             config,
-            accounts,
+            state,
         }
     }
 
@@ -147,7 +150,8 @@ impl Reloader {
     /// Reads the config again and applies its live part; nothing changes when it is invalid.
     pub async fn reload(&mut self) -> Result<Changes, ReloadError> {
         let mut new = Config::load(&self.source.cli)?;
-        let live = Live::from_config(&new)?;
+        let settings = Settings::from_config(&new)?;
+        let policy = Policy::new(&new.permissions, &new.admin_group);
         let (old_level, new_level) = (
             self.effective_level(&self.config),
             self.effective_level(&new),
@@ -155,9 +159,10 @@ impl Reloader {
         let filter = logging::parse_filter(&new_level).map_err(ReloadError::Level)?;
         let changes = compare(&self.config, &mut new, &old_level, &new_level);
         if hash_costs(&self.config) != hash_costs(&new) {
-            self.accounts.hasher().set_params(&new.hash).await?;
+            self.state.accounts.hasher().set_params(&new.hash).await?;
         }
-        self.accounts.set_live(live);
+        self.state.accounts.set_settings(settings);
+        self.state.set_policy(policy);
         if old_level != new_level {
             self.source
                 .level

@@ -7,12 +7,12 @@
 //! like the real saslauthd; fields after the fourth are never read. Access is decided by
 //! SO_PEERCRED exactly as on the main socket: the peer must be granted `verify`.
 
-use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::daemon::StartError;
 use crate::policy::Peer;
 use crate::shutdown::Shutdown;
 use crate::socket;
+use crate::state::State;
 use qam_client::wire::Op;
 use qam_client::{ErrorCode, Password};
 use std::path::PathBuf;
@@ -138,7 +138,7 @@ impl Opened {
 pub fn start(
     config: &Config,
     passed: Option<std::os::unix::net::UnixListener>,
-    accounts: &Arc<Accounts>,
+    state: &Arc<State>,
     shutdown: Shutdown,
 ) -> Result<Opened, StartError> {
     let (std_listener, bound) = match (passed, &config.saslauthd_socket) {
@@ -159,7 +159,7 @@ pub fn start(
         .map_err(StartError::Listen)?;
     let listener = UnixListener::from_std(std_listener).map_err(StartError::Listen)?;
     let door = Door::new(
-        Arc::clone(accounts),
+        Arc::clone(state),
         config.saslauthd_realms.clone(),
         config.max_connections,
         config.idle_timeout(),
@@ -178,7 +178,8 @@ pub fn start(
 
 /// Everything the door's connections share.
 pub struct Door {
-    accounts: Arc<Accounts>,
+    /// The accounts verified against and the policy saying who may.
+    state: Arc<State>,
     /// `saslauthd_realms`: accepted realms, empty for any.
     realms: Vec<String>,
     /// Caps connections served at once (`max_connections`); beyond it: `NO busy`.
@@ -189,13 +190,13 @@ pub struct Door {
 
 impl Door {
     pub fn new(
-        accounts: Arc<Accounts>,
+        state: Arc<State>,
         realms: Vec<String>,
         max_connections: usize,
         timeout: Duration,
     ) -> Door {
         Door {
-            accounts,
+            state,
             realms,
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
             timeout,
@@ -271,7 +272,7 @@ impl Door {
                 return None;
             }
         };
-        if !self.accounts.live().policy.grants(peer).allows(Op::Verify) {
+        if !self.state.policy().grants(peer).allows(Op::Verify) {
             tracing::info!(
                 peer_uid = peer.uid,
                 op = "verify",
@@ -290,6 +291,7 @@ impl Door {
             realm = %request.realm
         );
         let verdict = self
+            .state
             .accounts
             .verify(&request.login, request.password)
             .instrument(span)

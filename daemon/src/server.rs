@@ -1,14 +1,13 @@
 //! The accept loop and the life of each connection: peer credentials, the connection cap, the
 //! idle timeout, answers in order, and a graceful stop that lets in-flight requests finish.
 
-use crate::accounts::{Accounts, Live};
 use crate::connection::{Connection, Frame};
-use crate::handler::answer_line;
-use crate::policy::{Grants, Peer};
+use crate::dispatch::answer_line;
+use crate::policy::{Grants, Peer, Policy};
 use crate::shutdown::Shutdown;
+use crate::state::State;
 use qam_client::wire::encode_error;
 use qam_client::{ErrorCode, WireError};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 /// Accepts connections until shutdown, then waits for every connection task to finish.
 pub struct Listener {
     listener: UnixListener,
-    accounts: Arc<Accounts>,
+    state: Arc<State>,
     /// Caps open connections; a connection beyond it gets one `busy` answer.
     limit: Arc<Semaphore>,
     /// Closes a connection with no complete request (or unread answers) for this long.
@@ -32,7 +31,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(
         listener: UnixListener,
-        accounts: Arc<Accounts>,
+        state: Arc<State>,
         max_connections: usize,
         idle_timeout: Duration,
         shutdown: Shutdown,
@@ -40,7 +39,7 @@ impl Listener {
         let (finished, all_finished) = mpsc::channel(1);
         Listener {
             listener,
-            accounts,
+            state,
             limit: Arc::new(Semaphore::new(max_connections)),
             idle_timeout,
             shutdown,
@@ -91,7 +90,7 @@ impl Listener {
         };
         let handler = Handler {
             connection: Connection::new(stream),
-            accounts: Arc::clone(&self.accounts),
+            state: Arc::clone(&self.state),
             peer,
             idle_timeout: self.idle_timeout,
             shutdown: self.shutdown.clone(),
@@ -115,7 +114,7 @@ async fn refuse_busy(mut stream: UnixStream) {
 struct Handler {
     _permit: OwnedSemaphorePermit,
     connection: Connection,
-    accounts: Arc<Accounts>,
+    state: Arc<State>,
     peer: Peer,
     idle_timeout: Duration,
     shutdown: Shutdown,
@@ -124,13 +123,12 @@ struct Handler {
 
 impl Handler {
     async fn run(mut self) {
-        self.accounts.connections.fetch_add(1, Ordering::Relaxed);
+        let _open = self.state.connection_opened();
         self.serve().await;
-        self.accounts.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     async fn serve(&mut self) {
-        let mut grants_for: Option<(Arc<Live>, Grants)> = None;
+        let mut grants_for: Option<(Arc<Policy>, Grants)> = None;
         loop {
             if self.shutdown.is_shutdown() {
                 return;
@@ -156,16 +154,16 @@ impl Handler {
                 }
                 Ok(Ok(Frame::Line(line))) => line,
             };
-            let live = self.accounts.live();
+            let policy = self.state.policy();
             let grants = match &grants_for {
-                Some((seen, grants)) if Arc::ptr_eq(seen, &live) => grants.clone(),
+                Some((seen, grants)) if Arc::ptr_eq(seen, &policy) => grants.clone(),
                 _ => {
-                    let grants = live.policy.grants(self.peer);
-                    grants_for = Some((Arc::clone(&live), grants.clone()));
+                    let grants = policy.grants(self.peer);
+                    grants_for = Some((Arc::clone(&policy), grants.clone()));
                     grants
                 }
             };
-            let answer = answer_line(&self.accounts, self.peer, &grants, line).await;
+            let answer = answer_line(&self.state, self.peer, &grants, line).await;
             if self.write(&answer).await.is_err() {
                 return;
             }

@@ -644,21 +644,7 @@ fn every_protocol_error_code_is_triggered() {
     refused.read_to_string(&mut answer).unwrap();
     expect("busy", &serde_json::from_str(answer.trim()).unwrap());
 
-    let all = [
-        "bad_request",
-        "unknown_op",
-        "too_large",
-        "denied",
-        "throttled",
-        "exists",
-        "not_found",
-        "forbidden",
-        "invalid_username",
-        "invalid_password",
-        "registration_closed",
-        "busy",
-        "internal",
-    ];
+    let all: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
     let missing: Vec<_> = all
         .iter()
         .filter(|code| !seen.contains_key(**code))

@@ -1,0 +1,149 @@
+//! Every operation of the protocol, each defined once: its wire name, request fields, answer,
+//! the grant it needs and whether it is audited. `Op`, `Request`, decoding and `Serve` follow.
+
+use crate::ops_macro::{operations, user_field};
+use crate::secret::Password;
+use crate::wire::{
+    Done, ExistsInfo, ExportPage, ExportRecord, HelloInfo, ImportInfo, ListPage, LookupInfo,
+    NameInfo, StatusInfo, WireError,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::future::Future;
+
+/// Which peers may call an operation before `[permissions]` in qamd's config names them.
+/// Admins (root, qamd's own uid, the admin group) may call every operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Every peer, whatever the config says.
+    Everyone,
+    /// Peers in the default `[permissions] default` list, which a config may change.
+    Default,
+    /// Only peers the config names.
+    Named,
+}
+
+operations! {
+    /// The protocol version and the server's name.
+    Hello hello -> HelloInfo, grant: Everyone, audited: false;
+    /// Checks a password; answers the normalized name.
+    Verify verify {
+        /// The name as the user typed it.
+        user: String,
+        password: Password,
+    } -> NameInfo, grant: Default, audited: false;
+    /// Whether an account exists.
+    Exists exists {
+        user: String,
+    } -> ExistsInfo, grant: Default, audited: false;
+    /// The public facts about an account.
+    Lookup lookup {
+        user: String,
+    } -> LookupInfo, grant: Default, audited: false;
+    /// Creates an account.
+    Register register {
+        user: String,
+        password: Password,
+    } -> NameInfo, grant: Named, audited: false;
+    /// A user changes their own password, proving the old one.
+    ChangePassword change_password {
+        user: String,
+        old_password: Password,
+        new_password: Password,
+    } -> Done, grant: Default, audited: false;
+    /// An admin sets a password without knowing the old one.
+    SetPassword set_password {
+        user: String,
+        password: Password,
+    } -> Done, grant: Named, audited: true;
+    /// Removes an account.
+    Delete delete {
+        user: String,
+    } -> Done, grant: Named, audited: true;
+    /// Locks an account: it no longer verifies.
+    Lock lock {
+        user: String,
+    } -> Done, grant: Named, audited: true;
+    /// Unlocks an account.
+    Unlock unlock {
+        user: String,
+    } -> Done, grant: Named, audited: true;
+    /// One page of accounts' public facts, sorted by name.
+    List list {
+        /// The `next` of the previous page.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// Page size, at most `MAX_PAGE`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    } -> ListPage, grant: Named, audited: false;
+    /// The daemon's figures.
+    Status status -> StatusInfo, grant: Named, audited: false;
+    /// One page of whole records, hashes included (backups).
+    Export export {
+        /// The `next` of the previous page.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// Page size, at most `MAX_PAGE`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    } -> ExportPage, grant: Named, audited: true;
+    /// Writes a batch of whole records, all or nothing (backup restore).
+    Import import {
+        records: Vec<ExportRecord>,
+        /// Overwrite existing accounts instead of refusing the batch.
+        replace: bool,
+        /// Check and count only; write nothing.
+        dry_run: bool,
+    } -> ImportInfo, grant: Named, audited: true;
+}
+
+/// All fields any request may carry, each once; `typed_request` picks an operation's own.
+/// Passwords are decoded straight into zeroizing buffers (no intermediate `Value`).
+#[derive(Deserialize)]
+pub(crate) struct RequestFields {
+    /// Echoed in the answer.
+    pub(crate) id: Option<Value>,
+    /// The operation's wire name.
+    pub(crate) op: Option<String>,
+    user: Option<String>,
+    password: Option<Password>,
+    old_password: Option<Password>,
+    new_password: Option<Password>,
+    after: Option<String>,
+    limit: Option<u32>,
+    records: Option<Vec<ExportRecord>>,
+    replace: Option<bool>,
+    dry_run: Option<bool>,
+}
+
+/// How a field read from the line becomes a request's field; the request field's type says
+/// what an absent field means: required, `None`, or `false`.
+trait FromField<T>: Sized {
+    fn from_field(value: Option<T>, field: &str, op: Op) -> Result<Self, String>;
+}
+
+/// Fields an operation cannot do without.
+macro_rules! required_fields {
+    ($($ty:ty),*) => {$(
+        impl FromField<$ty> for $ty {
+            fn from_field(value: Option<$ty>, field: &str, op: Op) -> Result<Self, String> {
+                value.ok_or_else(|| format!("`{op}` needs the field `{field}`"))
+            }
+        }
+    )*};
+}
+
+required_fields!(String, Password, Vec<ExportRecord>);
+
+impl<T> FromField<T> for Option<T> {
+    fn from_field(value: Option<T>, _: &str, _: Op) -> Result<Self, String> {
+        Ok(value)
+    }
+}
+
+impl FromField<bool> for bool {
+    fn from_field(value: Option<bool>, _: &str, _: Op) -> Result<Self, String> {
+        Ok(value.unwrap_or(false))
+    }
+}

@@ -1,0 +1,175 @@
+//! An account's life: `register` creates it, an admin sets its password, locks, unlocks or
+//! deletes it. Every change is durable before it is answered.
+
+use super::{hash_failed, not_found, rule_failed, store_failed, Accounts};
+use crate::store::Record;
+use qam_client::wire::{Done, NameInfo};
+use qam_client::{ErrorCode, Password, WireError};
+
+impl Accounts {
+    /// Creates an account. `admin` bypasses `registration_open`.
+    pub async fn register(
+        &self,
+        user: &str,
+        password: Password,
+        admin: bool,
+    ) -> Result<NameInfo, WireError> {
+        let settings = self.settings();
+        if !admin && !settings.registration_open {
+            return Err(WireError::new(
+                ErrorCode::RegistrationClosed,
+                "registration is closed on this host",
+            ));
+        }
+        let name = settings.rules.new_username(user).map_err(rule_failed)?;
+        settings
+            .rules
+            .new_password(&password)
+            .map_err(rule_failed)?;
+        let taken = || WireError::new(ErrorCode::Exists, format!("`{name}` is taken"));
+        if self.store.contains(&name).map_err(store_failed)? {
+            return Err(taken());
+        }
+        let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
+        if !self
+            .store
+            .insert_new(&name, &Record::new(hash))
+            .await
+            .map_err(store_failed)?
+        {
+            return Err(taken());
+        }
+        tracing::info!(user = %name, "account created");
+        Ok(NameInfo { name })
+    }
+
+    /// An admin sets a password without knowing the old one.
+    pub async fn set_password(&self, user: &str, password: Password) -> Result<Done, WireError> {
+        let settings = self.settings();
+        let name = settings.rules.username(user).map_err(rule_failed)?;
+        settings
+            .rules
+            .new_password(&password)
+            .map_err(rule_failed)?;
+        if !self.store.contains(&name).map_err(store_failed)? {
+            return Err(not_found(&name));
+        }
+        let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
+        self.store
+            .update(&name, |record| record.hash = hash.clone())
+            .await
+            .map_err(store_failed)?
+            .ok_or_else(|| not_found(&name))?;
+        self.throttle.success(&name);
+        tracing::info!(user = %name, "password set by admin");
+        Ok(Done {})
+    }
+
+    /// Removes every byte of an account from the store's current state.
+    pub async fn delete(&self, user: &str) -> Result<Done, WireError> {
+        let name = self.settings().rules.username(user).map_err(rule_failed)?;
+        if !self.store.remove(&name).await.map_err(store_failed)? {
+            return Err(not_found(&name));
+        }
+        self.throttle.success(&name);
+        tracing::info!(user = %name, "account deleted");
+        Ok(Done {})
+    }
+
+    /// Locks or unlocks an account.
+    pub async fn set_locked(&self, user: &str, locked: bool) -> Result<Done, WireError> {
+        let name = self.settings().rules.username(user).map_err(rule_failed)?;
+        self.store
+            .update(&name, |record| record.locked = locked)
+            .await
+            .map_err(store_failed)?
+            .ok_or_else(|| not_found(&name))?;
+        tracing::info!(user = %name, locked, "account lock changed");
+        Ok(Done {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{accounts, password, with_alice};
+    use crate::config::Config;
+    use qam_client::ErrorCode;
+
+    #[tokio::test]
+    async fn register_refuses_taken_bad_and_reserved_names_and_short_passwords() {
+        let (_dir, accounts) = with_alice().await;
+        let long = || password("long-enough-password");
+        let code = |result: Result<_, qam_client::WireError>| result.unwrap_err().code;
+        assert_eq!(
+            code(accounts.register("ALICE", long(), true).await),
+            ErrorCode::Exists
+        );
+        assert_eq!(
+            code(accounts.register("Bad Name!", long(), true).await),
+            ErrorCode::InvalidUsername
+        );
+        assert_eq!(
+            code(accounts.register("root", long(), true).await),
+            ErrorCode::InvalidUsername
+        );
+        assert_eq!(
+            code(accounts.register("bob", password("short"), true).await),
+            ErrorCode::InvalidPassword
+        );
+        assert_eq!(
+            accounts.register("Bob", long(), true).await.unwrap().name,
+            "bob"
+        );
+    }
+
+    #[tokio::test]
+    async fn closed_registration_stops_everyone_but_admins() {
+        let (_dir, accounts) = accounts(Config::default());
+        assert!(!accounts.settings().registration_open);
+        let err = accounts
+            .register("bob", password("long-enough-password"), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::RegistrationClosed);
+        accounts
+            .register("bob", password("long-enough-password"), true)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn set_password_lock_and_delete_change_what_verifies() {
+        let (_dir, accounts) = with_alice().await;
+        accounts
+            .set_password("alice", password("admin-chosen"))
+            .await
+            .unwrap();
+        accounts
+            .verify("alice", password("admin-chosen"))
+            .await
+            .unwrap();
+        accounts.set_locked("alice", true).await.unwrap();
+        assert!(accounts.lookup("alice").unwrap().account.unwrap().locked);
+        assert!(accounts
+            .verify("alice", password("admin-chosen"))
+            .await
+            .is_err());
+        accounts.set_locked("alice", false).await.unwrap();
+        accounts
+            .verify("alice", password("admin-chosen"))
+            .await
+            .unwrap();
+        accounts.delete("alice").await.unwrap();
+        assert!(!accounts.exists("alice").unwrap().exists);
+        for err in [
+            accounts.delete("alice").await.unwrap_err(),
+            accounts.set_locked("alice", true).await.unwrap_err(),
+            accounts
+                .set_password("alice", password("admin-chosen"))
+                .await
+                .unwrap_err(),
+        ] {
+            assert_eq!(err.code, ErrorCode::NotFound);
+        }
+    }
+}

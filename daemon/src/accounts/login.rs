@@ -1,0 +1,240 @@
+//! Logging in: `verify` and `change_password` check a password the same way (throttle, look
+//! up, hash, count), and a hash made with older parameters is upgraded on success.
+
+use super::{denied, hash_failed, rule_failed, store_failed, Accounts};
+use crate::store::Record;
+use qam_client::wire::{Done, NameInfo};
+use qam_client::{ErrorCode, Password, WireError};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A successful password check.
+struct Checked {
+    /// The record as read before hashing, so an upgrade cannot overwrite a later change.
+    record: Record,
+    /// The password that matched, to hash again with the current parameters.
+    password: Password,
+    /// The stored hash used older parameters than the current ones.
+    needs_rehash: bool,
+}
+
+/// The key a failed attempt counts against: the name as normalized, bounded in length.
+fn throttle_key(user: &str) -> String {
+    user.chars().take(64).collect::<String>().to_lowercase()
+}
+
+impl Accounts {
+    /// Checks a password. Unknown, invalid and locked names cost the same argon2 work as a
+    /// wrong password and answer the same `denied`.
+    pub async fn verify(&self, user: &str, password: Password) -> Result<NameInfo, WireError> {
+        let (name, checked) = self.check_password(user, password).await?;
+        if checked.needs_rehash {
+            self.rehash(&name, checked).await;
+        }
+        Ok(NameInfo { name })
+    }
+
+    /// A user changes their own password, proving the old one.
+    pub async fn change_password(
+        &self,
+        user: &str,
+        old: Password,
+        new: Password,
+    ) -> Result<Done, WireError> {
+        self.settings()
+            .rules
+            .new_password(&new)
+            .map_err(rule_failed)?;
+        let (name, _) = self.check_password(user, old).await?;
+        let hash = self.hasher.hash(new).await.map_err(hash_failed)?;
+        self.store
+            .update(&name, |record| record.hash = hash.clone())
+            .await
+            .map_err(store_failed)?
+            .ok_or_else(denied)?;
+        tracing::info!(user = %name, "password changed by its user");
+        Ok(Done {})
+    }
+
+    /// The shared part of verify and change_password: throttle, look up, hash, count.
+    async fn check_password(
+        &self,
+        user: &str,
+        password: Password,
+    ) -> Result<(String, Checked), WireError> {
+        let key = throttle_key(user);
+        if let Err(remaining) = self.throttle.check(&key, Instant::now()) {
+            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            // The attempted name is not logged: users type passwords into name fields.
+            tracing::debug!("verify throttled");
+            return Err(WireError::new(
+                ErrorCode::Throttled,
+                format!(
+                    "too many failed attempts for this user; retry in {} s",
+                    remaining.as_secs().max(1)
+                ),
+            ));
+        }
+        let settings = self.settings();
+        let name = settings.rules.username(user).ok();
+        let record = match &name {
+            Some(name) => self.store.get(name).map_err(store_failed)?,
+            None => None,
+        };
+        let outcome = self
+            .hasher
+            .verify(password.clone(), record.as_ref().map(|r| r.hash.clone()))
+            .await
+            .map_err(|err| {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                hash_failed(err)
+            })?;
+        match (name, record) {
+            (Some(name), Some(record)) if outcome.matches && !record.locked => {
+                self.throttle.success(&key);
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(user = %name, "verify accepted");
+                Ok((
+                    name,
+                    Checked {
+                        record,
+                        password,
+                        needs_rehash: outcome.needs_rehash,
+                    },
+                ))
+            }
+            (name, record) => {
+                self.throttle.failure(&key, Instant::now());
+                self.counters.denied.fetch_add(1, Ordering::Relaxed);
+                // Only an existing account's name is logged: a name that matches no account
+                // may be a password typed into the name field.
+                match name.filter(|_| record.is_some()) {
+                    Some(name) => tracing::debug!(user = %name, "verify denied"),
+                    None => tracing::debug!("verify denied: no such account"),
+                }
+                Err(denied())
+            }
+        }
+    }
+
+    /// Stores a hash with the current parameters; failures only cost the upgrade.
+    async fn rehash(&self, name: &str, checked: Checked) {
+        let hash = match self.hasher.hash(checked.password).await {
+            Ok(hash) => hash,
+            Err(err) => {
+                tracing::debug!(user = %name, error = %err, "rehash postponed");
+                return;
+            }
+        };
+        let upgraded = Record {
+            hash,
+            ..checked.record.clone()
+        };
+        match self.store.replace(name, &checked.record, &upgraded).await {
+            Ok(true) => tracing::info!(user = %name, "hash upgraded to current parameters"),
+            Ok(false) => tracing::debug!(user = %name, "rehash skipped: record changed meanwhile"),
+            Err(err) => tracing::warn!(user = %name, error = %err, "rehash not stored"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{password, with_alice};
+    use crate::config::HashConfig;
+    use qam_client::ErrorCode;
+
+    #[tokio::test]
+    async fn verify_accepts_the_password_under_any_case_of_the_name() {
+        let (_dir, accounts) = with_alice().await;
+        let answer = accounts
+            .verify("ALICE", password("alice-password"))
+            .await
+            .unwrap();
+        assert_eq!(answer.name, "alice");
+    }
+
+    #[tokio::test]
+    async fn wrong_password_unknown_and_locked_users_are_all_denied() {
+        let (_dir, accounts) = with_alice().await;
+        accounts.set_locked("alice", true).await.unwrap();
+        for (user, pw) in [
+            ("alice", "alice-password"),
+            ("alice", "wrong-password"),
+            ("nobody-here", "alice-password"),
+            ("Bad Name!", "alice-password"),
+        ] {
+            let err = accounts.verify(user, password(pw)).await.unwrap_err();
+            assert_eq!(err.code, ErrorCode::Denied, "{user}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_beyond_the_free_ones_are_throttled() {
+        let (_dir, accounts) = with_alice().await;
+        let mut codes = Vec::new();
+        for _ in 0..8 {
+            let err = accounts
+                .verify("alice", password("wrong-password"))
+                .await
+                .unwrap_err();
+            codes.push(err.code);
+        }
+        assert_eq!(codes.first(), Some(&ErrorCode::Denied));
+        assert_eq!(codes.last(), Some(&ErrorCode::Throttled));
+    }
+
+    #[tokio::test]
+    async fn change_password_needs_the_old_one_and_replaces_it() {
+        let (_dir, accounts) = with_alice().await;
+        let err = accounts
+            .change_password(
+                "alice",
+                password("wrong-password"),
+                password("new-password"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Denied);
+        accounts
+            .change_password(
+                "alice",
+                password("alice-password"),
+                password("new-password"),
+            )
+            .await
+            .unwrap();
+        assert!(accounts
+            .verify("alice", password("alice-password"))
+            .await
+            .is_err());
+        accounts
+            .verify("alice", password("new-password"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_old_parameters_is_upgraded_at_login() {
+        let (_dir, accounts) = with_alice().await;
+        let before = accounts.store.get("alice").unwrap().unwrap().hash;
+        accounts
+            .hasher
+            .set_params(&HashConfig {
+                m_cost: 128,
+                t_cost: 1,
+                p_cost: 1,
+                workers: 1,
+                queue_limit: 8,
+            })
+            .await
+            .unwrap();
+        accounts
+            .verify("alice", password("alice-password"))
+            .await
+            .unwrap();
+        let after = accounts.store.get("alice").unwrap().unwrap().hash;
+        assert_ne!(before, after);
+        assert!(after.contains("m=128"), "{after}");
+    }
+}

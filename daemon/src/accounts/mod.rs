@@ -1,0 +1,199 @@
+//! The account logic behind every operation: rules, throttling, hashing and the store, turned
+//! into typed answers or wire errors. Authorization happens before (see `dispatch`).
+//!
+//! One file per family of requests: `login` (verify, change_password), `facts` (exists,
+//! lookup), `admin` (register, set_password, delete, lock), `transfer` (list, export, import)
+//! and `status`.
+
+mod admin;
+mod facts;
+mod login;
+mod status;
+mod transfer;
+
+use crate::config::Config;
+use crate::hasher::{HashError, Hasher};
+use crate::rules::{RuleError, Rules};
+use crate::store::{Record, Store, StoreError};
+use crate::throttle::Throttle;
+use qam_client::wire::Account;
+use qam_client::{ErrorCode, WireError};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+pub use status::ServerFigures;
+
+/// The account settings a config reload may change while connections stay open.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether peers granted `register` (and not admins) may create accounts.
+    pub registration_open: bool,
+    /// The domain of the mock e-mail address in an account's public facts.
+    pub mail_domain: String,
+    /// What a username and a new password must look like.
+    pub rules: Rules,
+}
+
+impl Settings {
+    /// The account settings of a validated config.
+    pub fn from_config(config: &Config) -> Result<Settings, regex::Error> {
+        Ok(Settings {
+            registration_open: config.registration_open,
+            mail_domain: config.mail_domain.clone(),
+            rules: Rules::new(&config.username, &config.password)?,
+        })
+    }
+}
+
+/// Verify outcomes since start, for `status`.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Right password, account not locked.
+    accepted: AtomicU64,
+    /// Wrong password, unknown or locked account.
+    denied: AtomicU64,
+    /// Refused before hashing: too many recent failures for the name.
+    throttled: AtomicU64,
+    /// Refused because every hashing worker was busy.
+    busy: AtomicU64,
+}
+
+/// The account service shared by every connection.
+pub struct Accounts {
+    /// Where the accounts live.
+    store: Store,
+    /// The bounded argon2 pool every password goes through.
+    hasher: Hasher,
+    /// Failed attempts per name, slowing down guessing.
+    throttle: Throttle,
+    /// The settings in force; replaced whole on reload, so a request sees one version.
+    settings: RwLock<Arc<Settings>>,
+    /// Verify outcomes for `status`.
+    counters: Counters,
+}
+
+const DENIED: &str = "wrong user name or password";
+
+fn denied() -> WireError {
+    WireError::new(ErrorCode::Denied, DENIED)
+}
+
+fn store_failed(err: StoreError) -> WireError {
+    tracing::error!(error = %err, "store operation failed");
+    WireError::new(
+        ErrorCode::Internal,
+        "the account store failed; see qamd's log",
+    )
+}
+
+fn hash_failed(err: HashError) -> WireError {
+    match err {
+        HashError::Busy => WireError::new(
+            ErrorCode::Busy,
+            "every password hashing worker is busy; retry shortly",
+        ),
+        other => {
+            tracing::error!(error = %other, "hashing failed");
+            WireError::new(
+                ErrorCode::Internal,
+                "password hashing failed; see qamd's log",
+            )
+        }
+    }
+}
+
+fn rule_failed(err: RuleError) -> WireError {
+    let code = match err {
+        RuleError::BadUsername | RuleError::Reserved(_) => ErrorCode::InvalidUsername,
+        _ => ErrorCode::InvalidPassword,
+    };
+    WireError::new(code, err.to_string())
+}
+
+fn not_found(name: &str) -> WireError {
+    WireError::new(ErrorCode::NotFound, format!("no account named `{name}`"))
+}
+
+impl Accounts {
+    pub fn new(store: Store, hasher: Hasher, config: &Config, settings: Settings) -> Accounts {
+        Accounts {
+            store,
+            hasher,
+            throttle: Throttle::new(&config.throttle),
+            settings: RwLock::new(Arc::new(settings)),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(
+            &self
+                .settings
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        )
+    }
+
+    /// Replaces the settings (config reload).
+    pub fn set_settings(&self, settings: Settings) {
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(settings);
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+}
+
+/// The public facts of a stored account.
+fn account(settings: &Settings, name: String, record: &Record) -> Account {
+    Account {
+        email: format!("{name}@{}", settings.mail_domain),
+        name,
+        created: record.created.clone(),
+        locked: record.locked,
+    }
+}
+
+/// What the unit tests of every family share: accounts on a temporary store, hashing cheap.
+#[cfg(test)]
+mod testing {
+    use super::{Accounts, Settings};
+    use crate::config::{Config, HashConfig};
+    use crate::hasher::Hasher;
+    use crate::store::Store;
+    use qam_client::Password;
+
+    /// Accounts on a fresh store in a temporary directory (kept alive by the caller).
+    pub fn accounts(config: Config) -> (tempfile::TempDir, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let hasher = Hasher::start(&HashConfig {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+            workers: 1,
+            queue_limit: 8,
+        })
+        .unwrap();
+        let settings = Settings::from_config(&config).unwrap();
+        (dir, Accounts::new(store, hasher, &config, settings))
+    }
+
+    /// Accounts with the default config and `alice` (password `alice-password`) registered.
+    pub async fn with_alice() -> (tempfile::TempDir, Accounts) {
+        let (dir, accounts) = accounts(Config::default());
+        accounts
+            .register("alice", password("alice-password"), true)
+            .await
+            .unwrap();
+        (dir, accounts)
+    }
+
+    pub fn password(text: &str) -> Password {
+        Password::from(text)
+    }
+}

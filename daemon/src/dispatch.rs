@@ -1,0 +1,140 @@
+//! One request line in, one answer line out: decode, authorize against the peer's grants,
+//! run the operation on `Accounts`, encode. Each request runs in a span without secrets.
+
+use crate::policy::{Grants, Peer};
+use crate::state::State;
+use qam_client::wire::{
+    decode_request, encode_error, encode_success, Answer, Done, ExistsInfo, ExportPage,
+    ExportRecord, HelloInfo, ImportInfo, ListPage, LookupInfo, NameInfo, Serve, StatusInfo,
+    PROTOCOL_VERSION,
+};
+use qam_client::{ErrorCode, Password, Request, WireError};
+use tracing::Instrument;
+
+/// Answers one request line (newline stripped) from `peer`.
+pub async fn answer_line(state: &State, peer: Peer, grants: &Grants, line: &[u8]) -> Vec<u8> {
+    let (id, request) = match decode_request(line) {
+        Ok(decoded) => decoded,
+        Err(err) => {
+            tracing::debug!(peer_uid = peer.uid, code = %err.error.code, "request refused");
+            return encode_error(err.id.as_ref(), &err.error);
+        }
+    };
+    let op = request.op();
+    let span = tracing::debug_span!("request", op = %op, peer_uid = peer.uid);
+    let result = execute(state, peer, grants, request).instrument(span).await;
+    match result {
+        Ok(answer) => encode_success(id.as_ref(), &answer),
+        Err(err) => encode_error(id.as_ref(), &err),
+    }
+}
+
+async fn execute(
+    state: &State,
+    peer: Peer,
+    grants: &Grants,
+    request: Request,
+) -> Result<Answer, WireError> {
+    let op = request.op();
+    if !grants.allows(op) {
+        tracing::info!(peer_uid = peer.uid, op = %op, "operation forbidden");
+        return Err(WireError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "uid {} may not call `{op}` (see [permissions] in qamd's config)",
+                peer.uid
+            ),
+        ));
+    }
+    if op.is_audited() {
+        tracing::info!(peer_uid = peer.uid, op = %op, user = request.user(), "admin operation");
+    }
+    request.serve(&Call { state, grants }).await
+}
+
+/// One authorized request on its way to the accounts.
+struct Call<'a> {
+    /// The accounts and the server's figures.
+    state: &'a State,
+    /// The caller's grants: an admin may register while registration is closed.
+    grants: &'a Grants,
+}
+
+impl Serve for Call<'_> {
+    async fn hello(&self) -> Result<HelloInfo, WireError> {
+        Ok(HelloInfo {
+            protocol: PROTOCOL_VERSION,
+            server: format!("qamd {}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    async fn verify(&self, user: String, password: Password) -> Result<NameInfo, WireError> {
+        self.state.accounts.verify(&user, password).await
+    }
+
+    async fn exists(&self, user: String) -> Result<ExistsInfo, WireError> {
+        self.state.accounts.exists(&user)
+    }
+
+    async fn lookup(&self, user: String) -> Result<LookupInfo, WireError> {
+        self.state.accounts.lookup(&user)
+    }
+
+    async fn register(&self, user: String, password: Password) -> Result<NameInfo, WireError> {
+        let admin = self.grants.is_admin();
+        self.state.accounts.register(&user, password, admin).await
+    }
+
+    async fn change_password(
+        &self,
+        user: String,
+        old_password: Password,
+        new_password: Password,
+    ) -> Result<Done, WireError> {
+        let accounts = &self.state.accounts;
+        accounts
+            .change_password(&user, old_password, new_password)
+            .await
+    }
+
+    async fn set_password(&self, user: String, password: Password) -> Result<Done, WireError> {
+        self.state.accounts.set_password(&user, password).await
+    }
+
+    async fn delete(&self, user: String) -> Result<Done, WireError> {
+        self.state.accounts.delete(&user).await
+    }
+
+    async fn lock(&self, user: String) -> Result<Done, WireError> {
+        self.state.accounts.set_locked(&user, true).await
+    }
+
+    async fn unlock(&self, user: String) -> Result<Done, WireError> {
+        self.state.accounts.set_locked(&user, false).await
+    }
+
+    async fn list(&self, after: Option<String>, limit: Option<u32>) -> Result<ListPage, WireError> {
+        self.state.accounts.list(after.as_deref(), limit)
+    }
+
+    async fn status(&self) -> Result<StatusInfo, WireError> {
+        self.state.accounts.status(self.state.figures()).await
+    }
+
+    async fn export(
+        &self,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<ExportPage, WireError> {
+        self.state.accounts.export(after.as_deref(), limit)
+    }
+
+    async fn import(
+        &self,
+        records: Vec<ExportRecord>,
+        replace: bool,
+        dry_run: bool,
+    ) -> Result<ImportInfo, WireError> {
+        self.state.accounts.import(records, replace, dry_run).await
+    }
+}
