@@ -21,11 +21,6 @@ impl Password {
         &self.0
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// True for the empty password.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -1,22 +1,23 @@
-//! qamd as a library: every module of the credential daemon, so the binary, the man-page
-//! generator and the benchmarks share one definition. `main.rs` only wires them together.
+//! qamd as a library: the credential daemon's modules, so the binary, the man-page generator,
+//! the benchmarks, the fuzz targets and the tests share one definition. Only what they use
+//! is public; `main.rs` only wires the public parts together.
 
-pub mod accounts;
+mod accounts;
 pub mod cli;
 pub mod config;
-pub mod connection;
+mod connection;
 pub mod daemon;
-pub mod dispatch;
+mod dispatch;
 pub mod hasher;
 pub mod logging;
-pub mod policy;
+mod policy;
 pub mod reload;
-pub mod rules;
+mod rules;
 pub mod saslauthd;
-pub mod server;
-pub mod shutdown;
-pub mod socket;
-pub mod state;
+mod server;
+mod shutdown;
+mod socket;
+mod state;
 pub mod store;
 pub mod systemd;
 pub mod throttle;

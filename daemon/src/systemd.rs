@@ -5,8 +5,6 @@ use nix::sys::socket::{getsockopt, sockopt, SockType};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
-/// FileDescriptorName= of qamd.socket, the JSON-lines protocol socket.
-pub const MAIN_FD_NAME: &str = "qamd";
 /// FileDescriptorName= of qamd-saslauthd.socket, the saslauthd-compatible door.
 pub const SASLAUTHD_FD_NAME: &str = "saslauthd";
 
@@ -94,11 +92,6 @@ pub fn notify_ready(status: &str) {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(status),
     ]);
-}
-
-/// Replaces the status line `systemctl status qamd` shows.
-pub fn notify_status(status: &str) {
-    send(&[sd_notify::NotifyState::Status(status)]);
 }
 
 /// Tells systemd a reload started; `notify_ready` ends it.
