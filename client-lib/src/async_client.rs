@@ -9,9 +9,13 @@ use tokio::net::UnixStream;
 
 /// One async connection to qamd; every call is bounded by the options' timeout.
 pub struct AsyncClient {
+    /// The socket, buffered for reading answer lines; requests are written through it too.
     reader: BufReader<UnixStream>,
+    /// Bound on each request's round trip.
     timeout: std::time::Duration,
+    /// The `id` of the next request, checked in its answer so answers cannot be mixed up.
     next_id: u64,
+    /// Set after a transport error: the stream's position is unknown, so no request may follow.
     spent: bool,
 }
 

@@ -10,8 +10,11 @@ use std::os::unix::net::UnixStream;
 /// One connection to qamd. Requests are answered in order; after any transport error the
 /// connection is spent and `call` answers `ClientError::Closed`: connect again.
 pub struct Client {
+    /// The socket, buffered for reading answer lines; requests are written through it too.
     reader: BufReader<UnixStream>,
+    /// The `id` of the next request, checked in its answer so answers cannot be mixed up.
     next_id: u64,
+    /// Set after a transport error: the stream's position is unknown, so no request may follow.
     spent: bool,
 }
 

@@ -58,9 +58,11 @@ pub const MAX_REPLY_LINE: usize = 16 * 1024 * 1024;
 /// How to reach the daemon and whom to trust there.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
+    /// Where qamd listens.
     pub socket: PathBuf,
     /// Bound on connecting and on each request's round trip.
     pub timeout: Duration,
+    /// Whose socket this client sends passwords to (checked with SO_PEERCRED).
     pub trusted: TrustedDaemon,
 }
 

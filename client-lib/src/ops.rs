@@ -28,44 +28,57 @@ operations! {
     Hello hello -> HelloInfo, grant: Everyone, audited: false;
     /// Checks a password; answers the normalized name.
     Verify verify {
-        /// The name as the user typed it.
+        /// The account's name as typed; qamd normalizes it.
         user: String,
+        /// The password to check.
         password: Password,
     } -> NameInfo, grant: Default, audited: false;
     /// Whether an account exists.
     Exists exists {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
     } -> ExistsInfo, grant: Default, audited: false;
     /// The public facts about an account.
     Lookup lookup {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
     } -> LookupInfo, grant: Default, audited: false;
     /// Creates an account.
     Register register {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
+        /// The new account's password.
         password: Password,
     } -> NameInfo, grant: Named, audited: false;
     /// A user changes their own password, proving the old one.
     ChangePassword change_password {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
+        /// Proves the user knows the current password.
         old_password: Password,
+        /// The password replacing it.
         new_password: Password,
     } -> Done, grant: Default, audited: false;
     /// An admin sets a password without knowing the old one.
     SetPassword set_password {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
+        /// The new password.
         password: Password,
     } -> Done, grant: Named, audited: true;
     /// Removes an account.
     Delete delete {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
     } -> Done, grant: Named, audited: true;
     /// Locks an account: it no longer verifies.
     Lock lock {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
     } -> Done, grant: Named, audited: true;
     /// Unlocks an account.
     Unlock unlock {
+        /// The account's name as typed; qamd normalizes it.
         user: String,
     } -> Done, grant: Named, audited: true;
     /// One page of accounts' public facts, sorted by name.
@@ -90,6 +103,7 @@ operations! {
     } -> ExportPage, grant: Named, audited: true;
     /// Writes a batch of whole records, all or nothing (backup restore).
     Import import {
+        /// The batch, as `export` gave it.
         records: Vec<ExportRecord>,
         /// Overwrite existing accounts instead of refusing the batch.
         replace: bool,
@@ -106,14 +120,23 @@ pub(crate) struct RequestFields {
     pub(crate) id: Option<Value>,
     /// The operation's wire name.
     pub(crate) op: Option<String>,
+    /// The account a request is about.
     user: Option<String>,
+    /// The password to check or set.
     password: Option<Password>,
+    /// `change_password`: proves the user knows the current one.
     old_password: Option<Password>,
+    /// `change_password`: the password replacing it.
     new_password: Option<Password>,
+    /// Paging: the last name of the previous page.
     after: Option<String>,
+    /// Paging: the page size.
     limit: Option<u32>,
+    /// `import`: the batch of whole records.
     records: Option<Vec<ExportRecord>>,
+    /// `import`: overwrite existing accounts.
     replace: Option<bool>,
+    /// `import`: check and count without writing.
     dry_run: Option<bool>,
 }
 

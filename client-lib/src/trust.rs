@@ -10,6 +10,7 @@ pub const TRUSTED_ENV: &str = "QAM_DAEMON_USERS";
 /// The set of uids a client accepts as the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustedDaemon {
+    /// Uids accepted as the daemon's; any other peer is refused before a password is sent.
     uids: Vec<u32>,
 }
 

@@ -48,11 +48,13 @@ impl FromStr for Op {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportRecord {
+    /// The normalized username, the key the account is stored under.
     pub name: String,
     /// The argon2id PHC string.
     pub hash: String,
     /// Creation date, `YYYY-MM-DD`.
     pub created: String,
+    /// A locked account keeps its data but no longer verifies.
     pub locked: bool,
 }
 
@@ -110,7 +112,9 @@ impl fmt::Display for ErrorCode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct WireError {
+    /// What went wrong, as a stable string clients branch on.
     pub code: ErrorCode,
+    /// For people reading logs; wording may change between releases.
     pub message: String,
 }
 
@@ -126,90 +130,121 @@ impl WireError {
 /// Answer to `hello`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelloInfo {
+    /// [`PROTOCOL_VERSION`], so a client can tell what it may send.
     pub protocol: u32,
+    /// `qamd` and its version, for support questions.
     pub server: String,
 }
 
 /// Answer to `verify` and `register`: the normalized name the account is stored under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameInfo {
+    /// The name as stored, which may differ from the one typed (case).
     pub name: String,
 }
 
 /// Answer to `exists`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExistsInfo {
+    /// Whether an account of that name is stored.
     pub exists: bool,
 }
 
 /// The public facts about an account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
+    /// The normalized username.
     pub name: String,
     /// `name@<mail domain>`, computed, never stored.
     pub email: String,
     /// Creation date, `YYYY-MM-DD`.
     pub created: String,
+    /// A locked account no longer verifies.
     pub locked: bool,
 }
 
 /// Answer to `lookup`: `account` is null for an unknown user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupInfo {
+    /// The account's public facts, `None` when there is no such account.
     pub account: Option<Account>,
 }
 
 /// Answer to `list`: one page sorted by name; `next` is the `after` for the following page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListPage {
+    /// This page's accounts, in name order.
     pub users: Vec<Account>,
+    /// The `after` of the following page; `None` on the last page.
     pub next: Option<String>,
 }
 
 /// Answer to `export`: one page of whole records sorted by name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportPage {
+    /// This page's whole records, in name order.
     pub records: Vec<ExportRecord>,
+    /// The `after` of the following page; `None` on the last page.
     pub next: Option<String>,
 }
 
 /// Answer to `import`: how many records were (or, for a dry run, would be) written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportInfo {
+    /// Records written (or, for a dry run, that would be).
     pub imported: u64,
+    /// Of those, how many overwrote an existing account.
     pub replaced: u64,
 }
 
 /// Hashing pool figures in `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashingStatus {
+    /// Hashing threads.
     pub workers: usize,
+    /// Hash jobs waiting now; near `queue_limit` means `busy` answers soon.
     pub queued: usize,
+    /// Waiting jobs beyond which requests are answered `busy`.
     pub queue_limit: usize,
+    /// argon2 memory cost in KiB of new hashes.
     pub m_cost: u32,
+    /// argon2 iterations of new hashes.
     pub t_cost: u32,
+    /// argon2 lanes of new hashes.
     pub p_cost: u32,
 }
 
 /// Verify outcomes counted since start.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyCounts {
+    /// Right password, account not locked.
     pub accepted: u64,
+    /// Wrong password, unknown or locked account.
     pub denied: u64,
+    /// Refused before hashing after too many failures for the name.
     pub throttled: u64,
+    /// Refused because every hashing worker was busy.
     pub busy: u64,
 }
 
 /// Answer to `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusInfo {
+    /// qamd's release.
     pub version: String,
+    /// Seconds since qamd started.
     pub uptime_seconds: u64,
+    /// Stored accounts.
     pub users: u64,
+    /// Of those, how many are locked.
     pub locked: u64,
+    /// Client connections open on the main socket now.
     pub connections: usize,
+    /// Whether non-admins granted `register` may create accounts.
     pub registration_open: bool,
+    /// How busy the hashing pool is and the parameters of new hashes.
     pub hashing: HashingStatus,
+    /// Verify outcomes since start.
     pub verify: VerifyCounts,
 }
 
@@ -222,12 +257,14 @@ pub struct Done {}
 pub struct DecodeError {
     /// The request's `id`, when it could be read, so the error answer can echo it.
     pub id: Option<Value>,
+    /// The `bad_request` or `unknown_op` answer to send.
     pub error: WireError,
 }
 
 /// Only the `id` of a line that failed to decode as a whole.
 #[derive(Deserialize)]
 struct IdOnly {
+    /// The request's `id`, echoed in the error answer.
     id: Option<Value>,
 }
 
@@ -303,8 +340,10 @@ fn describe_json_error(err: &serde_json::Error) -> String {
 
 #[derive(Serialize)]
 struct RequestEnvelope<'a> {
+    /// Echoed back, so a client can match answers to requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<u64>,
+    /// The `op` and its fields, flattened beside `id`.
     #[serde(flatten)]
     request: &'a Request,
 }
@@ -322,18 +361,24 @@ pub fn encode_request(id: Option<u64>, request: &Request) -> Zeroizing<Vec<u8>> 
 
 #[derive(Serialize)]
 struct SuccessEnvelope<'a, T: Serialize> {
+    /// The request's `id`, echoed.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a Value>,
+    /// Always `true` here.
     ok: bool,
+    /// The answer's fields, flattened beside `ok`.
     #[serde(flatten)]
     body: &'a T,
 }
 
 #[derive(Serialize)]
 struct ErrorEnvelope<'a> {
+    /// The request's `id`, echoed when it could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a Value>,
+    /// Always `false` here.
     ok: bool,
+    /// The code and message.
     error: &'a WireError,
 }
 
@@ -371,11 +416,15 @@ fn encode_error_body(id: Option<&Value>, error: &WireError) -> Vec<u8> {
 /// An answer line as a client first sees it.
 #[derive(Deserialize)]
 struct ReplyEnvelope {
+    /// The echoed `id`, to check answers stay in order.
     #[serde(default)]
     id: Option<Value>,
+    /// Whether `body` or `error` holds the answer.
     ok: bool,
+    /// Present when `ok` is false.
     #[serde(default)]
     error: Option<WireError>,
+    /// Every other field: the success body, decoded into its type later.
     #[serde(flatten)]
     body: Map<String, Value>,
 }

@@ -23,6 +23,7 @@ pub enum Frame<'a> {
 
 /// One client connection.
 pub struct Connection {
+    /// The client's socket.
     stream: UnixStream,
     /// Received bytes: the current line, then whatever followed it.
     received: Zeroizing<Vec<u8>>,

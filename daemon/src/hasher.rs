@@ -66,7 +66,7 @@ pub struct Hasher {
 
 /// How much nicer than the rest of qamd the hashing threads run. With every core hashing, a
 /// cheap request's wake-up (and its client's) then preempts argon2 at once instead of waiting
-/// out a time slice: `exists` p99 while verifies saturate went from 2.7–3.9 ms to 0.2 ms.
+/// out a time slice (BENCHMARKS.md, "What changed in qamd", has the measured gain).
 pub const HASH_NICENESS: i32 = 10;
 
 /// Lowers the calling thread's priority by [`HASH_NICENESS`] (capped at 19). On Linux
@@ -132,7 +132,7 @@ pub fn hash_with(
 
 /// argon2's working memory, kept by a hashing thread from one job to the next: no
 /// m_cost-sized allocation, zeroing and page faults per hash, and resident memory stays
-/// near workers × m_cost (glibc kept up to 57 MiB per arena: 222 MiB after 160 verifies).
+/// near workers × m_cost (glibc would keep freed arenas; BENCHMARKS.md has the figures).
 #[derive(Default)]
 pub struct Scratch(Vec<Block>);
 

@@ -10,7 +10,9 @@ use std::ffi::CString;
 /// Who is on the other end of a connection (from SO_PEERCRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
+    /// The peer's user id, looked up in `[permissions.users]`.
     pub uid: u32,
+    /// The peer's primary group id; its supplementary groups come from the group database.
     pub gid: u32,
 }
 
@@ -28,7 +30,9 @@ impl Peer {
 /// What one connection may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants {
+    /// Root, qamd's own uid or the admin group: every operation.
     admin: bool,
+    /// The operations granted otherwise.
     ops: BTreeSet<Op>,
 }
 
@@ -54,10 +58,15 @@ impl Grants {
 /// The configured permissions, resolved once per config load.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// qamd's own uid: a process running as it can read the store anyway, so it is an admin.
     daemon_uid: u32,
+    /// The admin group's gid, `None` when that group does not exist.
     admin_gid: Option<u32>,
+    /// Granted to every peer.
     default: BTreeSet<Op>,
+    /// Granted to a user name, beyond `default`.
     users: BTreeMap<String, BTreeSet<Op>>,
+    /// Granted to members of a group, beyond `default`.
     groups: BTreeMap<String, BTreeSet<Op>>,
 }
 

@@ -29,7 +29,9 @@ pub enum ReloadError {
 /// What a reload changed: settings applied at once, and settings that wait for a restart.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Keys whose new values are in force now.
     pub applied: Vec<String>,
+    /// Keys that changed but keep their start-up values until a restart.
     pub need_restart: Vec<&'static str>,
 }
 
@@ -127,6 +129,7 @@ impl ReloadSource {
 
 /// Everything a reload needs: where the config comes from and what to change.
 pub struct Reloader {
+    /// Where the config is read from again, and the log level to change.
     source: ReloadSource,
     /// The config in force (restart-only keys keep their start-up values).
     config: Config,

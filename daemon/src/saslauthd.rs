@@ -37,9 +37,13 @@ pub const MAX_FRAME: usize = FIELD_NAMES.len() * (2 + MAX_FIELD);
 /// One decoded request. Only the password is secret.
 #[derive(Debug)]
 pub struct SaslRequest {
+    /// The name as the client sent it.
     pub login: String,
+    /// Checked, never logged.
     pub password: Password,
+    /// The service asking (`smtp`, `xmpp`), for the debug span only.
     pub service: String,
+    /// Checked against `saslauthd_realms`.
     pub realm: String,
 }
 

@@ -16,15 +16,19 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Accepts connections until shutdown, then waits for every connection task to finish.
 pub struct Listener {
+    /// The bound protocol socket.
     listener: UnixListener,
+    /// Cloned into each connection: the accounts and the policy.
     state: Arc<State>,
     /// Caps open connections; a connection beyond it gets one `busy` answer.
     limit: Arc<Semaphore>,
     /// Closes a connection with no complete request (or unread answers) for this long.
     idle_timeout: Duration,
+    /// Stops accepting; cloned into each connection so it stops too.
     shutdown: Shutdown,
     /// Cloned into each connection task; `run` waits until every clone is dropped.
     finished: mpsc::Sender<()>,
+    /// Yields `None` once every connection task dropped its `finished` clone.
     all_finished: mpsc::Receiver<()>,
 }
 
@@ -112,12 +116,19 @@ async fn refuse_busy(mut stream: UnixStream) {
 /// One connection's task. Fields drop in order: the permit is released before the socket
 /// closes, so a client that sees its connection end can connect again at once.
 struct Handler {
+    /// This connection's place under `max_connections`, released on drop.
     _permit: OwnedSemaphorePermit,
+    /// The framed socket.
     connection: Connection,
+    /// The accounts, the policy and the connection count.
     state: Arc<State>,
+    /// Who is on the other end, for grants and logs.
     peer: Peer,
+    /// How long a client may send nothing or read nothing.
     idle_timeout: Duration,
+    /// Ends the connection between requests on shutdown.
     shutdown: Shutdown,
+    /// Dropped when the task ends, so `Listener::run` knows when all have.
     _finished: mpsc::Sender<()>,
 }
 

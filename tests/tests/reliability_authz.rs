@@ -1,4 +1,4 @@
-//! Authorization matrix (issue 7, family 5): every operation × {root, admin-group member,
+//! Authorization matrix: every operation × {root, admin-group member,
 //! service user with grants, service user without, unrelated uid}, with real unix users.
 
 mod reliability_support;

@@ -1,4 +1,4 @@
-//! Hostile input (issue 7, family 3): generated and random input for the request decoder, the
+//! Hostile input: generated and random input for the request decoder, the
 //! saslauthd framing, qam-extauth and qam-checkpassword; every protocol error code triggered.
 
 mod reliability_support;

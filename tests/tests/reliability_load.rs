@@ -1,4 +1,4 @@
-//! Load, guessing and timing (issue 7, families 4, 6 and 7): idle, slow and non-reading
+//! Load, guessing and timing: idle, slow and non-reading
 //! clients, a password-guessing run against the throttle, and the timing of every `denied`.
 
 mod reliability_support;

@@ -1,4 +1,4 @@
-//! Secrets (issue 7, family 8): at trace log level no password reaches a log, an answer or a
+//! Secrets: at trace log level no password reaches a log, an answer or a
 //! tool's output; qamd cannot dump core; no password stays in qamd's memory after use.
 
 mod reliability_support;

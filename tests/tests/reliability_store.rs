@@ -1,4 +1,4 @@
-//! Reliability of the account store (issue 7, families 1, 2 and 9): acknowledged writes survive
+//! Reliability of the account store: acknowledged writes survive
 //! SIGKILL, damaged stores are refused loudly, backups round-trip, deleted accounts are erased.
 
 mod reliability_support;
@@ -22,7 +22,7 @@ struct UserState {
     acked: Option<String>,
     /// A request sent without an answer when qamd died: applied or not, never half.
     pending: Option<Option<String>>,
-    /// Touched in this round: checked by password, not only by its stored hash.
+    /// Written to since the last check: checked by password, not only by its stored hash.
     dirty: bool,
     /// The stored hash seen at the last check.
     hash: Option<String>,

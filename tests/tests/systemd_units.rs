@@ -20,7 +20,7 @@ const SETPRIV: &str = "/usr/bin/setpriv";
 const SOCAT: &str = "/usr/bin/socat";
 
 /// The highest `systemd-analyze security` exposure qamd.service may have ("OK" ends at 3.9;
-/// the issue asks for 1.5 or less).
+/// README promises 1.5 or less).
 const MAX_EXPOSURE: f64 = 1.5;
 
 /// The units as shipped, in `systemd/`.
