@@ -12,6 +12,7 @@ pub mod hasher;
 pub mod logging;
 mod policy;
 pub mod reload;
+mod reloadable;
 mod rules;
 pub mod saslauthd;
 mod server;

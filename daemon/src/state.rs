@@ -3,8 +3,9 @@
 
 use crate::accounts::{Accounts, ServerFigures};
 use crate::policy::Policy;
+use crate::reloadable::Reloadable;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The daemon's shared state; one per process, behind an `Arc`.
@@ -12,7 +13,7 @@ pub struct State {
     /// The account logic every operation runs on.
     pub accounts: Accounts,
     /// Who may call what; replaced whole on reload, so a connection sees one version.
-    policy: RwLock<Arc<Policy>>,
+    policy: Reloadable<Policy>,
     /// Open client connections on the main socket, for `status`.
     connections: AtomicUsize,
     /// When qamd started, for `status`'s uptime.
@@ -23,7 +24,7 @@ impl State {
     pub fn new(accounts: Accounts, policy: Policy) -> State {
         State {
             accounts,
-            policy: RwLock::new(Arc::new(policy)),
+            policy: Reloadable::new(policy),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
         }
@@ -31,20 +32,12 @@ impl State {
 
     /// The policy in force now.
     pub fn policy(&self) -> Arc<Policy> {
-        Arc::clone(
-            &self
-                .policy
-                .read()
-                .unwrap_or_else(|poison| poison.into_inner()),
-        )
+        self.policy.get()
     }
 
     /// Replaces the policy (config reload).
     pub fn set_policy(&self, policy: Policy) {
-        *self
-            .policy
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(policy);
+        self.policy.replace(policy);
     }
 
     /// Counts a connection as open until the returned guard drops.

@@ -140,18 +140,14 @@ impl Accounts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{password, with_alice};
-    use crate::config::HashConfig;
+    use super::super::testing::{cheap_hashing, password, verifies, with_alice};
     use qam_client::ErrorCode;
 
     #[tokio::test]
     async fn verify_accepts_the_password_under_any_case_of_the_name() {
         let (_dir, accounts) = with_alice().await;
-        let answer = accounts
-            .verify("ALICE", password("alice-password"))
-            .await
-            .unwrap();
-        assert_eq!(answer.name, "alice");
+        let answer = accounts.verify("ALICE", password("alice-password")).await;
+        assert_eq!(answer.unwrap().name, "alice");
     }
 
     #[tokio::test]
@@ -204,14 +200,8 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(accounts
-            .verify("alice", password("alice-password"))
-            .await
-            .is_err());
-        accounts
-            .verify("alice", password("new-password"))
-            .await
-            .unwrap();
+        assert!(!verifies(&accounts, "alice", "alice-password").await);
+        assert!(verifies(&accounts, "alice", "new-password").await);
     }
 
     #[tokio::test]
@@ -220,19 +210,10 @@ mod tests {
         let before = accounts.store.get("alice").unwrap().unwrap().hash;
         accounts
             .hasher
-            .set_params(&HashConfig {
-                m_cost: 128,
-                t_cost: 1,
-                p_cost: 1,
-                workers: 1,
-                queue_limit: 8,
-            })
+            .set_params(&cheap_hashing(128))
             .await
             .unwrap();
-        accounts
-            .verify("alice", password("alice-password"))
-            .await
-            .unwrap();
+        assert!(verifies(&accounts, "alice", "alice-password").await);
         let after = accounts.store.get("alice").unwrap().unwrap().hash;
         assert_ne!(before, after);
         assert!(after.contains("m=128"), "{after}");

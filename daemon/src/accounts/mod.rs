@@ -13,13 +13,14 @@ mod transfer;
 
 use crate::config::Config;
 use crate::hasher::{HashError, Hasher};
+use crate::reloadable::Reloadable;
 use crate::rules::{RuleError, Rules};
 use crate::store::{Record, Store, StoreError};
 use crate::throttle::Throttle;
 use qam_client::wire::Account;
 use qam_client::{ErrorCode, WireError};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub use status::ServerFigures;
 
@@ -67,7 +68,7 @@ pub struct Accounts {
     /// Failed attempts per name, slowing down guessing.
     throttle: Throttle,
     /// The settings in force; replaced whole on reload, so a request sees one version.
-    settings: RwLock<Arc<Settings>>,
+    settings: Reloadable<Settings>,
     /// Verify outcomes for `status`.
     counters: Counters,
 }
@@ -120,27 +121,19 @@ impl Accounts {
             store,
             hasher,
             throttle: Throttle::new(&config.throttle),
-            settings: RwLock::new(Arc::new(settings)),
+            settings: Reloadable::new(settings),
             counters: Counters::default(),
         }
     }
 
     /// The settings in force now.
     pub fn settings(&self) -> Arc<Settings> {
-        Arc::clone(
-            &self
-                .settings
-                .read()
-                .unwrap_or_else(|poison| poison.into_inner()),
-        )
+        self.settings.get()
     }
 
     /// Replaces the settings (config reload).
     pub fn set_settings(&self, settings: Settings) {
-        *self
-            .settings
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(settings);
+        self.settings.replace(settings);
     }
 
     pub fn hasher(&self) -> &Hasher {
@@ -171,14 +164,7 @@ mod testing {
     pub fn accounts(config: Config) -> (tempfile::TempDir, Accounts) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let hasher = Hasher::start(&HashConfig {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-            workers: 1,
-            queue_limit: 8,
-        })
-        .unwrap();
+        let hasher = Hasher::start(&cheap_hashing(64)).unwrap();
         let settings = Settings::from_config(&config).unwrap();
         (dir, Accounts::new(store, hasher, &config, settings))
     }
@@ -195,5 +181,21 @@ mod testing {
 
     pub fn password(text: &str) -> Password {
         Password::from(text)
+    }
+
+    /// Whether `user` logs in with `text`.
+    pub async fn verifies(accounts: &Accounts, user: &str, text: &str) -> bool {
+        accounts.verify(user, password(text)).await.is_ok()
+    }
+
+    /// argon2 parameters far below any real use: unit tests hash in microseconds.
+    pub fn cheap_hashing(m_cost: u32) -> HashConfig {
+        HashConfig {
+            m_cost,
+            t_cost: 1,
+            p_cost: 1,
+            workers: 1,
+            queue_limit: 8,
+        }
     }
 }

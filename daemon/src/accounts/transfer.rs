@@ -151,7 +151,7 @@ impl Accounts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{password, with_alice};
+    use super::super::testing::{password, verifies, with_alice};
     use qam_client::ErrorCode;
 
     #[tokio::test]
@@ -186,10 +186,7 @@ mod tests {
         assert!(!other.exists("alice").unwrap().exists);
         let done = other.import(records.clone(), false, false).await.unwrap();
         assert_eq!((done.imported, done.replaced), (1, 0));
-        other
-            .verify("alice", password("alice-password"))
-            .await
-            .unwrap();
+        assert!(verifies(&other, "alice", "alice-password").await);
         let err = other
             .import(records.clone(), false, false)
             .await
