@@ -126,6 +126,8 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
     ));
     let default: BTreeSet<&str> = ["hello", "verify", "exists", "lookup", "change_password"].into();
     let everything: BTreeSet<&str> = requests("x").iter().map(|(op, _)| *op).collect();
+    let known: BTreeSet<&str> = qam_client::wire::Op::ALL.map(|op| op.as_str()).into();
+    assert_eq!(everything, known, "requests() has one line per operation");
     let with_grants: BTreeSet<&str> = default
         .iter()
         .chain(&user_grant)
