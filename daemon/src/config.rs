@@ -2,10 +2,10 @@
 //! and validation that turns a bad file into one clear message before anything starts.
 
 use crate::cli::Cli;
+use crate::trusted_path::{self, Untrusted};
 use qam_client::wire::{Grant, Op};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config {path} is writable by other users; run `chmod o-w {path}`")]
-    WorldWritable { path: PathBuf },
+    #[error(transparent)]
+    Untrusted(#[from] Untrusted),
     #[error("config {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config: {0}")]
@@ -260,18 +260,15 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses one file, refusing one that other users may write.
+    /// Reads and parses one file, refusing one that anyone but root or qamd's user could
+    /// change (see `trusted_path`).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
         };
-        let meta = std::fs::metadata(path).map_err(read_error)?;
-        if meta.permissions().mode() & 0o002 != 0 {
-            return Err(ConfigError::WorldWritable {
-                path: path.to_owned(),
-            });
-        }
+        std::fs::metadata(path).map_err(read_error)?;
+        trusted_path::check(path, "config")?;
         let text = std::fs::read_to_string(path).map_err(read_error)?;
         Config::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
@@ -376,14 +373,16 @@ mod tests {
     }
 
     #[test]
-    fn world_writable_config_is_refused() {
+    fn group_writable_config_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = dir.path().join("qamd.toml");
         std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
         assert!(matches!(
             Config::from_file(&path),
-            Err(ConfigError::WorldWritable { .. })
+            Err(ConfigError::Untrusted(Untrusted::Writable { .. }))
         ));
     }
 }

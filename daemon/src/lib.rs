@@ -22,3 +22,4 @@ mod state;
 pub mod store;
 pub mod systemd;
 pub mod throttle;
+mod trusted_path;

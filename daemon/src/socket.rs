@@ -1,6 +1,8 @@
 //! Creating the listening socket safely: never steal a live socket, never replace a file qamd
-//! does not own, mode 0660 with the configured group, and a data dir others cannot write.
+//! does not own, mode 0660 with the configured group (and so are the directories qamd makes
+//! for it), and a data dir only root or qamd's user can change.
 
+use crate::trusted_path::{self, Untrusted};
 use nix::unistd::{chown, Gid, Group, Uid};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -21,8 +23,8 @@ pub enum SetupError {
     },
     #[error("socket group `{0}` does not exist; create it or set socket_group")]
     NoSuchGroup(String),
-    #[error("data dir {0} is writable by other users; run `chmod o-w {0}`")]
-    DataDirWorldWritable(PathBuf),
+    #[error(transparent)]
+    Untrusted(#[from] Untrusted),
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -58,18 +60,47 @@ pub fn socket_gid(configured: Option<&str>) -> Result<Option<Gid>, SetupError> {
     }
 }
 
+/// Mode of each directory qamd creates above a socket: the socket group may pass through
+/// (not list), others may not. qamd's umask 077 alone would shut the group out.
+const SOCKET_DIR_MODE: u32 = 0o710;
+
 /// Binds `path` as a 0660 socket owned by `gid`, replacing only a stale socket of ours.
 pub fn bind(path: &Path, gid: Option<Gid>) -> Result<UnixListener, SetupError> {
     remove_stale(path)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(io_error("cannot create socket directory", parent))?;
+    if let Some(parent) = path.parent() {
+        create_socket_dirs(parent, gid)?;
     }
     let listener = UnixListener::bind(path).map_err(io_error("cannot bind", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(io_error("cannot chmod", path))?;
-    // chown only when the group differs: qamd.service's seccomp filter refuses chown, and
-    // under it the socket is already created with the wanted group, qamd's own.
+    set_group(path, gid)?;
+    Ok(listener)
+}
+
+/// Creates the missing directories of `dir`, each `SOCKET_DIR_MODE` with group `gid`;
+/// directories that already exist are left as the sysadmin made them.
+fn create_socket_dirs(dir: &Path, gid: Option<Gid>) -> Result<(), SetupError> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    for created in missing.into_iter().rev() {
+        match std::fs::create_dir(created) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => return Err(io_error("cannot create socket directory", created)(err)),
+        }
+        std::fs::set_permissions(created, std::fs::Permissions::from_mode(SOCKET_DIR_MODE))
+            .map_err(io_error("cannot chmod", created))?;
+        set_group(created, gid)?;
+    }
+    Ok(())
+}
+
+/// Gives `path` the group `gid` (None: leave qamd's own). chown runs only when the group
+/// differs: qamd.service's seccomp filter refuses chown, and under it files are already
+/// created with the wanted group, qamd's own.
+fn set_group(path: &Path, gid: Option<Gid>) -> Result<(), SetupError> {
     let current = std::fs::metadata(path)
         .map_err(io_error("cannot inspect", path))?
         .gid();
@@ -77,7 +108,7 @@ pub fn bind(path: &Path, gid: Option<Gid>) -> Result<UnixListener, SetupError> {
         chown(path, None, Some(gid))
             .map_err(|errno| io_error("cannot chgrp", path)(std::io::Error::from(errno)))?;
     }
-    Ok(listener)
+    Ok(())
 }
 
 fn remove_stale(path: &Path) -> Result<(), SetupError> {
@@ -103,17 +134,15 @@ fn remove_stale(path: &Path) -> Result<(), SetupError> {
     std::fs::remove_file(path).map_err(io_error("cannot remove stale socket", path))
 }
 
-/// Creates the data dir 0700 when missing; refuses one other users may write.
+/// Creates the data dir 0700 when missing; refuses one that anyone but root or qamd's user
+/// could change, or that sits in such a directory (see `trusted_path`).
 pub fn prepare_data_dir(dir: &Path) -> Result<(), SetupError> {
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(io_error("cannot create data dir", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_error("cannot chmod data dir", dir))?;
     }
-    let meta = std::fs::metadata(dir).map_err(io_error("cannot inspect data dir", dir))?;
-    if meta.permissions().mode() & 0o002 != 0 {
-        return Err(SetupError::DataDirWorldWritable(dir.to_owned()));
-    }
+    trusted_path::check(dir, "data dir")?;
     Ok(())
 }
 
@@ -144,19 +173,36 @@ mod tests {
     }
 
     #[test]
-    fn world_writable_data_dir_is_refused() {
+    fn group_writable_data_dir_is_refused_and_a_fresh_one_is_private() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
         assert!(matches!(
             prepare_data_dir(dir.path()),
-            Err(SetupError::DataDirWorldWritable(_))
+            Err(SetupError::Untrusted(Untrusted::Writable { .. }))
         ));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let fresh = dir.path().join("new");
         prepare_data_dir(&fresh).unwrap();
         assert_eq!(
             std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
             0o700
         );
+    }
+
+    #[test]
+    fn missing_socket_directories_let_the_socket_group_through() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let made = dir.path().join("run");
+        let path = made.join("qam/saslauthd/mux");
+        let _listener = bind(&path, None).unwrap();
+        for created in [made.clone(), made.join("qam"), made.join("qam/saslauthd")] {
+            let mode = std::fs::metadata(&created).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, SOCKET_DIR_MODE, "{}", created.display());
+        }
+        // An existing directory keeps the mode its owner gave it.
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]
