@@ -1,6 +1,7 @@
 //! Shared harness for qam's end-to-end and real-peer tests: starts real `qamd` processes on a
 //! temporary socket and data dir with cheap hash parameters, and finds the built binaries.
 
+pub mod deployment;
 pub mod xmpp;
 
 use qam_client::wire::{Done, NameInfo};

@@ -287,7 +287,8 @@ impl Drop for Ejabberd {
     }
 }
 
-/// A running Prosody 0.12 as user `prosody`, with its own config and data dir.
+/// A running Prosody 0.12 as user `prosody` (with its groups, as under systemd), with its own
+/// config and data dir.
 pub struct Prosody {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -346,16 +347,11 @@ min_seconds_between_registrations = 0
 
     /// Starts the Prosody process (again) on the same config.
     pub fn spawn(&mut self) {
-        let user = nix::unistd::User::from_name("prosody")
-            .expect("look up user prosody")
-            .expect("user prosody exists (Debian package prosody)");
         let out = fs::File::create(self.dir.path().join("foreground.out")).expect("output file");
-        let child = Command::new("/usr/bin/prosody")
+        let child = crate::deployment::as_service_user("prosody", "/usr/bin/prosody")
             .arg("--config")
             .arg(&self.config)
             .arg("-F")
-            .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("fd"))
             .stderr(out)

@@ -5,7 +5,7 @@
 #[path = "support/dovecot.rs"]
 mod dovecot;
 
-use dovecot::{shown, Dovecot, DOVECOT};
+use dovecot::{checkpassword_auth, shown, Dovecot, DOVECOT};
 use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
 use std::fs;
 use std::io::Write;
@@ -19,8 +19,9 @@ use nix::libc;
 /// Dovecot's own reply program.
 const REPLY: &str = "/usr/lib/dovecot/checkpassword-reply";
 
-/// Lets Dovecot's auth process (user `dovecot`) use the socket; no throttling in the way.
-const CONFIG: &str = "socket_group = \"dovecot\"\n[throttle]\nfree_failures = 1000\n";
+/// The README's socket group (`qam`, the default); no throttling in the way of repeated
+/// wrong passwords.
+const CONFIG: &str = "[throttle]\nfree_failures = 1000\n";
 
 /// Runs qam-checkpassword with `input` on fd 3 and `reply` as the program to exec.
 fn checkpassword(
@@ -131,6 +132,8 @@ fn dovecot_authenticates_and_looks_up_through_checkpassword() {
     if !require_peer(DOVECOT, "dovecot-core") || !require_peer(REPLY, "dovecot-core") {
         return;
     }
+    // README: `sudo adduser dovecot qam`, and `extra_groups = qam` for Dovecot's auth process.
+    qam_tests::deployment::join_qam("dovecot");
     let daemon = Daemon::start_with(CONFIG);
     daemon.add_user("alice", "correct horse");
     daemon.add_user("bob", "battery staple");
@@ -141,11 +144,7 @@ fn dovecot_authenticates_and_looks_up_through_checkpassword() {
     fs::copy(bin("qam-checkpassword"), &program).expect("copy qam-checkpassword");
     let dovecot = Dovecot::start(
         &format!("qam-checkpassword-{}", std::process::id()),
-        &format!(
-            "passdb {{\n  driver = checkpassword\n  args = {} --socket {}\n}}",
-            program.display(),
-            daemon.socket.display()
-        ),
+        &checkpassword_auth(&program, &daemon.socket),
     );
 
     dovecot.assert_accepts("alice", "correct horse");

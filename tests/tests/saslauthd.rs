@@ -20,7 +20,8 @@ const SASL_PLAIN: &str = "/usr/lib/x86_64-linux-gnu/sasl2/libplain.so";
 /// Prosody's c2s port in this file.
 const PORT: u16 = 15424;
 
-/// A qamd with the door open on `<dir>/mux` (a 0755 dir of its own), plus `extra` config.
+/// A qamd with the door open on `<dir>/run/qam/saslauthd/mux` (the README's path below a
+/// 0755 dir of its own; qamd creates the missing directories), plus `extra` config.
 struct Door {
     qamd: Daemon,
     socket: PathBuf,
@@ -30,7 +31,7 @@ struct Door {
 impl Door {
     fn open(extra: &str) -> Door {
         let dir = shared_tempdir();
-        let socket = dir.path().join("mux");
+        let socket = dir.path().join("run/qam/saslauthd/mux");
         let qamd = Daemon::start_with(&format!(
             "saslauthd_socket = {:?}\nidle_timeout_seconds = 2\n{extra}\n[throttle]\nfree_failures = 1000\n",
             socket.display().to_string()
@@ -337,8 +338,9 @@ fn prosody_cyrus_logs_in_over_xmpp_through_the_door() {
     {
         return;
     }
-    // Prosody runs as user `prosody`: the door's socket belongs to its group.
-    let door = Door::open("socket_group = \"prosody\"");
+    // README: `sudo adduser prosody qam`; the door's socket and directories belong to `qam`.
+    qam_tests::deployment::join_qam("prosody");
+    let door = Door::open("");
     let app = format!("qamtest{}", std::process::id());
     let _conf = SaslConf::write(&app, &door.socket);
     let prosody = Prosody::start(

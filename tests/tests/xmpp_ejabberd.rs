@@ -18,9 +18,9 @@ const PORT: u16 = 15323;
 const NODE: &str = "qamxmpp@localhost";
 static EJABBERD: Mutex<()> = Mutex::new(());
 
-/// qamd as a host runs it for ejabberd: socket group `ejabberd`, which may register and set
-/// passwords; registration open.
-const QAMD_FOR_EJABBERD: &str = "socket_group = \"ejabberd\"\nregistration_open = true\n\
+/// qamd as README's ejabberd section runs it: socket group `qam` (the default; ejabberd joins
+/// it), ejabberd may register and set passwords; registration open.
+const QAMD_FOR_EJABBERD: &str = "registration_open = true\n\
     [permissions.users]\nejabberd = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
 
 /// Copies qam-extauth where user `ejabberd` can run it, wherever the checkout lives.
@@ -60,6 +60,7 @@ fn servers(extra: &str, users: &[(&str, &str)]) -> Option<Servers> {
         return None;
     }
     let serial = EJABBERD.lock().unwrap_or_else(|e| e.into_inner());
+    qam_tests::deployment::join_qam("ejabberd");
     let qamd = Daemon::start_with(&format!("{QAMD_FOR_EJABBERD}{extra}"));
     for (user, password) in users {
         qamd.add_user(user, password);
@@ -304,6 +305,7 @@ fn setpass_and_tryregister_need_grants_and_are_refused_without() {
     let qamd = Daemon::start_with("registration_open = true\n");
     qamd.add_user("alice", "right password");
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    // Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
     fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
     let program = install_extauth(qamd.dir.path());
     let mut child = Command::new(program)

@@ -16,9 +16,10 @@ use std::time::Duration;
 const PORT: u16 = 15322;
 static PROSODY: Mutex<()> = Mutex::new(());
 
-/// qamd as a host runs it for Prosody: socket group `prosody`, which may register (in-band
-/// registration) and set passwords (password change over XMPP); registration open.
-const QAMD_FOR_PROSODY: &str = "socket_group = \"prosody\"\nregistration_open = true\n\
+/// qamd as README's Prosody section runs it: socket group `qam` (the default; prosody joins
+/// it), Prosody may register (in-band registration) and set passwords (password change over
+/// XMPP); registration open.
+const QAMD_FOR_PROSODY: &str = "registration_open = true\n\
     [permissions.users]\nprosody = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
 
 fn prosody_present() -> bool {
@@ -51,6 +52,7 @@ fn servers(top: &str, tables: &str) -> Option<Servers> {
         return None;
     }
     let serial = PROSODY.lock().unwrap_or_else(|e| e.into_inner());
+    qam_tests::deployment::join_qam("prosody");
     let qamd = Daemon::start_with(&format!("{top}{QAMD_FOR_PROSODY}{tables}"));
     qamd.add_user("alice", "alice's password");
     Some(Servers {

@@ -1,6 +1,6 @@
-//! A real Dovecot 2.3 (Debian `dovecot-core`) for the PAM and checkpassword door tests: its own
-//! config, base and state dirs in a temp dir, no mail service, driven with `doveadm auth`.
-//! Included with `#[path]` by pam.rs and checkpassword.rs, each using part of it.
+//! A real Dovecot 2.3 (Debian `dovecot-core`, `dovecot-imapd`) for the PAM and checkpassword
+//! door tests: its own config, base and state dirs in a temp dir, driven with `doveadm auth`
+//! or, with IMAP on, by a real IMAP client. Included with `#[path]` by several test files.
 
 #![allow(dead_code)]
 
@@ -21,20 +21,95 @@ pub struct Dovecot {
     child: Option<Child>,
     /// doveadm calls made, for distinct remote IPs.
     calls: AtomicU32,
+    /// The vmail homes of an IMAP instance (removed after Dovecot stops).
+    mail: Option<tempfile::TempDir>,
+}
+
+/// The README's mail user for the static userdb, made as README says when missing: a uid at
+/// or above Dovecot's `first_valid_uid` (500), or Dovecot refuses the mail login.
+pub fn ensure_vmail_user() {
+    if nix::unistd::User::from_name("vmail").ok().flatten().is_none() {
+        qam_tests::deployment::sysadmin(
+            "adduser",
+            &[
+                "--system", "--group", "--uid", "5000", "--home", "/var/vmail", "vmail",
+            ],
+        );
+    }
+}
+
+/// The README's block for Dovecot's checkpassword passdb: the program on `socket`, and the
+/// auth process (user `dovecot`) given group `qam`, which Dovecot does not take from
+/// /etc/group.
+pub fn checkpassword_auth(program: &std::path::Path, socket: &std::path::Path) -> String {
+    format!(
+        "passdb {{\n  driver = checkpassword\n  args = {} --socket {}\n}}\n\
+         service auth {{\n  extra_groups = qam\n}}\n",
+        program.display(),
+        socket.display()
+    )
 }
 
 impl Dovecot {
-    /// Starts Dovecot named `instance` with `passdb` (a whole `passdb { … }` block) and the
-    /// prefetch userdb; returns once its auth-client socket answers.
-    pub fn start(instance: &str, passdb: &str) -> Dovecot {
+    /// Starts Dovecot named `instance` without mail service, with `auth` (the README's
+    /// `passdb { … }` block and any `service auth` lines) and the prefetch userdb; returns once
+    /// its auth-client socket answers.
+    pub fn start(instance: &str, auth: &str) -> Dovecot {
+        Dovecot::launch(
+            instance,
+            "protocols =\n",
+            &format!("{auth}\nuserdb {{\n  driver = prefetch\n}}\n"),
+        )
+    }
+
+    /// Starts Dovecot named `instance` serving IMAP on 127.0.0.1:`port`, with `auth` and the
+    /// README's static userdb (user `vmail`), mail under the temp dir's `vmail/`.
+    pub fn start_imap(instance: &str, port: u16, auth: &str) -> Dovecot {
+        ensure_vmail_user();
+        let vmail = qam_tests::shared_tempdir();
+        let home = vmail.path().display().to_string();
+        let status = Command::new("chown")
+            .arg("vmail:vmail")
+            .arg(vmail.path())
+            .status()
+            .expect("chown vmail home");
+        assert!(status.success(), "chown vmail {home}");
+        let mut dovecot = Dovecot::launch(
+            instance,
+            &format!(
+                "protocols = imap\nlisten = 127.0.0.1\nmail_location = maildir:~/Maildir\n\
+                 service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  \
+                 inet_listener imaps {{\n    port = 0\n  }}\n}}\n"
+            ),
+            // Homes live in the test's temp dir instead of /var/vmail, so nothing stays behind.
+            &format!(
+                "{auth}\nuserdb {{\n  driver = static\n  args = uid=vmail gid=vmail home={home}/%u\n}}\n"
+            ),
+        );
+        dovecot.mail = Some(vmail);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dovecot not listening on {port}:\n{}",
+                dovecot.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dovecot
+    }
+
+    fn launch(instance: &str, service: &str, auth: &str) -> Dovecot {
         let dir = qam_tests::shared_tempdir();
         let d = dir.path().display().to_string();
         let config = dir.path().join("dovecot.conf");
+        // Test-only lines: plaintext on loopback without TLS, no auth cache or failure delay
+        // (the tests repeat logins and wrong passwords), verbose auth logs for the assertions.
         let text = format!(
-            "protocols =\nbase_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\n\
+            "{service}base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\n\
              instance_name = {instance}\nssl = no\ndisable_plaintext_auth = no\n\
              auth_mechanisms = plain login\nauth_verbose = yes\nauth_debug = yes\n\
-             auth_cache_size = 0\nauth_failure_delay = 0\n{passdb}\nuserdb {{\n  driver = prefetch\n}}\n"
+             auth_cache_size = 0\nauth_failure_delay = 0\n{auth}"
         );
         fs::write(&config, text).expect("write dovecot.conf");
         let out = fs::File::create(dir.path().join("foreground.out")).expect("output file");
@@ -53,6 +128,7 @@ impl Dovecot {
             config,
             child: Some(child),
             calls: AtomicU32::new(0),
+            mail: None,
         };
         dovecot.wait_ready();
         dovecot
