@@ -21,7 +21,11 @@ pub fn sysadmin(program: &str, args: &[&str]) {
 /// README, installing from source: `sudo addgroup --system qam` (the package's sysusers file
 /// makes it otherwise). Does nothing when the group exists.
 pub fn ensure_qam_group() {
-    if nix::unistd::Group::from_name("qam").ok().flatten().is_none() {
+    if nix::unistd::Group::from_name("qam")
+        .ok()
+        .flatten()
+        .is_none()
+    {
         sysadmin("addgroup", &["--system", "qam"]);
     }
 }
@@ -35,9 +39,15 @@ pub fn join_qam(user: &str) {
 /// `program` run as `user` with that user's primary and supplementary groups (what systemd's
 /// `User=` and login give a process; `Command::uid` would drop the supplementary ones).
 pub fn as_service_user(user: &str, program: impl AsRef<OsStr>) -> Command {
+    let primary = nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("user {user} does not exist"))
+        .gid;
     let mut command = Command::new("/usr/bin/setpriv");
     command
-        .args(["--reuid", user, "--regid", user, "--init-groups", "--"])
+        .args(["--reuid", user, "--regid", &primary.to_string()])
+        .args(["--init-groups", "--"])
         .arg(program);
     command
 }

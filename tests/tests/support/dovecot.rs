@@ -28,11 +28,21 @@ pub struct Dovecot {
 /// The README's mail user for the static userdb, made as README says when missing: a uid at
 /// or above Dovecot's `first_valid_uid` (500), or Dovecot refuses the mail login.
 pub fn ensure_vmail_user() {
-    if nix::unistd::User::from_name("vmail").ok().flatten().is_none() {
+    if nix::unistd::User::from_name("vmail")
+        .ok()
+        .flatten()
+        .is_none()
+    {
         qam_tests::deployment::sysadmin(
             "adduser",
             &[
-                "--system", "--group", "--uid", "5000", "--home", "/var/vmail", "vmail",
+                "--system",
+                "--group",
+                "--uid",
+                "5000",
+                "--home",
+                "/var/vmail",
+                "vmail",
             ],
         );
     }

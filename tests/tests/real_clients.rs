@@ -1,0 +1,661 @@
+//! Logins with the clients people use, through the README's deployment: OpenSSH (`ssh` driven by
+//! `sshpass`) into a real sshd with README's PAM lines, IMAP (python's imaplib) into Dovecot on
+//! both passdbs, and SMTP AUTH PLAIN and LOGIN (python's smtplib) into Postfix through the
+//! saslauthd door. Each path is timed beside the same server on its own password store.
+
+#[path = "support/dovecot.rs"]
+mod dovecot;
+
+use dovecot::{checkpassword_auth, shown, Dovecot};
+use qam_tests::deployment::{join_qam, sysadmin};
+use qam_tests::xmpp::{median, PRODUCTION_HASH};
+use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
+const SSHPASS: &str = "/usr/bin/sshpass";
+const IMAP: &str = "/usr/lib/dovecot/imap";
+const POSTFIX: &str = "/usr/sbin/postfix";
+const SASLPASSWD2: &str = "/usr/sbin/saslpasswd2";
+const SASLDB: &str = "/usr/lib/x86_64-linux-gnu/sasl2/libsasldb.so";
+const PYTHON: &str = "/usr/bin/python3";
+/// Logins timed on each side of a comparison.
+const TIMED_LOGINS: usize = 15;
+
+/// qamd at its default cost (what users feel), no throttling in the way of the repetitions.
+fn qamd() -> Daemon {
+    Daemon::start_with(&format!(
+        "{PRODUCTION_HASH}[throttle]\nfree_failures = 1000\n"
+    ))
+}
+
+/// Medians of `qam` and `own` logins, alternated so both see the same machine load.
+fn compare(
+    mut qam: impl FnMut() -> Duration,
+    mut own: impl FnMut() -> Duration,
+) -> (Duration, Duration) {
+    let (mut through_qam, mut through_own) = (Vec::new(), Vec::new());
+    for _ in 0..TIMED_LOGINS {
+        through_qam.push(qam());
+        through_own.push(own());
+    }
+    (median(through_qam), median(through_own))
+}
+
+fn report(path: &str, (qam, own): (Duration, Duration), own_store: &str) {
+    eprintln!("TIMING client={path} through_qam_median={qam:?} {own_store}_median={own:?}");
+}
+
+/// A unix account made as README says, removed (with its home) on drop.
+struct UnixUser {
+    name: String,
+}
+
+impl UnixUser {
+    /// README: `sudo adduser --disabled-password --gecos '' NAME`.
+    fn add(name: &str) -> UnixUser {
+        let _ = Command::new("deluser")
+            .args(["--remove-home", name])
+            .output();
+        sysadmin("adduser", &["--disabled-password", "--gecos", "", name]);
+        UnixUser {
+            name: name.to_owned(),
+        }
+    }
+
+    /// Gives the account a password in /etc/shadow (`chpasswd`).
+    fn set_shadow_password(&self, password: &str) {
+        let mut child = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run chpasswd");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{}:{password}", self.name).expect("write chpasswd input");
+        drop(stdin);
+        assert!(child.wait().expect("wait chpasswd").success());
+    }
+}
+
+impl Drop for UnixUser {
+    fn drop(&mut self) {
+        let _ = Command::new("deluser")
+            .args(["--remove-home", &self.name])
+            .output();
+    }
+}
+
+/// A file the test puts outside its temp dir (/etc/pam.d), removed on drop.
+struct SystemFile(PathBuf);
+
+impl SystemFile {
+    fn write(path: PathBuf, text: &str) -> SystemFile {
+        fs::write(&path, text).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        SystemFile(path)
+    }
+}
+
+impl Drop for SystemFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A process group of its own, ended (SIGTERM, then SIGKILL) on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not listening on {port}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pam_qam module with the test qamd's socket, as the README's PAM lines name it.
+fn pam_module(daemon: &Daemon) -> String {
+    format!(
+        "{} socket={}",
+        bin("libpam_qam.so").display(),
+        daemon.socket.display()
+    )
+}
+
+// ---------------------------------------------------------------- sshd
+
+/// A real sshd on 127.0.0.1:`port`. Its PAM service is the name it is started under (OpenSSH
+/// uses its program name), so the test's stack never touches /etc/pam.d/sshd.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    _pam: SystemFile,
+    _process: Running,
+}
+
+impl Sshd {
+    /// `pam_lines` go first, followed by Debian's own /etc/pam.d/sshd (README: "at the top").
+    fn start(port: u16, pam_lines: &str) -> Sshd {
+        let dir = shared_tempdir();
+        let d = dir.path();
+        let service = format!("qam-test-sshd-{}", std::process::id());
+        let debian = fs::read_to_string("/etc/pam.d/sshd").expect("Debian's /etc/pam.d/sshd");
+        let pam = SystemFile::write(
+            Path::new("/etc/pam.d").join(&service),
+            &format!("{pam_lines}{debian}"),
+        );
+        sysadmin(
+            "ssh-keygen",
+            &[
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                &format!("{}/host_key", d.display()),
+            ],
+        );
+        fs::write(
+            d.join("sshd_config"),
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\n\
+                 UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin no\n",
+                d.display()
+            ),
+        )
+        .expect("write sshd_config");
+        // sshd's privilege separation directory (made by its init script on a booted system).
+        fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+        let program = d.join(&service);
+        std::os::unix::fs::symlink(SSHD, &program).expect("link sshd");
+        let log = fs::File::create(d.join("sshd.log")).expect("sshd log");
+        let child = Command::new(&program)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("fd"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("start sshd");
+        let sshd = Sshd {
+            port,
+            _pam: pam,
+            _process: Running(child),
+            dir,
+        };
+        wait_for_port(port, "sshd", || sshd.log_text());
+        sshd
+    }
+
+    /// `ssh USER@127.0.0.1 true` with `password` typed by sshpass; true when it logged in.
+    fn login(&self, user: &str, password: &str) -> bool {
+        let output = self.ssh(user, password);
+        match output.status.code() {
+            Some(0) => true,
+            Some(5) => false, // sshpass: the password was refused
+            _ => panic!("ssh failed oddly: {}\n{}", shown(&output), self.log_text()),
+        }
+    }
+
+    fn ssh(&self, user: &str, password: &str) -> Output {
+        Command::new(SSHPASS)
+            .arg("-e")
+            .arg(SSH)
+            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+            .args([
+                "-o",
+                "PreferredAuthentications=password",
+                "-o",
+                "PubkeyAuthentication=no",
+            ])
+            .args([
+                "-o",
+                "NumberOfPasswordPrompts=1",
+                "-p",
+                &self.port.to_string(),
+            ])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg("true")
+            .env("SSHPASS", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sshpass ssh")
+    }
+
+    fn timed_login(&self, user: &str, password: &str) -> Duration {
+        let started = Instant::now();
+        assert!(self.login(user, password), "{user}:\n{}", self.log_text());
+        started.elapsed()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn ssh_password_login_through_the_readme_pam_lines() {
+    if !require_peer(SSHD, "openssh-server")
+        || !require_peer(SSH, "openssh-client")
+        || !require_peer(SSHPASS, "sshpass")
+    {
+        return;
+    }
+    let daemon = qamd();
+    let suffix = std::process::id() % 100_000;
+    let (qam_name, shadow_name) = (format!("qamssh{suffix}"), format!("qamshadow{suffix}"));
+    // The qam account first: the unix account of the same name comes after, as README says.
+    daemon.add_user(&qam_name, "qam password 1");
+    let qam_user = UnixUser::add(&qam_name);
+    let shadow_user = UnixUser::add(&shadow_name);
+    shadow_user.set_shadow_password("shadow password 1");
+    let module = pam_module(&daemon);
+    let sshd = Sshd::start(
+        15622,
+        &format!(
+            "auth     [success=done user_unknown=ignore authinfo_unavail=ignore default=die] {module}\n\
+             account  [success=ok user_unknown=ignore authinfo_unavail=ignore default=bad] {module}\n"
+        ),
+    );
+
+    assert!(
+        sshd.login(&qam_user.name, "qam password 1"),
+        "{}\n{}",
+        sshd.log_text(),
+        daemon.log_text()
+    );
+    assert!(!sshd.login(&qam_user.name, "wrong password"));
+    // The unix password of a qam user is never a way in: a wrong qam password stops there.
+    qam_user.set_shadow_password("unix password 1");
+    assert!(!sshd.login(&qam_user.name, "unix password 1"));
+    // Users qam does not know fall through to Debian's stack and /etc/shadow.
+    assert!(sshd.login(&shadow_user.name, "shadow password 1"));
+    assert!(!sshd.login(&shadow_user.name, "wrong password"));
+    daemon.lock_user(&qam_name);
+    assert!(!sshd.login(&qam_user.name, "qam password 1"));
+    daemon
+        .client()
+        .call::<qam_client::wire::Done>(&qam_client::Request::Unlock {
+            user: qam_name.clone(),
+        })
+        .expect("unlock");
+
+    let times = compare(
+        || sshd.timed_login(&qam_user.name, "qam password 1"),
+        || sshd.timed_login(&shadow_user.name, "shadow password 1"),
+    );
+    report("ssh(sshd, PAM)", times, "shadow");
+}
+
+// ---------------------------------------------------------------- IMAP
+
+/// Runs the python mail client (`imap`, `smtp-plain` or `smtp-login`) `count` times; returns
+/// each login's outcome and time.
+fn mail_logins(
+    protocol: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    count: usize,
+) -> Vec<(bool, Duration)> {
+    let script = qam_tests::workspace_root().join("tests/tests/support/mail_login.py");
+    let mut child = Command::new(PYTHON)
+        .arg(script)
+        .args([protocol, &port.to_string(), user, &count.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mail_login.py");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{password}").expect("password to the client");
+    drop(stdin);
+    let output = child.wait_with_output().expect("wait for mail_login.py");
+    assert!(output.status.success(), "{protocol}: {}", shown(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let (outcome, ms) = line.split_once(' ').expect("`ok MS` or `denied MS`");
+            let ms: f64 = ms.parse().expect("milliseconds");
+            (outcome == "ok", Duration::from_secs_f64(ms / 1000.0))
+        })
+        .collect()
+}
+
+fn mail_login(protocol: &str, port: u16, user: &str, password: &str) -> bool {
+    mail_logins(protocol, port, user, password, 1)[0].0
+}
+
+fn timed_mail_login(protocol: &str, port: u16, user: &str, password: &str) -> Duration {
+    let (accepted, took) = mail_logins(protocol, port, user, password, 1)[0];
+    assert!(
+        accepted,
+        "{protocol} login of {user} on port {port} refused"
+    );
+    took
+}
+
+/// Dovecot on a passwd-file of its own (the same server without qam), user `vera`; the dir
+/// holding the file lives as long as the returned one.
+fn dovecot_on_passwd_file(port: u16, password: &str) -> (Dovecot, tempfile::TempDir) {
+    let scheme = Command::new("/usr/bin/doveadm")
+        .args(["pw", "-p", password])
+        .output()
+        .expect("doveadm pw");
+    assert!(scheme.status.success(), "{}", shown(&scheme));
+    let hash = String::from_utf8_lossy(&scheme.stdout).trim().to_owned();
+    let files = shared_tempdir();
+    let users = files.path().join("users");
+    fs::write(&users, format!("vera:{hash}\n")).expect("write passwd-file");
+    let dovecot = Dovecot::start_imap(
+        &format!("qam-imap-own-{}", std::process::id()),
+        port,
+        &format!(
+            "passdb {{\n  driver = passwd-file\n  args = {}\n}}\n",
+            users.display()
+        ),
+    );
+    (dovecot, files)
+}
+
+fn imap_present() -> bool {
+    require_peer(dovecot::DOVECOT, "dovecot-core")
+        && require_peer(IMAP, "dovecot-imapd")
+        && require_peer(PYTHON, "python3")
+}
+
+/// Right, wrong, unknown and locked IMAP logins on `port`, users alice and bob (locked).
+fn assert_imap_logins(port: u16, dovecot: &Dovecot, daemon: &Daemon) {
+    assert!(
+        mail_login("imap", port, "alice", "alice password 1"),
+        "{}\n{}",
+        dovecot.log_text(),
+        daemon.log_text()
+    );
+    assert!(mail_login("imap", port, "Alice", "alice password 1"));
+    assert!(!mail_login("imap", port, "alice", "wrong password"));
+    assert!(!mail_login("imap", port, "nobody-here", "wrong password"));
+    assert!(!mail_login("imap", port, "bob", "bob password 1"));
+}
+
+#[test]
+fn imap_login_through_checkpassword() {
+    if !imap_present() || !require_peer("/usr/lib/dovecot/checkpassword-reply", "dovecot-core") {
+        return;
+    }
+    join_qam("dovecot");
+    let daemon = qamd();
+    daemon.add_user("alice", "alice password 1");
+    daemon.add_user("bob", "bob password 1");
+    daemon.lock_user("bob");
+    let programs = shared_tempdir();
+    let program = programs.path().join("qam-checkpassword");
+    fs::copy(bin("qam-checkpassword"), &program).expect("copy qam-checkpassword");
+    let dovecot = Dovecot::start_imap(
+        &format!("qam-imap-cp-{}", std::process::id()),
+        15643,
+        &checkpassword_auth(&program, &daemon.socket),
+    );
+    assert_imap_logins(15643, &dovecot, &daemon);
+
+    let _own = dovecot_on_passwd_file(15644, "vera password 1");
+    let times = compare(
+        || timed_mail_login("imap", 15643, "alice", "alice password 1"),
+        || timed_mail_login("imap", 15644, "vera", "vera password 1"),
+    );
+    report("imap(dovecot, checkpassword)", times, "passwd_file");
+}
+
+#[test]
+fn imap_login_through_pam() {
+    if !imap_present() {
+        return;
+    }
+    let daemon = qamd();
+    daemon.add_user("alice", "alice password 1");
+    daemon.add_user("bob", "bob password 1");
+    daemon.lock_user("bob");
+    // README's /etc/pam.d/dovecot, under a name of its own so a host's Dovecot is untouched.
+    let service = format!("qam-test-dovecot-{}", std::process::id());
+    let module = pam_module(&daemon);
+    let _pam = SystemFile::write(
+        Path::new("/etc/pam.d").join(&service),
+        &format!("auth     required {module}\naccount  required {module}\n"),
+    );
+    let dovecot = Dovecot::start_imap(
+        &format!("qam-imap-pam-{}", std::process::id()),
+        15645,
+        &format!("passdb {{\n  driver = pam\n  args = {service}\n}}\n"),
+    );
+    assert_imap_logins(15645, &dovecot, &daemon);
+
+    let _own = dovecot_on_passwd_file(15646, "vera password 1");
+    let times = compare(
+        || timed_mail_login("imap", 15645, "alice", "alice password 1"),
+        || timed_mail_login("imap", 15646, "vera", "vera password 1"),
+    );
+    report("imap(dovecot, PAM)", times, "passwd_file");
+}
+
+// ---------------------------------------------------------------- SMTP AUTH
+
+/// A real Postfix (`postfix -c DIR start`) with its own config dir, queue and log, and two
+/// submission listeners: `door_port` on the README's SASL setup, `sasldb_port` on sasldb2.
+struct Postfix {
+    dir: tempfile::TempDir,
+}
+
+impl Postfix {
+    fn start(door_port: u16, sasldb_port: u16, door: &Path, sasldb: &Path) -> Postfix {
+        let dir = shared_tempdir();
+        let d = dir.path().display().to_string();
+        sysadmin(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                &format!("{d}/key.pem"),
+                "-out",
+                &format!("{d}/cert.pem"),
+            ],
+        );
+        // README's lines (postconf -e) plus what an instance of its own needs: paths, a
+        // loopback listener, the certificate README asks for, and a log file instead of syslog.
+        fs::write(
+            dir.path().join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {d}/queue\ndata_directory = {d}/data\n\
+                 mail_owner = postfix\nsetgid_group = postdrop\ninet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\nmyhostname = localhost\nmydestination =\n\
+                 maillog_file = {d}/postfix.log\nmaillog_file_prefixes = {d}\n\
+                 smtpd_tls_cert_file = {d}/cert.pem\nsmtpd_tls_key_file = {d}/key.pem\n\
+                 smtpd_tls_security_level = may\n\
+                 smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\nsmtpd_sasl_path = smtpd\n\
+                 smtpd_tls_auth_only = yes\n"
+            ),
+        )
+        .expect("write main.cf");
+        // The chroot column is `n`, as README says for reaching /run/qam.
+        fs::write(
+            dir.path().join("master.cf"),
+            format!(
+                "127.0.0.1:{door_port} inet n - n - - smtpd\n\
+                 127.0.0.1:{sasldb_port} inet n - n - - smtpd -o smtpd_sasl_path=sasldb\n\
+                 postlog unix-dgram n - n - 1 postlogd\nanvil unix - - n - 1 anvil\n\
+                 proxymap unix - - n - - proxymap\ntlsmgr unix - - n 1000? 1 tlsmgr\n\
+                 cleanup unix n - n - 0 cleanup\n"
+            ),
+        )
+        .expect("write master.cf");
+        // README: `sasl/smtpd.conf` in Postfix's config dir holds the three libsasl2 lines.
+        let sasl = dir.path().join("sasl");
+        fs::create_dir_all(&sasl).expect("sasl dir");
+        fs::write(
+            sasl.join("smtpd.conf"),
+            format!(
+                "pwcheck_method: saslauthd\nsaslauthd_path: {}\nmech_list: PLAIN LOGIN\n",
+                door.display()
+            ),
+        )
+        .expect("write smtpd.conf");
+        fs::write(
+            sasl.join("sasldb.conf"),
+            format!(
+                "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}\nmech_list: PLAIN LOGIN\n",
+                sasldb.display()
+            ),
+        )
+        .expect("write sasldb.conf");
+        fs::create_dir_all(dir.path().join("queue")).expect("queue dir");
+        fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        sysadmin("chown", &["postfix", &format!("{d}/data")]);
+        let postfix = Postfix { dir };
+        let started = postfix.postfix("start");
+        assert!(
+            started.status.success(),
+            "{}\n{}",
+            shown(&started),
+            postfix.log_text()
+        );
+        for port in [door_port, sasldb_port] {
+            wait_for_port(port, "postfix", || postfix.log_text());
+        }
+        postfix
+    }
+
+    fn postfix(&self, command: &str) -> Output {
+        Command::new(POSTFIX)
+            .arg("-c")
+            .arg(self.dir.path())
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postfix")
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.postfix("stop");
+        let pid_file = self.dir.path().join("queue/pid/master.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        qam_tests::keep_log(self.dir.path(), &self.dir.path().join("postfix.log"));
+    }
+}
+
+#[test]
+fn smtp_auth_plain_and_login_through_the_saslauthd_door() {
+    if !require_peer(POSTFIX, "postfix")
+        || !require_peer(SASLPASSWD2, "sasl2-bin")
+        || !require_peer(SASLDB, "libsasl2-modules-db")
+        || !require_peer(PYTHON, "python3")
+    {
+        return;
+    }
+    join_qam("postfix");
+    let run = shared_tempdir();
+    // README's door path below directories qamd has to create (as on a boot without the units).
+    let door = run.path().join("run/qam/saslauthd/mux");
+    let daemon = Daemon::start_with(&format!(
+        "saslauthd_socket = {:?}\n{PRODUCTION_HASH}[throttle]\nfree_failures = 1000\n",
+        door.display().to_string()
+    ));
+    daemon.add_user("alice", "alice password 1");
+    daemon.add_user("bob", "bob password 1");
+    daemon.lock_user("bob");
+    // Postfix's own store: sasldb2 readable by smtpd (user postfix), user vera.
+    let sasldb = run.path().join("sasldb2");
+    let mut saslpasswd = Command::new(SASLPASSWD2)
+        .args(["-p", "-c", "-f"])
+        .arg(&sasldb)
+        .args(["-u", "localhost", "vera"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run saslpasswd2");
+    saslpasswd
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"vera password 1")
+        .expect("password to saslpasswd2");
+    assert!(saslpasswd.wait().expect("saslpasswd2").success());
+    sysadmin("chown", &["postfix", &sasldb.display().to_string()]);
+    let postfix = Postfix::start(15625, 15626, &door, &sasldb);
+
+    for protocol in ["smtp-plain", "smtp-login"] {
+        assert!(
+            mail_login(protocol, 15625, "alice", "alice password 1"),
+            "{protocol}:\n{}\n{}",
+            postfix.log_text(),
+            daemon.log_text()
+        );
+        assert!(!mail_login(protocol, 15625, "alice", "wrong password"));
+        assert!(!mail_login(
+            protocol,
+            15625,
+            "nobody-here",
+            "wrong password"
+        ));
+        assert!(!mail_login(protocol, 15625, "bob", "bob password 1"));
+        assert!(
+            mail_login(protocol, 15626, "vera", "vera password 1"),
+            "{protocol} on sasldb2:\n{}",
+            postfix.log_text()
+        );
+    }
+
+    for protocol in ["smtp-plain", "smtp-login"] {
+        let times = compare(
+            || timed_mail_login(protocol, 15625, "alice", "alice password 1"),
+            || timed_mail_login(protocol, 15626, "vera", "vera password 1"),
+        );
+        report(
+            &format!("{protocol}(postfix, saslauthd door)"),
+            times,
+            "sasldb2",
+        );
+    }
+}
