@@ -2,6 +2,7 @@
 //! temporary socket and data dir with cheap hash parameters, and finds the built binaries.
 
 pub mod deployment;
+pub mod readme;
 pub mod xmpp;
 
 use qam_client::wire::{Done, NameInfo};

@@ -6,8 +6,9 @@
 #[path = "support/dovecot.rs"]
 mod dovecot;
 
-use dovecot::{checkpassword_auth, shown, Dovecot};
+use dovecot::{checkpassword_auth, pam_dovecot_file, pam_passdb, shown, Dovecot};
 use qam_tests::deployment::{join_qam, sysadmin};
+use qam_tests::readme;
 use qam_tests::xmpp::{median, PRODUCTION_HASH};
 use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
 use std::fs;
@@ -277,13 +278,9 @@ fn ssh_password_login_through_the_readme_pam_lines() {
     let qam_user = UnixUser::add(&qam_name);
     let shadow_user = UnixUser::add(&shadow_name);
     shadow_user.set_shadow_password("shadow password 1");
-    let module = pam_module(&daemon);
     let sshd = Sshd::start(
         15622,
-        &format!(
-            "auth     [success=done user_unknown=ignore authinfo_unavail=ignore default=die] {module}\n\
-             account  [success=ok user_unknown=ignore authinfo_unavail=ignore default=bad] {module}\n"
-        ),
+        &readme::block_after("At the top of").replace("pam_qam.so", &pam_module(&daemon)),
     );
 
     assert!(
@@ -445,15 +442,14 @@ fn imap_login_through_pam() {
     daemon.lock_user("bob");
     // README's /etc/pam.d/dovecot, under a name of its own so a host's Dovecot is untouched.
     let service = format!("qam-test-dovecot-{}", std::process::id());
-    let module = pam_module(&daemon);
     let _pam = SystemFile::write(
         Path::new("/etc/pam.d").join(&service),
-        &format!("auth     required {module}\naccount  required {module}\n"),
+        &pam_dovecot_file(&pam_module(&daemon)),
     );
     let dovecot = Dovecot::start_imap(
         &format!("qam-imap-pam-{}", std::process::id()),
         15645,
-        &format!("passdb {{\n  driver = pam\n  args = {service}\n}}\n"),
+        &pam_passdb(&service),
     );
     assert_imap_logins(15645, &dovecot, &daemon);
 
@@ -495,8 +491,18 @@ impl Postfix {
                 &format!("{d}/cert.pem"),
             ],
         );
-        // README's lines (postconf -e) plus what an instance of its own needs: paths, a
-        // loopback listener, the certificate README asks for, and a log file instead of syslog.
+        // README's `postconf -e` settings plus what an instance of its own needs: paths, a
+        // loopback listener, the TLS README asks for, and a log file instead of syslog.
+        let readme_settings: String = readme::block_after("It holds the three lines above, then:")
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(|setting| format!("{setting}\n"))
+            .collect();
+        assert!(
+            readme_settings.contains("smtpd_tls_auth_only = yes"),
+            "{readme_settings}"
+        );
         fs::write(
             dir.path().join("main.cf"),
             format!(
@@ -505,9 +511,7 @@ impl Postfix {
                  inet_protocols = ipv4\nmyhostname = localhost\nmydestination =\n\
                  maillog_file = {d}/postfix.log\nmaillog_file_prefixes = {d}\n\
                  smtpd_tls_cert_file = {d}/cert.pem\nsmtpd_tls_key_file = {d}/key.pem\n\
-                 smtpd_tls_security_level = may\n\
-                 smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\nsmtpd_sasl_path = smtpd\n\
-                 smtpd_tls_auth_only = yes\n"
+                 smtpd_tls_security_level = may\n{readme_settings}"
             ),
         )
         .expect("write main.cf");
@@ -528,10 +532,8 @@ impl Postfix {
         fs::create_dir_all(&sasl).expect("sasl dir");
         fs::write(
             sasl.join("smtpd.conf"),
-            format!(
-                "pwcheck_method: saslauthd\nsaslauthd_path: {}\nmech_list: PLAIN LOGIN\n",
-                door.display()
-            ),
+            readme::block_after("Every libsasl2 client is configured the same way")
+                .replace("/run/qam/saslauthd/mux", &door.display().to_string()),
         )
         .expect("write smtpd.conf");
         fs::write(

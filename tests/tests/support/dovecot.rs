@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use qam_tests::readme;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -48,16 +49,37 @@ pub fn ensure_vmail_user() {
     }
 }
 
-/// The README's block for Dovecot's checkpassword passdb: the program on `socket`, and the
-/// auth process (user `dovecot`) given group `qam`, which Dovecot does not take from
-/// /etc/group.
+/// The README's block for Dovecot's checkpassword passdb (and `service auth`, which gives the
+/// auth process group `qam`) with the test's program and socket; its userdb comes separately.
 pub fn checkpassword_auth(program: &std::path::Path, socket: &std::path::Path) -> String {
-    format!(
-        "passdb {{\n  driver = checkpassword\n  args = {} --socket {}\n}}\n\
-         service auth {{\n  extra_groups = qam\n}}\n",
-        program.display(),
-        socket.display()
-    )
+    let block = readme::block_after("### checkpassword");
+    readme::without_section(&block, "userdb {")
+        .replace(
+            "/usr/libexec/qam/qam-checkpassword",
+            &program.display().to_string(),
+        )
+        .replace("/run/qam/qamd.sock", &socket.display().to_string())
+}
+
+/// The README's Dovecot config for the PAM passdb (passdb and userdb).
+fn readme_pam_block() -> String {
+    readme::block_after("and in `/etc/dovecot/conf.d/10-auth.conf`")
+}
+
+/// The README's static userdb.
+fn readme_userdb() -> String {
+    readme::section(&readme_pam_block(), "userdb {")
+}
+
+/// The README's PAM passdb naming the PAM service `service` instead of `dovecot`.
+pub fn pam_passdb(service: &str) -> String {
+    readme::section(&readme_pam_block(), "passdb {")
+        .replace("args = dovecot", &format!("args = {service}"))
+}
+
+/// The README's /etc/pam.d/dovecot with `module` (path and arguments) for `pam_qam.so`.
+pub fn pam_dovecot_file(module: &str) -> String {
+    readme::block_after("**Dovecot through PAM.**").replace("pam_qam.so", module)
 }
 
 impl Dovecot {
@@ -93,7 +115,8 @@ impl Dovecot {
             ),
             // Homes live in the test's temp dir instead of /var/vmail, so nothing stays behind.
             &format!(
-                "{auth}\nuserdb {{\n  driver = static\n  args = uid=vmail gid=vmail home={home}/%u\n}}\n"
+                "{auth}\n{}",
+                readme_userdb().replace("/var/vmail/%u", &format!("{home}/%u"))
             ),
         );
         dovecot.mail = Some(vmail);
