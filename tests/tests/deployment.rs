@@ -173,18 +173,20 @@ fn a_service_in_group_qam_reaches_sockets_below_directories_qamd_created() {
         ),
     )
     .expect("write config");
-    let mut qamd = Command::new(bin("qamd"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start qamd");
+    let mut qamd = Stopped(
+        Command::new(bin("qamd"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start qamd"),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(socket.exists() && door.exists()) {
         assert!(Instant::now() < deadline, "qamd did not bind its sockets");
-        assert!(qamd.try_wait().expect("qamd").is_none(), "qamd exited");
+        assert!(qamd.0.try_wait().expect("qamd").is_none(), "qamd exited");
         std::thread::sleep(Duration::from_millis(20));
     }
     let qam_gid = nix::unistd::Group::from_name("qam")
@@ -234,12 +236,16 @@ fn a_service_in_group_qam_reaches_sockets_below_directories_qamd_created() {
         !sasl("nobody").contains("NO \""),
         "nobody must not reach the door"
     );
+}
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(qamd.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = qamd.wait();
+/// A qamd the test started, killed when the test ends, passing or failing.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The README's quick-start build command, as printed there.
