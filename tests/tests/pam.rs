@@ -355,10 +355,18 @@ fn dovecot_logs_users_in_through_pam() {
     daemon.add_user("frank", "correct horse");
     daemon.add_user("grace", "battery staple");
     daemon.lock_user("grace");
-    let service = PamService::new("dovecot", &module_args(&daemon));
+    // README's /etc/pam.d/dovecot and passdb, under a service name of the test's own.
+    let service = PamService::with_auth_lines(
+        "dovecot",
+        &dovecot::pam_dovecot_file(&format!(
+            "{} {}",
+            bin("libpam_qam.so").display(),
+            module_args(&daemon)
+        )),
+    );
     let dovecot = Dovecot::start(
         &format!("qam-pam-{}", std::process::id()),
-        &format!("passdb {{\n  driver = pam\n  args = {}\n}}", service.name),
+        &dovecot::pam_passdb(&service.name),
     );
 
     dovecot.assert_accepts("frank", "correct horse");
