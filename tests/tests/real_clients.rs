@@ -16,6 +16,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -28,6 +29,12 @@ const SASLDB: &str = "/usr/lib/x86_64-linux-gnu/sasl2/libsasldb.so";
 const PYTHON: &str = "/usr/bin/python3";
 /// Logins timed on each side of a comparison.
 const TIMED_LOGINS: usize = 15;
+/// One test at a time: they add system users and groups, and time logins.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// qamd at its default cost (what users feel), no throttling in the way of the repetitions.
 fn qamd() -> Daemon {
@@ -270,6 +277,7 @@ fn ssh_password_login_through_the_readme_pam_lines() {
     {
         return;
     }
+    let _serial = serial();
     let daemon = qamd();
     let suffix = std::process::id() % 100_000;
     let (qam_name, shadow_name) = (format!("qamssh{suffix}"), format!("qamshadow{suffix}"));
@@ -408,6 +416,7 @@ fn imap_login_through_checkpassword() {
     if !imap_present() || !require_peer("/usr/lib/dovecot/checkpassword-reply", "dovecot-core") {
         return;
     }
+    let _serial = serial();
     join_qam("dovecot");
     let daemon = qamd();
     daemon.add_user("alice", "alice password 1");
@@ -436,6 +445,7 @@ fn imap_login_through_pam() {
     if !imap_present() {
         return;
     }
+    let _serial = serial();
     let daemon = qamd();
     daemon.add_user("alice", "alice password 1");
     daemon.add_user("bob", "bob password 1");
@@ -597,6 +607,7 @@ fn smtp_auth_plain_and_login_through_the_saslauthd_door() {
     {
         return;
     }
+    let _serial = serial();
     join_qam("postfix");
     let run = shared_tempdir();
     // README's door path below directories qamd has to create (as on a boot without the units).
