@@ -174,6 +174,7 @@ impl Ejabberd {
     /// (the `hosts:` list and auth settings, e.g. `auth_method: [external]`).
     pub fn start(port: u16, node: &str, hosts_yaml: &str) -> Ejabberd {
         let dir = crate::shared_tempdir();
+        // Deviates from README on purpose: `starttls: false` on loopback (no certificate).
         let config = format!(
             "{hosts_yaml}\nloglevel: info\nlisten:\n  - port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
              modules:\n  mod_disco: {{}}\n  mod_roster: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n"
@@ -311,6 +312,8 @@ impl Prosody {
         )
         .expect("copy mod_auth_qam.lua");
         let config = dir.path().join("prosody.cfg.lua");
+        // Deviates from README on purpose: plaintext c2s on loopback (no certificate to make),
+        // registration without rate limit; everything about authentication is README's.
         let text = format!(
             r#"data_path = "{d}/data"
 pidfile = "{d}/prosody.pid"
