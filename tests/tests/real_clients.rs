@@ -168,11 +168,12 @@ struct Sshd {
 }
 
 impl Sshd {
-    /// `pam_lines` go first, followed by Debian's own /etc/pam.d/sshd (README: "at the top").
-    fn start(port: u16, pam_lines: &str) -> Sshd {
+    /// `pam_lines` go first, followed by Debian's own /etc/pam.d/sshd (README: "at the top");
+    /// `name` tells this sshd's PAM service from another one's.
+    fn start(port: u16, name: &str, pam_lines: &str) -> Sshd {
         let dir = shared_tempdir();
         let d = dir.path();
-        let service = format!("qam-test-sshd-{}", std::process::id());
+        let service = format!("qam-test-sshd-{name}-{}", std::process::id());
         let debian = fs::read_to_string("/etc/pam.d/sshd").expect("Debian's /etc/pam.d/sshd");
         let pam = SystemFile::write(
             Path::new("/etc/pam.d").join(&service),
@@ -296,6 +297,7 @@ fn ssh_password_login_through_the_readme_pam_lines() {
     shadow_user.set_shadow_password("shadow password 1");
     let sshd = Sshd::start(
         15622,
+        "readme",
         &readme::block_after("At the top of").replace("pam_qam.so", &pam_module(&daemon)),
     );
 
@@ -321,11 +323,19 @@ fn ssh_password_login_through_the_readme_pam_lines() {
         })
         .expect("unlock");
 
+    // The same sshd on Debian's stack alone, for the server's own store; and what README's
+    // stack costs a unix-only user (qam's answer for an unknown name comes first).
+    let stock = Sshd::start(15623, "stock", "");
     let times = compare(
         || sshd.timed_login(&qam_user.name, "qam password 1"),
-        || sshd.timed_login(&shadow_user.name, "shadow password 1"),
+        || stock.timed_login(&shadow_user.name, "shadow password 1"),
     );
     report("ssh(sshd, PAM)", times, "shadow");
+    let times = compare(
+        || sshd.timed_login(&shadow_user.name, "shadow password 1"),
+        || stock.timed_login(&shadow_user.name, "shadow password 1"),
+    );
+    report("ssh(sshd, unix-only user on README's stack)", times, "shadow");
 }
 
 // ---------------------------------------------------------------- IMAP
