@@ -335,7 +335,11 @@ fn ssh_password_login_through_the_readme_pam_lines() {
         || sshd.timed_login(&shadow_user.name, "shadow password 1"),
         || stock.timed_login(&shadow_user.name, "shadow password 1"),
     );
-    report("ssh(sshd, unix-only user on README's stack)", times, "shadow");
+    report(
+        "ssh(sshd, unix-only user on README's stack)",
+        times,
+        "shadow",
+    );
 }
 
 // ---------------------------------------------------------------- IMAP

@@ -341,6 +341,8 @@ fn prosody_cyrus_logs_in_over_xmpp_through_the_door() {
     // README: `sudo adduser prosody qam`; the door's socket and directories belong to `qam`.
     qam_tests::deployment::join_qam("prosody");
     let door = Door::open("");
+    // An application name of the test's own instead of `prosody`: the host's
+    // /etc/sasl2/prosody.conf stays untouched.
     let app = format!("qamtest{}", std::process::id());
     let _conf = SaslConf::write(&app, &door.socket);
     let prosody = Prosody::start(
