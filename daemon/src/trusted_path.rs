@@ -108,7 +108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_writable_directory_above_is_refused_unless_sticky_and_roots() {
+    fn a_writable_directory_above_is_refused_unless_sticky_and_root_owned() {
         let (dir, file) = fixture();
         chmod(dir.path(), 0o775);
         let err = check(&file, "config").unwrap_err();
