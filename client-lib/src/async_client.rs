@@ -75,6 +75,7 @@ impl AsyncClient {
         let request = Request::Verify {
             user: user.to_owned(),
             password: password.clone(),
+            client: None,
         };
         crate::verdict(self.call(&request).await)
     }

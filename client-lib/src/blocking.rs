@@ -70,6 +70,7 @@ impl Client {
         let request = Request::Verify {
             user: user.to_owned(),
             password: password.clone(),
+            client: None,
         };
         crate::verdict(self.call(&request))
     }

@@ -38,7 +38,7 @@ mod async_client;
 pub use async_client::AsyncClient;
 pub use blocking::Client;
 pub use error::ClientError;
-pub use secret::Password;
+pub use secret::{ClientKey, Password};
 pub use trust::{TrustedDaemon, UnknownDaemonUser, TRUSTED_ENV};
 pub use wire::{ErrorCode, Request, WireError};
 

@@ -2,7 +2,7 @@
 //! the grant it needs and whether it is audited. `Op`, `Request`, decoding and `Serve` follow.
 
 use crate::ops_macro::{operations, user_field};
-use crate::secret::Password;
+use crate::secret::{ClientKey, Password};
 use crate::wire::{
     Done, ExistsInfo, ExportPage, ExportRecord, HelloInfo, ImportInfo, ListPage, LookupInfo,
     NameInfo, StatusInfo, WireError,
@@ -32,6 +32,10 @@ operations! {
         user: String,
         /// The password to check.
         password: Password,
+        /// What the adapter knows about its own client (e.g. its address): attempts with
+        /// another key are throttled apart. Opaque to qamd, never stored or logged.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client: Option<ClientKey>,
     } -> NameInfo, grant: Default, audited: false;
     /// Whether an account exists.
     Exists exists {
@@ -49,6 +53,9 @@ operations! {
         user: String,
         /// The new account's password.
         password: Password,
+        /// Admins only: take a name the system's user or group database knows.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     } -> NameInfo, grant: Named, audited: false;
     /// A user changes their own password, proving the old one.
     ChangePassword change_password {
@@ -138,6 +145,10 @@ pub(crate) struct RequestFields {
     replace: Option<bool>,
     /// `import`: check and count without writing.
     dry_run: Option<bool>,
+    /// `verify`: the adapter's opaque key for its client.
+    client: Option<ClientKey>,
+    /// `register`: an admin takes a name the system knows.
+    force: Option<bool>,
 }
 
 /// How a field read from the line becomes a request's field; the request field's type says

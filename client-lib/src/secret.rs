@@ -10,6 +10,10 @@ use zeroize::Zeroizing;
 #[serde(transparent)]
 pub struct Password(Zeroizing<String>);
 
+/// An adapter's opaque key for its client (an address, a session id) in `verify`: kept like a
+/// password, since it may name a person's address, and never shown in `Debug`.
+pub type ClientKey = Password;
+
 impl Password {
     /// Wraps an owned string; the string's buffer is wiped when the `Password` drops.
     pub fn new(secret: String) -> Self {

@@ -469,12 +469,24 @@ mod tests {
             Request::Verify {
                 user: "a".into(),
                 password: "p:w\"x".into(),
+                client: None,
+            },
+            Request::Verify {
+                user: "a".into(),
+                password: "pw".into(),
+                client: Some("client 7".into()),
             },
             Request::Exists { user: "a".into() },
             Request::Lookup { user: "a".into() },
             Request::Register {
                 user: "a".into(),
                 password: "pw".into(),
+                force: false,
+            },
+            Request::Register {
+                user: "a".into(),
+                password: "pw".into(),
+                force: true,
             },
             Request::ChangePassword {
                 user: "a".into(),
@@ -535,6 +547,7 @@ mod tests {
         let verify = Request::Verify {
             user: "alice".into(),
             password: "alice".into(),
+            client: Some("host".into()),
         };
         assert_eq!(verify.user(), Some("alice"));
         let list = Request::List {

@@ -84,7 +84,7 @@ pub struct HashConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UsernameConfig {
-    /// Regular expression a lowercased username must match in full.
+    /// Regular expression a lowercased username must match in full (qamd anchors it).
     pub pattern: String,
     /// Names nobody may register or be given.
     pub reserved: Vec<String>,
@@ -100,17 +100,21 @@ pub struct PasswordConfig {
     pub max_bytes: usize,
 }
 
-/// The per-username failure ladder.
+/// The failure ladders: one per (username, source), and a ceiling per username.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleConfig {
-    /// Failures allowed before the first back-off.
+    /// Failures one source (peer service, plus the client key its adapter passes) may make
+    /// for one username before its back-off starts.
     pub free_failures: u32,
+    /// Failures of all sources together for one username before sources that never logged
+    /// in to it are backed off too; unset: four times `free_failures`.
+    pub name_free_failures: Option<u32>,
     /// First back-off; each further failure doubles it.
     pub base_delay_ms: u64,
     /// Longest back-off.
     pub max_delay_seconds: u64,
-    /// Usernames tracked at once (least recently failed are forgotten first).
+    /// Ladders tracked at once, per kind (least recently used are forgotten first).
     pub max_tracked: usize,
 }
 
@@ -167,6 +171,7 @@ impl Default for UsernameConfig {
         UsernameConfig {
             pattern: "^[a-z0-9][a-z0-9._-]{0,31}$".into(),
             reserved: [
+                // People-facing roles (RFC 2142 and common practice).
                 "root",
                 "admin",
                 "administrator",
@@ -175,14 +180,59 @@ impl Default for UsernameConfig {
                 "hostmaster",
                 "webmaster",
                 "noreply",
-                "no-reply",
                 "mailer-daemon",
                 "security",
                 "support",
                 "info",
-                "qam",
-                "nobody",
+                "sysadmin",
+                "operator",
+                "localhost",
+                // Debian's system users and groups, and the usual service accounts: a
+                // name one of them has, or will have once its package is installed.
+                "daemon",
+                "bin",
+                "sys",
+                "sync",
+                "games",
+                "man",
+                "lp",
+                "mail",
+                "news",
+                "uucp",
+                "proxy",
                 "www-data",
+                "backup",
+                "list",
+                "irc",
+                "gnats",
+                "nobody",
+                "nogroup",
+                "adm",
+                "shadow",
+                "sudo",
+                "wheel",
+                "staff",
+                "users",
+                "systemd",
+                "messagebus",
+                "sshd",
+                "git",
+                "postgres",
+                "postgresql",
+                "mysql",
+                "redis",
+                "ftp",
+                "http",
+                "nginx",
+                "apache",
+                "dovecot",
+                "dovenull",
+                "postfix",
+                "prosody",
+                "ejabberd",
+                "vmail",
+                "qam",
+                "qam-admin",
             ]
             .map(String::from)
             .to_vec(),
@@ -203,6 +253,7 @@ impl Default for ThrottleConfig {
     fn default() -> Self {
         ThrottleConfig {
             free_failures: 5,
+            name_free_failures: None,
             base_delay_ms: 1000,
             max_delay_seconds: 300,
             max_tracked: 100_000,
@@ -221,6 +272,14 @@ impl Default for PermissionsConfig {
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
         }
+    }
+}
+
+impl ThrottleConfig {
+    /// The per-username ceiling in force.
+    pub fn name_free_failures(&self) -> u32 {
+        self.name_free_failures
+            .unwrap_or_else(|| self.free_failures.saturating_mul(4))
     }
 }
 
@@ -284,7 +343,7 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
-        if let Err(err) = regex::Regex::new(&self.username.pattern) {
+        if let Err(err) = crate::rules::anchored(&self.username.pattern) {
             return invalid(format!("username.pattern is not a valid regex: {err}"));
         }
         if argon2::Params::new(self.hash.m_cost, self.hash.t_cost, self.hash.p_cost, None).is_err()

@@ -3,12 +3,13 @@
 
 use crate::policy::{Grants, Peer};
 use crate::state::State;
+use crate::throttle::Source;
 use qam_client::wire::{
     decode_request, encode_error, encode_success, Answer, Done, ExistsInfo, ExportPage,
     ExportRecord, HelloInfo, ImportInfo, ListPage, LookupInfo, NameInfo, Serve, StatusInfo,
     PROTOCOL_VERSION,
 };
-use qam_client::{ErrorCode, Password, Request, WireError};
+use qam_client::{ClientKey, ErrorCode, Password, Request, WireError};
 use tracing::Instrument;
 
 /// Answers one request line (newline stripped) from `peer`.
@@ -49,13 +50,21 @@ async fn execute(
     if op.is_audited() {
         tracing::info!(peer_uid = peer.uid, op = %op, user = request.user(), "admin operation");
     }
-    request.serve(&Call { state, grants }).await
+    request
+        .serve(&Call {
+            state,
+            peer,
+            grants,
+        })
+        .await
 }
 
 /// One authorized request on its way to the accounts.
 struct Call<'a> {
     /// The accounts and the server's figures.
     state: &'a State,
+    /// The caller: its uid is part of the source failed logins count against.
+    peer: Peer,
     /// The caller's grants: an admin may register while registration is closed.
     grants: &'a Grants,
 }
@@ -68,8 +77,17 @@ impl Serve for Call<'_> {
         })
     }
 
-    async fn verify(&self, user: String, password: Password) -> Result<NameInfo, WireError> {
-        self.state.accounts.verify(&user, password).await
+    async fn verify(
+        &self,
+        user: String,
+        password: Password,
+        client: Option<ClientKey>,
+    ) -> Result<NameInfo, WireError> {
+        let source = Source {
+            peer_uid: self.peer.uid,
+            client: client.as_ref().map(ClientKey::expose),
+        };
+        self.state.accounts.verify(&user, password, source).await
     }
 
     async fn exists(&self, user: String) -> Result<ExistsInfo, WireError> {
@@ -80,9 +98,15 @@ impl Serve for Call<'_> {
         self.state.accounts.lookup(&user)
     }
 
-    async fn register(&self, user: String, password: Password) -> Result<NameInfo, WireError> {
+    async fn register(
+        &self,
+        user: String,
+        password: Password,
+        force: bool,
+    ) -> Result<NameInfo, WireError> {
         let admin = self.grants.is_admin();
-        self.state.accounts.register(&user, password, admin).await
+        let accounts = &self.state.accounts;
+        accounts.register(&user, password, admin, force).await
     }
 
     async fn change_password(
@@ -93,7 +117,12 @@ impl Serve for Call<'_> {
     ) -> Result<Done, WireError> {
         let accounts = &self.state.accounts;
         accounts
-            .change_password(&user, old_password, new_password)
+            .change_password(
+                &user,
+                old_password,
+                new_password,
+                Source::peer(self.peer.uid),
+            )
             .await
     }
 

@@ -42,7 +42,8 @@ enum Job {
     Verify {
         password: Password,
         phc: String,
-        policy: Params,
+        /// The parameters in force and their dummy hash, which tops up a cheaper refusal.
+        current: Arc<Current>,
         reply: oneshot::Sender<VerifyOutcome>,
     },
 }
@@ -157,14 +158,16 @@ impl Scratch {
         }
     }
 
-    /// Exactly the blocks `params` needs (memory follows a change of `m_cost`).
+    /// Exactly the blocks `params` needs, carved from memory kept at the largest size asked
+    /// since the last release: a cheap verify followed by its top-up to the current cost
+    /// allocates nothing (memory follows a lower `m_cost` at the next idle release).
     fn blocks(&mut self, params: &Params) -> &mut [Block] {
         let count = params.block_count();
-        if self.0.len() != count {
+        if self.0.len() < count {
             self.0 = Vec::new();
             self.0.resize(count, Block::default());
         }
-        &mut self.0
+        &mut self.0[..count]
     }
 }
 
@@ -213,6 +216,30 @@ fn recompute_matches(scratch: &mut Scratch, password: &[u8], hash: &PasswordHash
     let matches = Output::new(computed).ok()? == *expected;
     buffer.zeroize();
     Some(matches)
+}
+
+/// True when checking `phc` costs less memory or fewer passes than `policy`, or it cannot be
+/// read: a refusal against it is topped up to the current cost.
+fn costs_less(phc: &str, policy: &Params) -> bool {
+    PasswordHash::new(phc)
+        .ok()
+        .and_then(|hash| Params::try_from(&hash).ok())
+        .is_none_or(|stored| stored.m_cost() < policy.m_cost() || stored.t_cost() < policy.t_cost())
+}
+
+/// Checks `password` against `phc`; a refusal costs at least one verify at the current
+/// parameters (the dummy's), so the time of a `denied` tells nothing about the stored hash.
+fn verify_at_least_current(
+    scratch: &mut Scratch,
+    password: &[u8],
+    phc: &str,
+    current: &Current,
+) -> VerifyOutcome {
+    let outcome = verify_with(scratch, password, phc, &current.params);
+    if !outcome.matches && costs_less(phc, &current.params) {
+        verify_with(scratch, password, &current.dummy, &current.params);
+    }
+    outcome
 }
 
 /// Compares algorithm, version and m/t/p one by one (whole-`Params` equality gives false
@@ -309,7 +336,7 @@ impl Hasher {
         self.submit(Job::Verify {
             password,
             phc: phc.unwrap_or_else(|| current.dummy.clone()),
-            policy: current.params.clone(),
+            current,
             reply,
         })?;
         let outcome = answer.await.map_err(|_| HashError::Stopped)?;
@@ -397,11 +424,15 @@ fn work(receiver: &Mutex<Receiver<Job>>, queued: &AtomicUsize) {
             Job::Verify {
                 password,
                 phc,
-                policy,
+                current,
                 reply,
             } => {
-                let outcome =
-                    verify_with(&mut scratch, password.expose().as_bytes(), &phc, &policy);
+                let outcome = verify_at_least_current(
+                    &mut scratch,
+                    password.expose().as_bytes(),
+                    &phc,
+                    &current,
+                );
                 let _ = reply.send(outcome);
             }
         }
@@ -464,6 +495,18 @@ mod tests {
             "$argon2i$v=19$m=64,t=1,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A";
         assert!(verify_now(b"pw", argon2i, &old).needs_rehash);
         assert!(!verify_now(b"pw", "not a hash", &old).matches);
+    }
+
+    #[test]
+    fn only_cheaper_or_unreadable_hashes_are_topped_up() {
+        let policy = Params::new(128, 2, 1, None).unwrap();
+        let same = hash_now(b"pw", &policy).unwrap();
+        assert!(!costs_less(&same, &policy));
+        for (m, t) in [(64, 2), (128, 1)] {
+            let cheaper = hash_now(b"pw", &Params::new(m, t, 1, None).unwrap()).unwrap();
+            assert!(costs_less(&cheaper, &policy), "{m} {t}");
+        }
+        assert!(costs_less("not a hash", &policy));
     }
 
     #[test]

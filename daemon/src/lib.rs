@@ -20,6 +20,7 @@ mod shutdown;
 mod socket;
 mod state;
 pub mod store;
+mod system_names;
 pub mod systemd;
 pub mod throttle;
 mod trusted_path;

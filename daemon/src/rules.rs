@@ -13,6 +13,10 @@ pub enum RuleError {
     BadUsername,
     #[error("username `{0}` is reserved")]
     Reserved(String),
+    #[error(
+        "username `{0}` names a user or group of this system; an admin may add it with `force`"
+    )]
+    SystemName(String),
     #[error("password must be at least {0} characters")]
     PasswordTooShort(usize),
     #[error("password must be at most {0} bytes")]
@@ -21,47 +25,64 @@ pub enum RuleError {
     PasswordHasNul,
 }
 
+/// Characters that separate parts of a name: `root.`, `mailer_daemon` and `mailer-daemon` differ
+/// only in them, so reserved names are compared without them.
+const SEPARATORS: [char; 3] = ['.', '_', '-'];
+
+/// A name without its separators, the form reserved names are compared in.
+pub fn skeleton(name: &str) -> String {
+    name.chars().filter(|c| !SEPARATORS.contains(c)).collect()
+}
+
 /// The compiled rules.
 #[derive(Debug, Clone)]
 pub struct Rules {
+    /// The configured pattern, anchored at both ends.
     pattern: Regex,
+    /// Skeletons of the reserved names.
     reserved: HashSet<String>,
     min_password_chars: usize,
     max_password_bytes: usize,
 }
 
 impl Rules {
-    /// Compiles the configured rules (the config was validated, so the pattern compiles).
+    /// Compiles the configured rules (the config was validated, so the pattern compiles). The
+    /// pattern must match the whole name, however it is written.
     pub fn new(
         username: &UsernameConfig,
         password: &PasswordConfig,
     ) -> Result<Rules, regex::Error> {
         Ok(Rules {
-            pattern: Regex::new(&username.pattern)?,
+            pattern: anchored(&username.pattern)?,
             reserved: username
                 .reserved
                 .iter()
-                .map(|n| n.to_ascii_lowercase())
+                .map(|n| skeleton(&n.to_ascii_lowercase()))
                 .collect(),
             min_password_chars: password.min_length,
             max_password_bytes: password.max_bytes,
         })
     }
 
-    /// The stored form of a name: lowercased and matching the pattern. Reserved names pass
+    /// The stored form of a name: ASCII only (nothing outside it is folded into a letter that
+    /// looks alike), ASCII letters lowercased, matching the pattern. Reserved names pass
     /// (they may exist, created by an admin's import); use `new_username` for creation.
     pub fn username(&self, input: &str) -> Result<String, RuleError> {
-        let name = input.to_lowercase();
+        if !input.is_ascii() {
+            return Err(RuleError::BadUsername);
+        }
+        let name = input.to_ascii_lowercase();
         if name.len() > 255 || !self.pattern.is_match(&name) {
             return Err(RuleError::BadUsername);
         }
         Ok(name)
     }
 
-    /// A name for a new account: valid and not reserved.
+    /// A name for a new account: valid and not reserved, nor spelled like a reserved name
+    /// with other separators (`root.`, `mailer_daemon`).
     pub fn new_username(&self, input: &str) -> Result<String, RuleError> {
         let name = self.username(input)?;
-        if self.reserved.contains(&name) {
+        if self.reserved.contains(&skeleton(&name)) {
             return Err(RuleError::Reserved(name));
         }
         Ok(name)
@@ -83,6 +104,11 @@ impl Rules {
     }
 }
 
+/// `pattern` as a regex that matches whole names only: `^(?:pattern)$`.
+pub fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("^(?:{pattern})$"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +120,7 @@ mod tests {
     #[test]
     fn usernames_are_lowercased() {
         assert_eq!(rules().username("Alice").unwrap(), "alice");
+        assert_eq!(rules().username("KATE").unwrap(), "kate");
         assert_eq!(rules().username("a.b_c-9").unwrap(), "a.b_c-9");
     }
 
@@ -110,6 +137,8 @@ mod tests {
             "a:b",
             long.as_str(),
             "a\0b",
+            "\u{212a}ate",
+            "k\u{131}m",
         ] {
             assert_eq!(
                 rules().username(bad),
@@ -127,6 +156,38 @@ mod tests {
             Err(RuleError::Reserved("postmaster".into()))
         );
         assert!(rules().username("postmaster").is_ok());
+    }
+
+    #[test]
+    fn names_spelled_like_reserved_ones_cannot_be_created() {
+        for lookalike in [
+            "root.",
+            "root_",
+            "r.o.o.t",
+            "admin-",
+            "mailer_daemon",
+            "www.data",
+        ] {
+            assert!(
+                matches!(rules().new_username(lookalike), Err(RuleError::Reserved(_))),
+                "{lookalike}"
+            );
+        }
+        assert!(rules().new_username("rooted").is_ok());
+    }
+
+    #[test]
+    fn a_custom_pattern_matches_whole_names_only() {
+        let username = UsernameConfig {
+            pattern: "[a-z0-9]{1,32}".into(),
+            ..UsernameConfig::default()
+        };
+        let rules = Rules::new(&username, &PasswordConfig::default()).unwrap();
+        let long = "a".repeat(40);
+        for bad in ["bob\nroot", "../../etc", long.as_str()] {
+            assert_eq!(rules.username(bad), Err(RuleError::BadUsername), "{bad:?}");
+        }
+        assert!(rules.username("bob").is_ok());
     }
 
     #[test]

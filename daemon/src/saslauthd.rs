@@ -297,7 +297,11 @@ impl Door {
         let verdict = self
             .state
             .accounts
-            .verify(&request.login, request.password)
+            .verify(
+                &request.login,
+                request.password,
+                crate::throttle::Source::peer(peer.uid),
+            )
             .instrument(span)
             .await;
         Some(match verdict {

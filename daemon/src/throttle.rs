@@ -1,13 +1,39 @@
-//! The per-username failure ladder, in memory only: after a few free failures each further one
-//! doubles a back-off during which `verify` answers `throttled` without hashing.
+//! Failure ladders in memory only, so a stranger's wrong guesses slow the stranger, not the
+//! owner: one ladder per (name, source), and a per-name ceiling over all sources together.
+//!
+//! A source is the peer service's uid plus the opaque client key its adapter may pass. Both
+//! enter the ladders only through a keyed hash whose key is made at start and never leaves
+//! memory, so no address or key is held in the clear. An attempt is charged when it is
+//! reserved, before any hashing: simultaneous guesses cannot slip past the ladder.
 
 use crate::config::ThrottleConfig;
 use lru::LruCache;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Failures of one username.
+/// Where an attempt comes from, as far as qamd can tell.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The connecting service's uid (SO_PEERCRED).
+    pub peer_uid: u32,
+    /// What the service's adapter knows about its client (an address, a session), if anything.
+    pub client: Option<&'a str>,
+}
+
+impl Source<'_> {
+    /// A peer service that tells its clients apart no further.
+    pub const fn peer(peer_uid: u32) -> Source<'static> {
+        Source {
+            peer_uid,
+            client: None,
+        }
+    }
+}
+
+/// Failures of one key.
 #[derive(Debug, Clone, Copy)]
 struct Ladder {
     failures: u32,
@@ -15,10 +41,42 @@ struct Ladder {
     blocked_until: Option<Instant>,
 }
 
-/// The throttle; bounded by `max_tracked` usernames (least recently failed forgotten first).
+impl Ladder {
+    fn blocks(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// The attempt is refused without hashing: too many recent failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttled;
+
+/// An attempt charged as a failure in advance; `accepted` or `not_run` gives the charge back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    source: u64,
+    name: u64,
+}
+
+/// Every ladder, behind one lock so a reservation is checked and charged at once.
+struct Ladders {
+    /// One ladder per keyed hash of (name, source).
+    sources: LruCache<u64, Ladder>,
+    /// One ladder per keyed hash of a name, charged by every source.
+    names: LruCache<u64, Ladder>,
+    /// (name, source) pairs that logged in since start: the per-name ceiling does not stop them.
+    trusted: LruCache<u64, ()>,
+}
+
+/// The throttle; each map is bounded by `max_tracked` keys (least recently used forgotten first).
 pub struct Throttle {
-    ladders: Mutex<LruCache<String, Ladder>>,
+    ladders: Mutex<Ladders>,
+    /// Key of the hash every name and source passes through; made at start, memory only.
+    secret: RandomState,
+    /// Failures one source may make before its back-off starts.
     free_failures: u32,
+    /// Failures of all untrusted sources together before the name's back-off starts.
+    name_free_failures: u32,
     base_delay: Duration,
     max_delay: Duration,
 }
@@ -27,48 +85,84 @@ impl Throttle {
     pub fn new(config: &ThrottleConfig) -> Throttle {
         let capacity = NonZeroUsize::new(config.max_tracked).unwrap_or(NonZeroUsize::MIN);
         Throttle {
-            ladders: Mutex::new(LruCache::new(capacity)),
+            ladders: Mutex::new(Ladders {
+                sources: LruCache::new(capacity),
+                names: LruCache::new(capacity),
+                trusted: LruCache::new(capacity),
+            }),
+            secret: RandomState::new(),
             free_failures: config.free_failures,
+            name_free_failures: config.name_free_failures(),
             base_delay: Duration::from_millis(config.base_delay_ms),
             max_delay: Duration::from_secs(config.max_delay_seconds),
         }
     }
 
-    fn ladders(&self) -> std::sync::MutexGuard<'_, LruCache<String, Ladder>> {
+    fn ladders(&self) -> MutexGuard<'_, Ladders> {
         self.ladders
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// `Err(remaining)` while `name` is backed off.
-    pub fn check(&self, name: &str, now: Instant) -> Result<(), Duration> {
-        match self
-            .ladders()
-            .peek(name)
-            .and_then(|ladder| ladder.blocked_until)
-        {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
+    fn keys(&self, name: &str, source: Source<'_>) -> Reservation {
+        Reservation {
+            source: self.secret.hash_one((name, source.peer_uid, source.client)),
+            name: self.secret.hash_one(name),
         }
     }
 
-    /// Records a failed attempt for `name`.
-    pub fn failure(&self, name: &str, now: Instant) {
+    /// Admits an attempt for `name` from `source` and charges it as a failure, or refuses it:
+    /// while this source is backed off, or while the name is and this source never logged in.
+    pub fn reserve(
+        &self,
+        name: &str,
+        source: Source<'_>,
+        now: Instant,
+    ) -> Result<Reservation, Throttled> {
+        let keys = self.keys(name, source);
         let mut ladders = self.ladders();
-        let ladder = ladders.get_or_insert_mut(name.to_owned(), || Ladder {
+        if ladders
+            .sources
+            .peek(&keys.source)
+            .is_some_and(|ladder| ladder.blocks(now))
+        {
+            return Err(Throttled);
+        }
+        let trusted = ladders.trusted.contains(&keys.source);
+        if !trusted
+            && ladders
+                .names
+                .peek(&keys.name)
+                .is_some_and(|ladder| ladder.blocks(now))
+        {
+            return Err(Throttled);
+        }
+        self.charge(&mut ladders.sources, keys.source, self.free_failures, now);
+        self.charge(&mut ladders.names, keys.name, self.name_free_failures, now);
+        Ok(keys)
+    }
+
+    /// Adds a failure to one ladder; the failure that uses up the free ones starts the back-off,
+    /// and each further one doubles it.
+    fn charge(&self, ladders: &mut LruCache<u64, Ladder>, key: u64, free: u32, now: Instant) {
+        let ladder = ladders.get_or_insert_mut(key, || Ladder {
             failures: 0,
             last_failure: now,
             blocked_until: None,
         });
-        // A ladder untouched for longer than the longest back-off starts again.
-        if now.saturating_duration_since(ladder.last_failure) > self.max_delay.max(self.base_delay)
-        {
-            ladder.failures = 0;
+        // A ladder without failures for the longest back-off after its own ended starts again.
+        let quiet_since = ladder.blocked_until.unwrap_or(ladder.last_failure);
+        if now.saturating_duration_since(quiet_since) > self.max_delay.max(self.base_delay) {
+            *ladder = Ladder {
+                failures: 0,
+                last_failure: now,
+                blocked_until: None,
+            };
         }
         ladder.failures = ladder.failures.saturating_add(1);
         ladder.last_failure = now;
-        if ladder.failures > self.free_failures {
-            let steps = (ladder.failures - self.free_failures - 1).min(31);
+        if ladder.failures >= free {
+            let steps = (ladder.failures - free).min(31);
             let delay = self
                 .base_delay
                 .saturating_mul(1 << steps)
@@ -77,14 +171,55 @@ impl Throttle {
         }
     }
 
-    /// A success clears the ladder.
-    pub fn success(&self, name: &str) {
-        self.ladders().pop(name);
+    /// The attempt logged in: its source starts afresh and is trusted for this name from now
+    /// on; the name keeps the failures of others.
+    pub fn accepted(&self, reservation: Reservation) {
+        let mut ladders = self.ladders();
+        ladders.sources.pop(&reservation.source);
+        ladders.trusted.put(reservation.source, ());
+        Self::refund(
+            &mut ladders.names,
+            reservation.name,
+            self.name_free_failures,
+        );
     }
 
-    /// Usernames currently tracked.
+    /// The attempt was never checked (every hashing worker busy): nothing is charged.
+    pub fn not_run(&self, reservation: Reservation) {
+        let mut ladders = self.ladders();
+        Self::refund(&mut ladders.sources, reservation.source, self.free_failures);
+        Self::refund(
+            &mut ladders.names,
+            reservation.name,
+            self.name_free_failures,
+        );
+    }
+
+    fn refund(ladders: &mut LruCache<u64, Ladder>, key: u64, free: u32) {
+        if let Some(ladder) = ladders.peek_mut(&key) {
+            ladder.failures = ladder.failures.saturating_sub(1);
+            if ladder.failures < free {
+                ladder.blocked_until = None;
+            }
+        }
+    }
+
+    /// An admin set the password or removed the account: the name's ceiling starts afresh
+    /// (each source's own ladder runs out by itself; they cannot be found by name).
+    pub fn forget(&self, name: &str) {
+        let mut ladders = self.ladders();
+        let name_key = self.secret.hash_one(name);
+        ladders.names.pop(&name_key);
+    }
+
+    /// Keys tracked in the largest map.
     pub fn tracked(&self) -> usize {
-        self.ladders().len()
+        let ladders = self.ladders();
+        ladders
+            .sources
+            .len()
+            .max(ladders.names.len())
+            .max(ladders.trusted.len())
     }
 }
 
@@ -95,10 +230,27 @@ mod tests {
     fn throttle(max_tracked: usize) -> Throttle {
         Throttle::new(&ThrottleConfig {
             free_failures: 3,
+            name_free_failures: Some(6),
             base_delay_ms: 1000,
             max_delay_seconds: 8,
             max_tracked,
         })
+    }
+
+    const SMTP: Source<'static> = Source {
+        peer_uid: 100,
+        client: None,
+    };
+    const XMPP: Source<'static> = Source {
+        peer_uid: 101,
+        client: None,
+    };
+
+    fn client(key: &str) -> Source<'_> {
+        Source {
+            peer_uid: 100,
+            client: Some(key),
+        }
     }
 
     #[test]
@@ -106,47 +258,94 @@ mod tests {
         let t = throttle(10);
         let now = Instant::now();
         for _ in 0..3 {
-            t.failure("alice", now);
-            assert!(t.check("alice", now).is_ok());
+            assert!(t.reserve("alice", SMTP, now).is_ok());
         }
-        t.failure("alice", now);
-        assert_eq!(t.check("alice", now), Err(Duration::from_secs(1)));
-        t.failure("alice", now);
-        assert_eq!(t.check("alice", now), Err(Duration::from_secs(2)));
-        for _ in 0..10 {
-            t.failure("alice", now);
-        }
-        assert_eq!(t.check("alice", now), Err(Duration::from_secs(8)), "capped");
-        assert!(
-            t.check("alice", now + Duration::from_secs(8)).is_ok(),
-            "back-off ends"
+        assert_eq!(t.reserve("alice", SMTP, now), Err(Throttled));
+        let later = now + Duration::from_secs(1);
+        assert!(t.reserve("alice", SMTP, later).is_ok());
+        assert_eq!(
+            t.reserve("alice", SMTP, later + Duration::from_millis(1999)),
+            Err(Throttled),
+            "doubled"
         );
-        assert!(t.check("bob", now).is_ok(), "others unaffected");
+        assert!(t.reserve("bob", SMTP, now).is_ok(), "others unaffected");
     }
 
     #[test]
-    fn success_resets() {
+    fn another_source_is_not_slowed_by_a_strangers_failures() {
         let t = throttle(10);
         let now = Instant::now();
-        for _ in 0..5 {
-            t.failure("alice", now);
+        for _ in 0..3 {
+            t.reserve("alice", SMTP, now).unwrap();
         }
-        t.success("alice");
-        assert!(t.check("alice", now).is_ok());
-        t.failure("alice", now);
-        assert!(t.check("alice", now).is_ok());
+        assert_eq!(t.reserve("alice", SMTP, now), Err(Throttled));
+        assert!(t.reserve("alice", XMPP, now).is_ok());
+        assert!(t.reserve("alice", client("owner"), now).is_ok());
     }
 
     #[test]
-    fn old_ladders_are_forgotten() {
+    fn the_name_ceiling_stops_rotating_strangers_but_not_trusted_sources() {
         let t = throttle(10);
         let now = Instant::now();
-        for _ in 0..4 {
-            t.failure("alice", now);
+        let owner = t.reserve("alice", XMPP, now).unwrap();
+        t.accepted(owner);
+        for n in 0..6 {
+            let key = format!("stranger{n}");
+            assert!(t.reserve("alice", client(&key), now).is_ok(), "{n}");
         }
-        let later = now + Duration::from_secs(60);
-        t.failure("alice", later);
-        assert!(t.check("alice", later).is_ok());
+        assert_eq!(t.reserve("alice", client("stranger7"), now), Err(Throttled));
+        assert!(t.reserve("alice", XMPP, now).is_ok(), "trusted owner");
+    }
+
+    #[test]
+    fn simultaneous_attempts_are_charged_before_any_answer() {
+        let t = throttle(10);
+        let now = Instant::now();
+        let admitted = (0..80)
+            .filter(|_| t.reserve("alice", SMTP, now).is_ok())
+            .count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn success_and_unrun_attempts_give_the_charge_back() {
+        let t = throttle(10);
+        let now = Instant::now();
+        for _ in 0..2 {
+            t.reserve("alice", SMTP, now).unwrap();
+        }
+        let last = t.reserve("alice", SMTP, now).unwrap();
+        t.not_run(last);
+        let right = t.reserve("alice", SMTP, now).unwrap();
+        t.accepted(right);
+        for _ in 0..3 {
+            assert!(t.reserve("alice", SMTP, now).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_capped_ladder_is_not_forgotten_while_guessing_goes_on() {
+        let t = throttle(10);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            t.reserve("alice", SMTP, now).unwrap();
+        }
+        for _ in 0..10 {
+            now += Duration::from_secs(9);
+            assert!(t.reserve("alice", SMTP, now).is_ok());
+            assert_eq!(
+                t.reserve("alice", SMTP, now + Duration::from_millis(1)),
+                Err(Throttled),
+                "no free failures again"
+            );
+        }
+        let quiet = now + Duration::from_secs(17);
+        for _ in 0..3 {
+            assert!(
+                t.reserve("alice", SMTP, quiet).is_ok(),
+                "forgotten when quiet"
+            );
+        }
     }
 
     #[test]
@@ -154,7 +353,7 @@ mod tests {
         let t = throttle(1000);
         let now = Instant::now();
         for n in 0..100_000 {
-            t.failure(&format!("user{n}"), now);
+            let _ = t.reserve(&format!("user{n}"), SMTP, now);
         }
         assert_eq!(t.tracked(), 1000);
     }

@@ -70,6 +70,10 @@ pub enum UserCommand {
     Add {
         /// The new user's name (stored in lowercase).
         name: String,
+        /// Take a name the system's user or group database knows (pam_qam then logs that
+        /// unix user in with the qam password).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         password: PasswordInput,
     },

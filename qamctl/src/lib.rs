@@ -52,6 +52,7 @@ fn execute(cli: Cli) -> Result<(), CtlError> {
             let request = Request::Verify {
                 user: name.clone(),
                 password,
+                client: None,
             };
             let info: NameInfo = connect(&cli)?.call(&request)?;
             output::emit(&format!("accepted: {}", info.name))
@@ -79,11 +80,16 @@ fn execute(cli: Cli) -> Result<(), CtlError> {
 
 fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
     match command {
-        UserCommand::Add { name, password } => {
+        UserCommand::Add {
+            name,
+            force,
+            password,
+        } => {
             let password = prompt::password(*password, name, Purpose::New)?;
             let request = Request::Register {
                 user: name.clone(),
                 password,
+                force: *force,
             };
             let info: NameInfo = connect(cli)?.call(&request)?;
             output::emit(&format!("created user {}", info.name))

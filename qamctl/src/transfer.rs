@@ -30,10 +30,36 @@ fn write_records(client: &mut Client, out: &mut impl Write) -> Result<u64, CtlEr
     Ok(count)
 }
 
-/// `export`: to standard output, or to `file` via a 0600 temporary file renamed into place
-/// once complete and synced (an interrupted export never leaves a truncated backup).
+/// When standard output is a regular file (`qamctl export > backup`), makes it 0600 before a
+/// hash is written, whatever the umask made it; a pipe or terminal is left as it is.
+fn restrict_stdout_file() -> Result<(), CtlError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    let what = || "making standard output mode 0600".to_owned();
+    let file = std::fs::File::from(
+        io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(CtlError::io(what()))?,
+    );
+    let regular = file
+        .metadata()
+        .map_err(CtlError::io(what()))?
+        .file_type()
+        .is_file();
+    if regular {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(CtlError::io(what()))?;
+    }
+    Ok(())
+}
+
+/// `export`: to standard output (made 0600 when it is a file), or to `file` via a 0600
+/// temporary file renamed into place once complete and synced (an interrupted export never
+/// leaves a truncated backup).
 pub fn export(client: &mut Client, file: Option<&Path>) -> Result<u64, CtlError> {
     let Some(path) = file else {
+        restrict_stdout_file()?;
         let mut out = BufWriter::new(io::stdout().lock());
         let count = write_records(client, &mut out)?;
         out.flush().map_err(CtlError::io("writing the export"))?;

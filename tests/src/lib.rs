@@ -170,6 +170,7 @@ impl Daemon {
         let request = Request::Register {
             user: name.into(),
             password: Password::from(password),
+            force: false,
         };
         self.client()
             .call::<NameInfo>(&request)

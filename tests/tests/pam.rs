@@ -6,83 +6,20 @@
 #[path = "support/dovecot.rs"]
 mod dovecot;
 
-use dovecot::{shown, Dovecot, DOVECOT};
-use qam_tests::{bin, require_peer, Daemon};
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+#[path = "support/pam.rs"]
+mod pam_service;
 
-const PAMTESTER: &str = "/usr/bin/pamtester";
+use dovecot::{shown, Dovecot, DOVECOT};
+use pam_service::{module_args, pamtester_present, PamService};
+use qam_tests::{bin, require_peer, Daemon};
+use std::process::Output;
+use std::time::{Duration, Instant};
 
 /// Generous failure budget: these tests repeat wrong passwords on purpose.
 const CONFIG: &str = "[throttle]\nfree_failures = 1000\n";
 
-/// A service file in /etc/pam.d, removed on drop.
-struct PamService {
-    name: String,
-    path: PathBuf,
-}
-
-impl PamService {
-    /// `qam-test-<test>-<pid>` with the module on auth, account and password lines.
-    fn new(test: &str, module_args: &str) -> PamService {
-        let name = format!("qam-test-{test}-{}", std::process::id());
-        let path = Path::new("/etc/pam.d").join(&name);
-        let module = bin("libpam_qam.so");
-        let module = module.display();
-        let text = format!(
-            "auth     required {module} {module_args}\n\
-             account  required {module} {module_args}\n\
-             password required {module} {module_args}\n"
-        );
-        fs::write(&path, text).expect("write /etc/pam.d service (tests run as root)");
-        PamService { name, path }
-    }
-
-    /// A service whose auth stack is given whole (for stacking tests).
-    fn with_auth_lines(test: &str, lines: &str) -> PamService {
-        let name = format!("qam-test-{test}-{}", std::process::id());
-        let path = Path::new("/etc/pam.d").join(&name);
-        fs::write(&path, lines).expect("write /etc/pam.d service");
-        PamService { name, path }
-    }
-
-    /// `pamtester -v SERVICE USER OPERATION` with `input` on stdin.
-    fn pamtester(&self, user: &str, operation: &str, input: &str) -> Output {
-        let mut child = Command::new(PAMTESTER)
-            .arg("-v")
-            .arg(&self.name)
-            .arg(user)
-            .arg(operation)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run pamtester");
-        // pamtester may finish without reading everything (e.g. a failed first pass).
-        let _ = child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes());
-        child.wait_with_output().expect("wait for pamtester")
-    }
-}
-
-impl Drop for PamService {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
 fn peers_present() -> bool {
-    require_peer(PAMTESTER, "pamtester")
-}
-
-fn module_args(daemon: &Daemon) -> String {
-    format!("socket={} debug", daemon.socket.display())
+    pamtester_present()
 }
 
 /// Asserts pamtester's outcome: success, or failure with libpam's text for the code.
@@ -108,10 +45,11 @@ fn authenticate_right_wrong_unknown_locked() {
         true,
         "successfully authenticated",
     );
+    // PAM user names are case-sensitive: `Alice` is not the account `alice`.
     expect(
         &service.pamtester("Alice", "authenticate", "correct horse\n"),
-        true,
-        "successfully authenticated",
+        false,
+        "User not known",
     );
     expect(
         &service.pamtester("alice", "authenticate", "wrong\n"),

@@ -124,10 +124,18 @@ fn typed_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Hello),
         Just(Request::Status),
-        (name(), secret()).prop_map(|(user, password)| Request::Verify { user, password }),
+        (name(), secret()).prop_map(|(user, password)| Request::Verify {
+            user,
+            password,
+            client: None
+        }),
         name().prop_map(|user| Request::Exists { user }),
         name().prop_map(|user| Request::Lookup { user }),
-        (name(), secret()).prop_map(|(user, password)| Request::Register { user, password }),
+        (name(), secret()).prop_map(|(user, password)| Request::Register {
+            user,
+            password,
+            force: false
+        }),
         (name(), secret(), secret()).prop_map(|(user, old_password, new_password)| {
             Request::ChangePassword {
                 user,
@@ -548,7 +556,7 @@ fn qam_checkpassword_never_crashes_on_fd3_input() {
 fn every_protocol_error_code_is_triggered() {
     use reliability_support::{raw_as, socket_gid};
     let daemon = Daemon::start_with(
-        "[throttle]\nfree_failures = 1\nbase_delay_ms = 60000\n[permissions.users]\nnobody = [\"register\"]\n",
+        "[throttle]\nfree_failures = 2\nbase_delay_ms = 60000\n[permissions.users]\nnobody = [\"register\"]\n",
     );
     daemon.add_user("alice", "alice-password");
     let mut seen = std::collections::BTreeMap::new();

@@ -236,6 +236,7 @@ fn password_guessing_is_throttled_without_argon2_work() {
         match client.call::<qam_client::wire::NameInfo>(&qam_client::Request::Verify {
             user: "target".into(),
             password: Password::from(format!("guess-{n}")),
+            client: None,
         }) {
             Err(err) if err.code() == Some(qam_client::ErrorCode::Denied) => denied += 1,
             Err(err) if err.code() == Some(qam_client::ErrorCode::Throttled) => throttled += 1,
@@ -281,6 +282,7 @@ fn throttle_memory_is_bounded_across_a_million_usernames() {
     let max_tracked = 100_000;
     let throttle = Throttle::new(&ThrottleConfig {
         free_failures: 5,
+        name_free_failures: None,
         base_delay_ms: 1000,
         max_delay_seconds: 300,
         max_tracked,
@@ -290,7 +292,11 @@ fn throttle_memory_is_bounded_across_a_million_usernames() {
     let now = Instant::now();
     let mut peak_tracked = 0;
     for n in 0..names {
-        throttle.failure(&format!("attacker-cycles-{n:07}"), now);
+        let _ = throttle.reserve(
+            &format!("attacker-cycles-{n:07}"),
+            qamd::throttle::Source::peer(1000),
+            now,
+        );
         if n % 50_000 == 0 {
             peak_tracked = peak_tracked.max(throttle.tracked());
         }

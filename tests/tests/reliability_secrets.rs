@@ -53,6 +53,7 @@ fn no_password_stays_in_qamd_memory_after_use() {
             .call::<NameInfo>(&Request::Register {
                 user: "memuser".into(),
                 password: Password::from(right),
+                force: false,
             })
             .unwrap();
         for _ in 0..20 {
@@ -128,6 +129,7 @@ fn no_password_reaches_any_log_or_answer_at_trace_level() {
         c.call::<NameInfo>(&Request::Register {
             user: user.into(),
             password: Password::from(pw),
+            force: false,
         })
         .map(|i| format!("{i:?}"))
     };

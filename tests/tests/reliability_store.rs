@@ -63,6 +63,7 @@ fn work(
             let request = Request::Register {
                 user: name.clone(),
                 password: Password::from(password.as_str()),
+                force: false,
             };
             (name, request, Some(password))
         } else {

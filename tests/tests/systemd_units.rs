@@ -236,6 +236,7 @@ fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
     let register = Request::Register {
         user: "activated".into(),
         password: Password::from("socket activation works"),
+        force: false,
     };
     let created: NameInfo = client.call(&register).unwrap();
     assert_eq!(created.name, "activated");
@@ -553,6 +554,7 @@ fn qamd_stays_within_the_service_syscall_filter() {
     let register = Request::Register {
         user: "traced".into(),
         password: password.clone(),
+        force: false,
     };
     client.call::<NameInfo>(&register).unwrap();
     assert!(client.verify("traced", &password).unwrap());

@@ -19,7 +19,8 @@ const NODE: &str = "qamxmpp@localhost";
 static EJABBERD: Mutex<()> = Mutex::new(());
 
 /// qamd as README's ejabberd section runs it: socket group `qam` (the default; ejabberd joins
-/// it), ejabberd may register and set passwords; registration open.
+/// it), ejabberd may register; registration open. Deviates from README: also `set_password`,
+/// to test the password change path.
 const QAMD_FOR_EJABBERD: &str = "registration_open = true\n\
     [permissions.users]\nejabberd = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
 

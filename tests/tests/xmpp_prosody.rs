@@ -17,8 +17,8 @@ const PORT: u16 = 15322;
 static PROSODY: Mutex<()> = Mutex::new(());
 
 /// qamd as README's Prosody section runs it: socket group `qam` (the default; prosody joins
-/// it), Prosody may register (in-band registration) and set passwords (password change over
-/// XMPP); registration open.
+/// it), Prosody may register (in-band registration); registration open. Deviates from README:
+/// also `set_password`, to test the password change path over XMPP.
 const QAMD_FOR_PROSODY: &str = "registration_open = true\n\
     [permissions.users]\nprosody = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
 

@@ -51,6 +51,7 @@ pub fn ask_qamd(
     let request = Request::Verify {
         user,
         password: credentials.password.clone(),
+        client: None,
     };
     let info: NameInfo = client.call(&request).map_err(|err| refusal_for(&err))?;
     Ok(info.name)

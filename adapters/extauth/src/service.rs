@@ -66,20 +66,21 @@ impl Service {
         result
     }
 
-    /// Logs a failed call unless it is the expected "no" of the operation.
+    /// Logs a failed call unless it is the expected "no" of the operation. The attempted
+    /// user name is never logged (it may be a password typed into the wrong field).
     fn refused(&self, command: &Command, err: &ClientError) -> bool {
-        let (user, server) = command.account();
+        let server = command.account().1;
         match err.code() {
             Some(ErrorCode::Denied) => {}
             Some(ErrorCode::Forbidden) => self.log.line(&format!(
-                "{} for {user}@{server} refused: qamd does not grant this operation to this program's user (see [permissions] in qamd's config)",
+                "{} on {server} refused: qamd does not grant this operation to this program's user (see [permissions] in qamd's config)",
                 command.name()
             )),
             Some(code) => self.log.line(&format!(
-                "{} for {user}@{server} refused by qamd: {code}",
+                "{} on {server} refused by qamd: {code}",
                 command.name()
             )),
-            None => self.log.line(&format!("{} for {user}@{server} answered no: {err}", command.name())),
+            None => self.log.line(&format!("{} on {server} answered no: {err}", command.name())),
         }
         false
     }
@@ -105,6 +106,7 @@ impl Answer for Service {
                 .call::<NameInfo>(&Request::Verify {
                     user,
                     password: password.clone(),
+                    client: None,
                 })
                 .map(|_| true),
             Command::IsUser { .. } => self
@@ -114,6 +116,7 @@ impl Answer for Service {
                 .call::<NameInfo>(&Request::Register {
                     user,
                     password: password.clone(),
+                    force: false,
                 })
                 .map(|_| true),
             Command::SetPass { password, .. } => self
@@ -125,7 +128,7 @@ impl Answer for Service {
             Command::RemoveUser { .. } | Command::RemoveUser3 { .. } => {
                 let server = command.account().1;
                 self.log.line(&format!(
-                    "{} for {user}@{server} refused: accounts are removed by an admin with qamctl",
+                    "{} on {server} refused: accounts are removed by an admin with qamctl",
                     command.name()
                 ));
                 return false;

@@ -9,12 +9,13 @@ mod ffi;
 mod outcome;
 
 use args::ModuleArgs;
-use outcome::{change_failure_message, failure_code, Phase};
+use outcome::{change_failure_message, failure_code, same_account, Phase};
 use pam::constants::{PamFlag, PamResultCode, PAM_ERROR_MSG, PAM_SILENT};
 use pam::conv::Conv;
+use pam::items::RHost;
 use pam::module::{PamHandle, PamHooks};
-use qam_client::wire::{Done, LookupInfo};
-use qam_client::{Client, ClientError, ClientOptions, Password, Request, TrustedDaemon};
+use qam_client::wire::{Account, Done, LookupInfo, NameInfo};
+use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Password, Request, TrustedDaemon};
 use std::ffi::CStr;
 
 /// `pam_sm_chauthtok` flag: first pass, check that a change is possible.
@@ -112,27 +113,48 @@ impl<'a> Hook<'a> {
             if phase == Phase::ChangePassword {
                 self.tell(&change_failure_message(&err));
             }
-            self.failed("connect", None, &err, phase)
+            self.failed("connect", &err, phase)
         })
     }
 
-    /// Logs a failed call and turns it into a PAM code.
-    fn failed(
-        &self,
-        op: &str,
-        user: Option<&str>,
-        err: &ClientError,
-        phase: Phase,
-    ) -> PamResultCode {
+    /// Logs a failed call and turns it into a PAM code. The attempted user name is never
+    /// logged: people type passwords into the name prompt.
+    fn failed(&self, op: &str, err: &ClientError, phase: Phase) -> PamResultCode {
         let code = failure_code(err, phase);
-        let who = user.map(|u| format!(" user={u}")).unwrap_or_default();
         let priority = if err.code().is_some() {
             LOG_WARNING
         } else {
             LOG_ERR
         };
-        self.log(priority, &format!("{op}{who}: {err} -> {code:?}"));
+        self.log(priority, &format!("{op}: {err} -> {code:?}"));
         code
+    }
+
+    /// The remote host sshd (or another application) put in PAM_RHOST, if any: qamd throttles
+    /// each client key apart, so a stranger's guesses never lock out the owner's own host.
+    fn client_key(&self) -> Option<Password> {
+        match self.pamh.get_item::<RHost>() {
+            Ok(Some(host)) => host.to_str().ok().map(Password::from),
+            _ => None,
+        }
+    }
+
+    /// The qam account that is exactly PAM_USER, byte for byte (qamd folds ASCII case, PAM
+    /// users do not): `Postgres` is not the account `postgres`.
+    fn exact_account(
+        &self,
+        client: &mut Client,
+        user: &str,
+        phase: Phase,
+    ) -> Result<Option<Account>, PamResultCode> {
+        let info: LookupInfo = client
+            .call(&Request::Lookup {
+                user: user.to_owned(),
+            })
+            .map_err(|err| self.failed("lookup", &err, phase))?;
+        Ok(info
+            .account
+            .filter(|account| same_account(user, &account.name)))
     }
 
     fn authenticate(&mut self) -> PamResultCode {
@@ -143,19 +165,25 @@ impl<'a> Hook<'a> {
         let user = self.user()?;
         let password = ffi::get_authtok(self.pamh, ffi::PAM_AUTHTOK)?;
         let mut client = self.connect(Phase::Login)?;
-        let accepted = client
-            .verify(&user, &password)
-            .map_err(|err| self.failed("verify", Some(&user), &err, Phase::Login))?;
-        if accepted {
-            self.debug(&format!("verify user={user}: accepted"));
-            return Ok(PamResultCode::PAM_SUCCESS);
-        }
-        // Usernames are public on a qam host, so telling "unknown" from "wrong" leaks nothing.
-        let code = match client.exists(&user) {
-            Ok(false) => PamResultCode::PAM_USER_UNKNOWN,
-            _ => PamResultCode::PAM_AUTH_ERR,
+        let request = Request::Verify {
+            user: user.clone(),
+            password,
+            client: self.client_key(),
         };
-        self.debug(&format!("verify user={user}: denied -> {code:?}"));
+        let code = match client.call::<NameInfo>(&request) {
+            Ok(info) if same_account(&user, &info.name) => PamResultCode::PAM_SUCCESS,
+            // The password is right for another spelling of the name: not this PAM user.
+            Ok(_) => PamResultCode::PAM_USER_UNKNOWN,
+            // Usernames are public on a qam host: telling "unknown" from "wrong" leaks nothing.
+            Err(err) if err.code() == Some(ErrorCode::Denied) => {
+                match self.exact_account(&mut client, &user, Phase::Login) {
+                    Ok(None) => PamResultCode::PAM_USER_UNKNOWN,
+                    _ => PamResultCode::PAM_AUTH_ERR,
+                }
+            }
+            Err(err) => return Err(self.failed("verify", &err, Phase::Login)),
+        };
+        self.debug(&format!("verify: {code:?}"));
         Ok(code)
     }
 
@@ -166,15 +194,12 @@ impl<'a> Hook<'a> {
     fn try_account(&mut self) -> Result<PamResultCode, PamResultCode> {
         let user = self.user()?;
         let mut client = self.connect(Phase::Login)?;
-        let info: LookupInfo = client
-            .call(&Request::Lookup { user: user.clone() })
-            .map_err(|err| self.failed("lookup", Some(&user), &err, Phase::Login))?;
-        let code = match info.account {
+        let code = match self.exact_account(&mut client, &user, Phase::Login)? {
             None => PamResultCode::PAM_USER_UNKNOWN,
             Some(account) if account.locked => PamResultCode::PAM_ACCT_EXPIRED,
             Some(_) => PamResultCode::PAM_SUCCESS,
         };
-        self.debug(&format!("account user={user}: {code:?}"));
+        self.debug(&format!("account: {code:?}"));
         Ok(code)
     }
 
@@ -186,14 +211,12 @@ impl<'a> Hook<'a> {
     fn try_prelim_check(&mut self) -> Result<PamResultCode, PamResultCode> {
         let user = self.user()?;
         let mut client = self.connect(Phase::ChangePassword)?;
-        let exists = client
-            .exists(&user)
-            .map_err(|err| self.failed("exists", Some(&user), &err, Phase::ChangePassword))?;
-        Ok(if exists {
-            PamResultCode::PAM_SUCCESS
-        } else {
-            PamResultCode::PAM_USER_UNKNOWN
-        })
+        Ok(
+            match self.exact_account(&mut client, &user, Phase::ChangePassword)? {
+                Some(_) => PamResultCode::PAM_SUCCESS,
+                None => PamResultCode::PAM_USER_UNKNOWN,
+            },
+        )
     }
 
     fn change_password(&mut self) -> PamResultCode {
@@ -214,9 +237,9 @@ impl<'a> Hook<'a> {
         let mut client = self.connect(Phase::ChangePassword)?;
         client.call::<Done>(&request).map_err(|err| {
             self.tell(&change_failure_message(&err));
-            self.failed("change_password", Some(&user), &err, Phase::ChangePassword)
+            self.failed("change_password", &err, Phase::ChangePassword)
         })?;
-        self.debug(&format!("change_password user={user}: done"));
+        self.debug("change_password: done");
         Ok(PamResultCode::PAM_SUCCESS)
     }
 }

@@ -32,6 +32,12 @@ pub fn failure_code(err: &ClientError, phase: Phase) -> PamResultCode {
     }
 }
 
+/// Whether the account qamd answered for is PAM_USER itself: byte for byte, since qamd folds
+/// ASCII case and unix user names do not (`KATE` must never log in as the account `kate`).
+pub fn same_account(pam_user: &str, answered: &str) -> bool {
+    pam_user.as_bytes() == answered.as_bytes()
+}
+
 /// What the user is told through the conversation when a password change fails.
 pub fn change_failure_message(err: &ClientError) -> String {
     match (err.code(), err) {
@@ -102,6 +108,14 @@ mod tests {
             failure_code(&server(ErrorCode::InvalidPassword), Phase::ChangePassword),
             PamResultCode::PAM_AUTHTOK_ERR
         );
+    }
+
+    #[test]
+    fn only_the_exact_name_is_the_same_account() {
+        assert!(same_account("kate", "kate"));
+        for other in ["KATE", "Kate", "kate.", "\u{212a}ate"] {
+            assert!(!same_account(other, "kate"), "{other}");
+        }
     }
 
     #[test]

@@ -2,19 +2,29 @@
 //! deletes it. Every change is durable before it is answered.
 
 use super::{hash_failed, not_found, rule_failed, store_failed, Accounts};
+use crate::rules::RuleError;
 use crate::store::Record;
+use crate::system_names::known_to_system;
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 
 impl Accounts {
-    /// Creates an account. `admin` bypasses `registration_open`.
+    /// Creates an account. `admin` bypasses `registration_open`; `force` (admins only) lets a
+    /// name the system's user or group database knows be taken.
     pub async fn register(
         &self,
         user: &str,
         password: Password,
         admin: bool,
+        force: bool,
     ) -> Result<NameInfo, WireError> {
         let settings = self.settings();
+        if force && !admin {
+            return Err(WireError::new(
+                ErrorCode::Forbidden,
+                "only an admin may register with `force`",
+            ));
+        }
         if !admin && !settings.registration_open {
             return Err(WireError::new(
                 ErrorCode::RegistrationClosed,
@@ -26,6 +36,9 @@ impl Accounts {
             .rules
             .new_password(&password)
             .map_err(rule_failed)?;
+        if !force && self.system_knows(&name, user).await {
+            return Err(rule_failed(RuleError::SystemName(name)));
+        }
         let taken = || WireError::new(ErrorCode::Exists, format!("`{name}` is taken"));
         if self.store.contains(&name).map_err(store_failed)? {
             return Err(taken());
@@ -43,7 +56,18 @@ impl Accounts {
         Ok(NameInfo { name })
     }
 
-    /// An admin sets a password without knowing the old one.
+    /// The user or group database knows the new name, or the name as typed (NSS may block:
+    /// asked off the async threads).
+    async fn system_knows(&self, name: &str, typed: &str) -> bool {
+        let names = [name.to_owned(), typed.to_owned()];
+        tokio::task::spawn_blocking(move || names.iter().any(|name| known_to_system(name)))
+            .await
+            .unwrap_or(true)
+    }
+
+    /// An admin sets a password without knowing the old one: written over whatever the record
+    /// holds when the new hash is ready (`update` compares and swaps until it lands), so a
+    /// change in flight can never restore the password it replaced.
     pub async fn set_password(&self, user: &str, password: Password) -> Result<Done, WireError> {
         let settings = self.settings();
         let name = settings.rules.username(user).map_err(rule_failed)?;
@@ -60,7 +84,7 @@ impl Accounts {
             .await
             .map_err(store_failed)?
             .ok_or_else(|| not_found(&name))?;
-        self.throttle.success(&name);
+        self.throttle.forget(&name);
         tracing::info!(user = %name, "password set by admin");
         Ok(Done {})
     }
@@ -71,7 +95,7 @@ impl Accounts {
         if !self.store.remove(&name).await.map_err(store_failed)? {
             return Err(not_found(&name));
         }
-        self.throttle.success(&name);
+        self.throttle.forget(&name);
         tracing::info!(user = %name, "account deleted");
         Ok(Done {})
     }
@@ -101,23 +125,31 @@ mod tests {
         let long = || password("long-enough-password");
         let code = |result: Result<_, qam_client::WireError>| result.unwrap_err().code;
         assert_eq!(
-            code(accounts.register("ALICE", long(), true).await),
+            code(accounts.register("ALICE", long(), true, false).await),
             ErrorCode::Exists
         );
         assert_eq!(
-            code(accounts.register("Bad Name!", long(), true).await),
+            code(accounts.register("Bad Name!", long(), true, false).await),
             ErrorCode::InvalidUsername
         );
         assert_eq!(
-            code(accounts.register("root", long(), true).await),
+            code(accounts.register("root", long(), true, false).await),
             ErrorCode::InvalidUsername
         );
         assert_eq!(
-            code(accounts.register("bob", password("short"), true).await),
+            code(
+                accounts
+                    .register("bob", password("short"), true, false)
+                    .await
+            ),
             ErrorCode::InvalidPassword
         );
         assert_eq!(
-            accounts.register("Bob", long(), true).await.unwrap().name,
+            accounts
+                .register("Bob", long(), true, false)
+                .await
+                .unwrap()
+                .name,
             "bob"
         );
     }
@@ -127,12 +159,12 @@ mod tests {
         let (_dir, accounts) = accounts(Config::default());
         assert!(!accounts.settings().registration_open);
         let err = accounts
-            .register("bob", password("long-enough-password"), false)
+            .register("bob", password("long-enough-password"), false, false)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::RegistrationClosed);
         accounts
-            .register("bob", password("long-enough-password"), true)
+            .register("bob", password("long-enough-password"), true, false)
             .await
             .unwrap();
     }

@@ -1,8 +1,10 @@
-//! Logging in: `verify` and `change_password` check a password the same way (throttle, look
-//! up, hash, count), and a hash made with older parameters is upgraded on success.
+//! Logging in: `verify` and `change_password` check a password the same way (look up, reserve
+//! the attempt with the throttle, hash, count), and a hash made with older parameters is
+//! upgraded on success.
 
 use super::{denied, hash_failed, rule_failed, store_failed, Accounts};
 use crate::store::Record;
+use crate::throttle::Source;
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 use std::sync::atomic::Ordering;
@@ -18,80 +20,107 @@ struct Checked {
     needs_rehash: bool,
 }
 
-/// The key a failed attempt counts against: the name as normalized, bounded in length.
-fn throttle_key(user: &str) -> String {
-    user.chars().take(64).collect::<String>().to_lowercase()
+/// The answer while a source is backed off; it says nothing about when the back-off ends,
+/// which would let any peer watch another user's failures.
+fn throttled() -> WireError {
+    WireError::new(
+        ErrorCode::Throttled,
+        "too many failed attempts; try again later",
+    )
 }
 
 impl Accounts {
     /// Checks a password. Unknown, invalid and locked names cost the same argon2 work as a
     /// wrong password and answer the same `denied`.
-    pub async fn verify(&self, user: &str, password: Password) -> Result<NameInfo, WireError> {
-        let (name, checked) = self.check_password(user, password).await?;
+    pub async fn verify(
+        &self,
+        user: &str,
+        password: Password,
+        source: Source<'_>,
+    ) -> Result<NameInfo, WireError> {
+        let (name, checked) = self.check_password(user, password, source).await?;
         if checked.needs_rehash {
             self.rehash(&name, checked).await;
         }
         Ok(NameInfo { name })
     }
 
-    /// A user changes their own password, proving the old one.
+    /// A user changes their own password, proving the old one. The new hash replaces exactly
+    /// the record the old password was checked against: if an admin set a password, locked
+    /// the account or another change landed meanwhile, this one is refused as `denied`.
     pub async fn change_password(
         &self,
         user: &str,
         old: Password,
         new: Password,
+        source: Source<'_>,
     ) -> Result<Done, WireError> {
         self.settings()
             .rules
             .new_password(&new)
             .map_err(rule_failed)?;
-        let (name, _) = self.check_password(user, old).await?;
+        let (name, checked) = self.check_password(user, old, source).await?;
         let hash = self.hasher.hash(new).await.map_err(hash_failed)?;
-        self.store
-            .update(&name, |record| record.hash = hash.clone())
+        let changed = Record {
+            hash,
+            ..checked.record.clone()
+        };
+        if !self
+            .store
+            .replace(&name, &checked.record, &changed)
             .await
             .map_err(store_failed)?
-            .ok_or_else(denied)?;
+        {
+            tracing::info!(user = %name, "password change refused: the account changed meanwhile");
+            return Err(denied());
+        }
         tracing::info!(user = %name, "password changed by its user");
         Ok(Done {})
     }
 
-    /// The shared part of verify and change_password: throttle, look up, hash, count.
+    /// The shared part of verify and change_password: look up, reserve the attempt with the
+    /// throttle (existing accounts only: a name qam does not know is never throttled, so
+    /// pam_qam never turns a unix-only login into "too many tries"), hash, count.
     async fn check_password(
         &self,
         user: &str,
         password: Password,
+        source: Source<'_>,
     ) -> Result<(String, Checked), WireError> {
-        let key = throttle_key(user);
-        if let Err(remaining) = self.throttle.check(&key, Instant::now()) {
-            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            // The attempted name is not logged: users type passwords into name fields.
-            tracing::debug!("verify throttled");
-            return Err(WireError::new(
-                ErrorCode::Throttled,
-                format!(
-                    "too many failed attempts for this user; retry in {} s",
-                    remaining.as_secs().max(1)
-                ),
-            ));
-        }
         let settings = self.settings();
         let name = settings.rules.username(user).ok();
         let record = match &name {
             Some(name) => self.store.get(name).map_err(store_failed)?,
             None => None,
         };
+        let reservation = match (&name, &record) {
+            (Some(name), Some(_)) => Some(
+                self.throttle
+                    .reserve(name, source, Instant::now())
+                    .map_err(|_| {
+                        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(user = %name, "verify throttled");
+                        throttled()
+                    })?,
+            ),
+            _ => None,
+        };
         let outcome = self
             .hasher
             .verify(password.clone(), record.as_ref().map(|r| r.hash.clone()))
             .await
             .map_err(|err| {
+                if let Some(reservation) = reservation {
+                    self.throttle.not_run(reservation);
+                }
                 self.counters.busy.fetch_add(1, Ordering::Relaxed);
                 hash_failed(err)
             })?;
         match (name, record) {
             (Some(name), Some(record)) if outcome.matches && !record.locked => {
-                self.throttle.success(&key);
+                if let Some(reservation) = reservation {
+                    self.throttle.accepted(reservation);
+                }
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(user = %name, "verify accepted");
                 Ok((
@@ -104,7 +133,6 @@ impl Accounts {
                 ))
             }
             (name, record) => {
-                self.throttle.failure(&key, Instant::now());
                 self.counters.denied.fetch_add(1, Ordering::Relaxed);
                 // Only an existing account's name is logged: a name that matches no account
                 // may be a password typed into the name field.
@@ -140,13 +168,15 @@ impl Accounts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{cheap_hashing, password, verifies, with_alice};
+    use super::super::testing::{cheap_hashing, password, verifies, with_alice, SOURCE};
     use qam_client::ErrorCode;
 
     #[tokio::test]
     async fn verify_accepts_the_password_under_any_case_of_the_name() {
         let (_dir, accounts) = with_alice().await;
-        let answer = accounts.verify("ALICE", password("alice-password")).await;
+        let answer = accounts
+            .verify("ALICE", password("alice-password"), SOURCE)
+            .await;
         assert_eq!(answer.unwrap().name, "alice");
     }
 
@@ -160,7 +190,10 @@ mod tests {
             ("nobody-here", "alice-password"),
             ("Bad Name!", "alice-password"),
         ] {
-            let err = accounts.verify(user, password(pw)).await.unwrap_err();
+            let err = accounts
+                .verify(user, password(pw), SOURCE)
+                .await
+                .unwrap_err();
             assert_eq!(err.code, ErrorCode::Denied, "{user}");
         }
     }
@@ -171,7 +204,7 @@ mod tests {
         let mut codes = Vec::new();
         for _ in 0..8 {
             let err = accounts
-                .verify("alice", password("wrong-password"))
+                .verify("alice", password("wrong-password"), SOURCE)
                 .await
                 .unwrap_err();
             codes.push(err.code);
@@ -188,6 +221,7 @@ mod tests {
                 "alice",
                 password("wrong-password"),
                 password("new-password"),
+                SOURCE,
             )
             .await
             .unwrap_err();
@@ -197,6 +231,7 @@ mod tests {
                 "alice",
                 password("alice-password"),
                 password("new-password"),
+                SOURCE,
             )
             .await
             .unwrap();

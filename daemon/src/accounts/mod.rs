@@ -65,7 +65,7 @@ pub struct Accounts {
     store: Store,
     /// The bounded argon2 pool every password goes through.
     hasher: Hasher,
-    /// Failed attempts per name, slowing down guessing.
+    /// Failed attempts per (name, source) and per name, slowing down guessing.
     throttle: Throttle,
     /// The settings in force; replaced whole on reload, so a request sees one version.
     settings: Reloadable<Settings>,
@@ -105,7 +105,9 @@ fn hash_failed(err: HashError) -> WireError {
 
 fn rule_failed(err: RuleError) -> WireError {
     let code = match err {
-        RuleError::BadUsername | RuleError::Reserved(_) => ErrorCode::InvalidUsername,
+        RuleError::BadUsername | RuleError::Reserved(_) | RuleError::SystemName(_) => {
+            ErrorCode::InvalidUsername
+        }
         _ => ErrorCode::InvalidPassword,
     };
     WireError::new(code, err.to_string())
@@ -158,7 +160,11 @@ mod testing {
     use crate::config::{Config, HashConfig};
     use crate::hasher::Hasher;
     use crate::store::Store;
+    use crate::throttle::Source;
     use qam_client::Password;
+
+    /// Where the unit tests' attempts come from: one peer, no client key.
+    pub const SOURCE: Source<'static> = Source::peer(0);
 
     /// Accounts on a fresh store in a temporary directory (kept alive by the caller).
     pub fn accounts(config: Config) -> (tempfile::TempDir, Accounts) {
@@ -173,7 +179,7 @@ mod testing {
     pub async fn with_alice() -> (tempfile::TempDir, Accounts) {
         let (dir, accounts) = accounts(Config::default());
         accounts
-            .register("alice", password("alice-password"), true)
+            .register("alice", password("alice-password"), true, false)
             .await
             .unwrap();
         (dir, accounts)
@@ -185,7 +191,7 @@ mod testing {
 
     /// Whether `user` logs in with `text`.
     pub async fn verifies(accounts: &Accounts, user: &str, text: &str) -> bool {
-        accounts.verify(user, password(text)).await.is_ok()
+        accounts.verify(user, password(text), SOURCE).await.is_ok()
     }
 
     /// argon2 parameters far below any real use: unit tests hash in microseconds.

@@ -52,7 +52,7 @@ impl Accounts {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{password, with_alice};
+    use super::super::testing::{password, with_alice, SOURCE};
     use super::ServerFigures;
     use std::time::Duration;
 
@@ -60,7 +60,9 @@ mod tests {
     async fn status_counts_accounts_and_verify_outcomes() {
         let (_dir, accounts) = with_alice().await;
         accounts.set_locked("alice", true).await.unwrap();
-        let _ = accounts.verify("alice", password("alice-password")).await;
+        let _ = accounts
+            .verify("alice", password("alice-password"), SOURCE)
+            .await;
         let figures = ServerFigures {
             uptime: Duration::from_secs(7),
             connections: 3,

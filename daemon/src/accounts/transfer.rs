@@ -159,7 +159,7 @@ mod tests {
         let (_dir, accounts) = with_alice().await;
         for name in ["carol", "bob"] {
             accounts
-                .register(name, password("long-enough-password"), true)
+                .register(name, password("long-enough-password"), true, false)
                 .await
                 .unwrap();
         }
