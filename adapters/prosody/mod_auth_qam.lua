@@ -148,13 +148,14 @@ local function call(request)
 	return reply, err;
 end
 
--- The error code of a failed answer (`denied`, `forbidden`, ...), logged unless expected.
-local function failure(reply, op, username, expected)
+-- The error code of a failed answer (`denied`, `forbidden`, ...), logged unless expected; the
+-- attempted user name is not logged (it may be a password typed into the name field).
+local function failure(reply, op, expected)
 	local code = type(reply.error) == "table" and reply.error.code or "unknown";
 	if code == "forbidden" then
 		log("error", "qamd does not grant `%s` to Prosody's user: add it to [permissions.users] in qamd's config", op);
 	elseif code ~= expected then
-		log("warn", "qamd refused %s for %s: %s", op, username, tostring(code));
+		log("warn", "qamd refused %s: %s", op, tostring(code));
 	end
 	return code;
 end
@@ -164,7 +165,6 @@ local provider = {};
 -- Runs an operation whose success is all that matters. On failure: nil, `refusal` and the
 -- error code, and the code itself (`expected` is the one not worth a log line).
 local function perform(request, refusal, expected)
-	local user = request.user;
 	local reply, err = call(request);
 	if not reply then
 		return nil, err;
@@ -172,7 +172,7 @@ local function perform(request, refusal, expected)
 	if reply.ok then
 		return true;
 	end
-	local code = failure(reply, request.op, user, expected);
+	local code = failure(reply, request.op, expected);
 	return nil, refusal .. code, code;
 end
 
@@ -192,7 +192,7 @@ function provider.user_exists(username)
 		return nil, err;
 	end
 	if not reply.ok then
-		return nil, failure(reply, "exists", username);
+		return nil, failure(reply, "exists");
 	end
 	if reply.exists then
 		return true;
@@ -225,7 +225,7 @@ function provider.users()
 			break;
 		end
 		if not reply.ok then
-			failure(reply, "list", "all users");
+			failure(reply, "list");
 			break;
 		end
 		for _, account in ipairs(reply.users) do

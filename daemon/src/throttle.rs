@@ -14,8 +14,9 @@ use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Where an attempt comes from, as far as qamd can tell.
-#[derive(Debug, Clone, Copy)]
+/// Where an attempt comes from, as far as qamd can tell. No `Debug`: the client key may be
+/// an address, which qamd never shows.
+#[derive(Clone, Copy)]
 pub struct Source<'a> {
     /// The connecting service's uid (SO_PEERCRED).
     pub peer_uid: u32,
