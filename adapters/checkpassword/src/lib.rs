@@ -4,7 +4,7 @@
 pub mod input;
 
 use qam_client::wire::{LookupInfo, NameInfo};
-use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Request, TrustedDaemon};
+use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Password, Request, TrustedDaemon};
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,10 +48,12 @@ pub fn ask_qamd(
             .map(|account| account.name)
             .ok_or(Refusal::UnknownUser);
     }
+    // Dovecot sets TCPREMOTEIP to the mail client's address: qamd throttles each apart, so a
+    // stranger's guesses never lock the owner out of their own mail.
     let request = Request::Verify {
         user,
         password: credentials.password.clone(),
-        client: None,
+        client: std::env::var("TCPREMOTEIP").ok().map(Password::from),
     };
     let info: NameInfo = client.call(&request).map_err(|err| refusal_for(&err))?;
     Ok(info.name)
