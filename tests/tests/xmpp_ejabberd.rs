@@ -120,7 +120,7 @@ fn ejabberdctl_commands_go_through_qam() {
     assert!(ctl(&["check_account", "carol", "localhost"]));
     let log = servers.ejabberd.log_text();
     assert!(
-        log.contains("removeuser for carol@localhost refused"),
+        log.contains("removeuser on localhost refused") && !log.contains("carol@"),
         "{log}"
     );
     assert!(
@@ -336,7 +336,7 @@ fn setpass_and_tryregister_need_grants_and_are_refused_without() {
     assert!(qam_verifies(&qamd, "alice", "right password"));
     assert!(!qamd.client().exists("eve").unwrap());
     assert!(
-        stderr.contains("setpass for alice@localhost refused"),
+        stderr.contains("setpass on localhost refused") && !stderr.contains("alice@"),
         "{stderr}"
     );
     assert!(!stderr.contains("stolen"), "{stderr}");

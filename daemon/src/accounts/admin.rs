@@ -155,6 +155,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_name_the_system_knows_needs_an_admin_and_force() {
+        let (_dir, accounts) = accounts(Config::default());
+        let long = || password("long-enough-password");
+        // `disk` is a group of every Debian system (base-passwd) and not reserved.
+        let refused = accounts.register("disk", long(), true, false).await;
+        assert_eq!(refused.unwrap_err().code, ErrorCode::InvalidUsername);
+        let stranger = accounts.register("disk", long(), false, true).await;
+        assert_eq!(stranger.unwrap_err().code, ErrorCode::Forbidden);
+        let forced = accounts.register("disk", long(), true, true).await;
+        assert_eq!(forced.unwrap().name, "disk");
+    }
+
+    #[tokio::test]
     async fn closed_registration_stops_everyone_but_admins() {
         let (_dir, accounts) = accounts(Config::default());
         assert!(!accounts.settings().registration_open);
