@@ -52,11 +52,66 @@ impl Ladder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled;
 
-/// An attempt charged as a failure in advance; `accepted` or `not_run` gives the charge back.
+/// The keyed hashes an attempt is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reservation {
+struct Keys {
     source: u64,
     name: u64,
+}
+
+/// An attempt charged as a failure in advance. `denied` keeps the charge, `accepted` gives it
+/// back and trusts the source; dropped unsettled (every hashing worker busy, or the client
+/// left before its answer, so it learnt nothing), the charge is given back.
+#[must_use = "an unsettled reservation is given back when dropped"]
+pub struct Reservation<'a> {
+    /// The throttle that charged the attempt.
+    throttle: &'a Throttle,
+    /// Where the charge went.
+    keys: Keys,
+    /// Set once `denied` or `accepted` settled the charge.
+    settled: bool,
+}
+
+impl Reservation<'_> {
+    /// The password was wrong (or the account locked): the charge stands.
+    pub fn denied(mut self) {
+        self.settled = true;
+    }
+
+    /// The attempt logged in: its source starts afresh and is trusted for this name from now
+    /// on; the name keeps the failures of others.
+    pub fn accepted(mut self) {
+        self.settled = true;
+        let throttle = self.throttle;
+        let mut ladders = throttle.ladders();
+        ladders.sources.pop(&self.keys.source);
+        ladders.trusted.put(self.keys.source, ());
+        Throttle::refund(
+            &mut ladders.names,
+            self.keys.name,
+            throttle.name_free_failures,
+        );
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let throttle = self.throttle;
+        let mut ladders = throttle.ladders();
+        Throttle::refund(
+            &mut ladders.sources,
+            self.keys.source,
+            throttle.free_failures,
+        );
+        Throttle::refund(
+            &mut ladders.names,
+            self.keys.name,
+            throttle.name_free_failures,
+        );
+    }
 }
 
 /// Every ladder, behind one lock so a reservation is checked and charged at once.
@@ -105,8 +160,8 @@ impl Throttle {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn keys(&self, name: &str, source: Source<'_>) -> Reservation {
-        Reservation {
+    fn keys(&self, name: &str, source: Source<'_>) -> Keys {
+        Keys {
             source: self.secret.hash_one((name, source.peer_uid, source.client)),
             name: self.secret.hash_one(name),
         }
@@ -119,7 +174,7 @@ impl Throttle {
         name: &str,
         source: Source<'_>,
         now: Instant,
-    ) -> Result<Reservation, Throttled> {
+    ) -> Result<Reservation<'_>, Throttled> {
         let keys = self.keys(name, source);
         let mut ladders = self.ladders();
         if ladders
@@ -140,7 +195,11 @@ impl Throttle {
         }
         self.charge(&mut ladders.sources, keys.source, self.free_failures, now);
         self.charge(&mut ladders.names, keys.name, self.name_free_failures, now);
-        Ok(keys)
+        Ok(Reservation {
+            throttle: self,
+            keys,
+            settled: false,
+        })
     }
 
     /// Adds a failure to one ladder; the failure that uses up the free ones starts the back-off,
@@ -170,30 +229,6 @@ impl Throttle {
                 .min(self.max_delay);
             ladder.blocked_until = Some(now + delay);
         }
-    }
-
-    /// The attempt logged in: its source starts afresh and is trusted for this name from now
-    /// on; the name keeps the failures of others.
-    pub fn accepted(&self, reservation: Reservation) {
-        let mut ladders = self.ladders();
-        ladders.sources.pop(&reservation.source);
-        ladders.trusted.put(reservation.source, ());
-        Self::refund(
-            &mut ladders.names,
-            reservation.name,
-            self.name_free_failures,
-        );
-    }
-
-    /// The attempt was never checked (every hashing worker busy): nothing is charged.
-    pub fn not_run(&self, reservation: Reservation) {
-        let mut ladders = self.ladders();
-        Self::refund(&mut ladders.sources, reservation.source, self.free_failures);
-        Self::refund(
-            &mut ladders.names,
-            reservation.name,
-            self.name_free_failures,
-        );
     }
 
     fn refund(ladders: &mut LruCache<u64, Ladder>, key: u64, free: u32) {
@@ -247,6 +282,13 @@ mod tests {
         client: None,
     };
 
+    impl Throttle {
+        /// An attempt that turns out wrong.
+        fn fail(&self, name: &str, source: Source<'_>, now: Instant) -> Result<(), Throttled> {
+            self.reserve(name, source, now).map(Reservation::denied)
+        }
+    }
+
     fn client(key: &str) -> Source<'_> {
         Source {
             peer_uid: 100,
@@ -259,17 +301,17 @@ mod tests {
         let t = throttle(10);
         let now = Instant::now();
         for _ in 0..3 {
-            assert!(t.reserve("alice", SMTP, now).is_ok());
+            assert!(t.fail("alice", SMTP, now).is_ok());
         }
-        assert_eq!(t.reserve("alice", SMTP, now), Err(Throttled));
+        assert_eq!(t.fail("alice", SMTP, now), Err(Throttled));
         let later = now + Duration::from_secs(1);
-        assert!(t.reserve("alice", SMTP, later).is_ok());
+        assert!(t.fail("alice", SMTP, later).is_ok());
         assert_eq!(
-            t.reserve("alice", SMTP, later + Duration::from_millis(1999)),
+            t.fail("alice", SMTP, later + Duration::from_millis(1999)),
             Err(Throttled),
             "doubled"
         );
-        assert!(t.reserve("bob", SMTP, now).is_ok(), "others unaffected");
+        assert!(t.fail("bob", SMTP, now).is_ok(), "others unaffected");
     }
 
     #[test]
@@ -277,25 +319,24 @@ mod tests {
         let t = throttle(10);
         let now = Instant::now();
         for _ in 0..3 {
-            t.reserve("alice", SMTP, now).unwrap();
+            t.fail("alice", SMTP, now).unwrap();
         }
-        assert_eq!(t.reserve("alice", SMTP, now), Err(Throttled));
-        assert!(t.reserve("alice", XMPP, now).is_ok());
-        assert!(t.reserve("alice", client("owner"), now).is_ok());
+        assert_eq!(t.fail("alice", SMTP, now), Err(Throttled));
+        assert!(t.fail("alice", XMPP, now).is_ok());
+        assert!(t.fail("alice", client("owner"), now).is_ok());
     }
 
     #[test]
     fn the_name_ceiling_stops_rotating_strangers_but_not_trusted_sources() {
         let t = throttle(10);
         let now = Instant::now();
-        let owner = t.reserve("alice", XMPP, now).unwrap();
-        t.accepted(owner);
+        t.reserve("alice", XMPP, now).unwrap().accepted();
         for n in 0..6 {
             let key = format!("stranger{n}");
-            assert!(t.reserve("alice", client(&key), now).is_ok(), "{n}");
+            assert!(t.fail("alice", client(&key), now).is_ok(), "{n}");
         }
-        assert_eq!(t.reserve("alice", client("stranger7"), now), Err(Throttled));
-        assert!(t.reserve("alice", XMPP, now).is_ok(), "trusted owner");
+        assert_eq!(t.fail("alice", client("stranger7"), now), Err(Throttled));
+        assert!(t.fail("alice", XMPP, now).is_ok(), "trusted owner");
     }
 
     #[test]
@@ -303,9 +344,19 @@ mod tests {
         let t = throttle(10);
         let now = Instant::now();
         let admitted = (0..80)
-            .filter(|_| t.reserve("alice", SMTP, now).is_ok())
+            .filter(|_| t.fail("alice", SMTP, now).is_ok())
             .count();
         assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn an_attempt_whose_client_left_before_its_answer_is_not_charged() {
+        let t = throttle(10);
+        let now = Instant::now();
+        for _ in 0..10 {
+            drop(t.reserve("alice", SMTP, now).unwrap());
+        }
+        assert!(t.fail("alice", SMTP, now).is_ok());
     }
 
     #[test]
@@ -313,14 +364,12 @@ mod tests {
         let t = throttle(10);
         let now = Instant::now();
         for _ in 0..2 {
-            t.reserve("alice", SMTP, now).unwrap();
+            t.fail("alice", SMTP, now).unwrap();
         }
-        let last = t.reserve("alice", SMTP, now).unwrap();
-        t.not_run(last);
-        let right = t.reserve("alice", SMTP, now).unwrap();
-        t.accepted(right);
+        drop(t.reserve("alice", SMTP, now).unwrap());
+        t.reserve("alice", SMTP, now).unwrap().accepted();
         for _ in 0..3 {
-            assert!(t.reserve("alice", SMTP, now).is_ok());
+            assert!(t.fail("alice", SMTP, now).is_ok());
         }
     }
 
@@ -329,23 +378,20 @@ mod tests {
         let t = throttle(10);
         let mut now = Instant::now();
         for _ in 0..3 {
-            t.reserve("alice", SMTP, now).unwrap();
+            t.fail("alice", SMTP, now).unwrap();
         }
         for _ in 0..10 {
             now += Duration::from_secs(9);
-            assert!(t.reserve("alice", SMTP, now).is_ok());
+            assert!(t.fail("alice", SMTP, now).is_ok());
             assert_eq!(
-                t.reserve("alice", SMTP, now + Duration::from_millis(1)),
+                t.fail("alice", SMTP, now + Duration::from_millis(1)),
                 Err(Throttled),
                 "no free failures again"
             );
         }
         let quiet = now + Duration::from_secs(17);
         for _ in 0..3 {
-            assert!(
-                t.reserve("alice", SMTP, quiet).is_ok(),
-                "forgotten when quiet"
-            );
+            assert!(t.fail("alice", SMTP, quiet).is_ok(), "forgotten when quiet");
         }
     }
 
@@ -354,7 +400,7 @@ mod tests {
         let t = throttle(1000);
         let now = Instant::now();
         for n in 0..100_000 {
-            let _ = t.reserve(&format!("user{n}"), SMTP, now);
+            let _ = t.fail(&format!("user{n}"), SMTP, now);
         }
         assert_eq!(t.tracked(), 1000);
     }

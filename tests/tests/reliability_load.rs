@@ -292,11 +292,13 @@ fn throttle_memory_is_bounded_across_a_million_usernames() {
     let now = Instant::now();
     let mut peak_tracked = 0;
     for n in 0..names {
-        let _ = throttle.reserve(
+        if let Ok(attempt) = throttle.reserve(
             &format!("attacker-cycles-{n:07}"),
             qamd::throttle::Source::peer(1000),
             now,
-        );
+        ) {
+            attempt.denied();
+        }
         if n % 50_000 == 0 {
             peak_tracked = peak_tracked.max(throttle.tracked());
         }

@@ -110,16 +110,13 @@ impl Accounts {
             .verify(password.clone(), record.as_ref().map(|r| r.hash.clone()))
             .await
             .map_err(|err| {
-                if let Some(reservation) = reservation {
-                    self.throttle.not_run(reservation);
-                }
                 self.counters.busy.fetch_add(1, Ordering::Relaxed);
                 hash_failed(err)
             })?;
         match (name, record) {
             (Some(name), Some(record)) if outcome.matches && !record.locked => {
                 if let Some(reservation) = reservation {
-                    self.throttle.accepted(reservation);
+                    reservation.accepted();
                 }
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(user = %name, "verify accepted");
@@ -133,6 +130,9 @@ impl Accounts {
                 ))
             }
             (name, record) => {
+                if let Some(reservation) = reservation {
+                    reservation.denied();
+                }
                 self.counters.denied.fetch_add(1, Ordering::Relaxed);
                 // Only an existing account's name is logged: a name that matches no account
                 // may be a password typed into the name field.
