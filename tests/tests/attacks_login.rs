@@ -188,13 +188,8 @@ fn only_an_admin_may_force_a_system_name() {
         "invalid_username",
         "reserved names stay reserved even forced"
     );
-    // A unix user of the tests' own making is not reserved: forced, it is taken.
-    let name = format!("qamforced{}", std::process::id() % 1000);
-    let made = Command::new("useradd")
-        .args(["--no-create-home", "--shell", "/usr/sbin/nologin", &name])
-        .output()
-        .expect("useradd");
-    assert!(made.status.success(), "{made:?}");
+    // `disk` is a group of every Debian system (base-passwd) and not reserved.
+    let name = "disk";
     let stranger = as_nobody(
         &daemon,
         &[
@@ -204,9 +199,8 @@ fn only_an_admin_may_force_a_system_name() {
                 .to_string(),
         ],
     );
-    let unforced = register(&mut admin, &name, "admin-password", false);
-    let forced = register(&mut admin, &name, "admin-password", true);
-    let _ = Command::new("userdel").arg(&name).output();
+    let unforced = register(&mut admin, name, "admin-password", false);
+    let forced = register(&mut admin, name, "admin-password", true);
     assert_eq!(code_of(&stranger[0]), "invalid_username");
     assert_eq!(code_of(&stranger[1]), "forbidden");
     assert_eq!(unforced, "invalid_username");
@@ -417,16 +411,11 @@ fn a_password_change_in_flight_cannot_undo_an_admin_reset() {
     assert_eq!(reset_stands, trials);
 }
 
-/// Median time of `runs` wrong-password verifies of `user`.
-fn wrong_password_time(client: &mut Client, user: &str, runs: usize) -> Duration {
-    let mut samples: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            assert_eq!(verify(client, user, "wrong-password", None), "denied");
-            started.elapsed()
-        })
-        .collect();
-    quantile(&mut samples, 0.5)
+/// Time of one wrong-password verify of `user`.
+fn wrong_password_time(client: &mut Client, user: &str) -> Duration {
+    let started = Instant::now();
+    assert_eq!(verify(client, user, "wrong-password", None), "denied");
+    started.elapsed()
 }
 
 #[test]
@@ -445,17 +434,19 @@ fn a_refusal_costs_the_current_parameters_whatever_the_stored_hash() {
     daemon.spawn();
     daemon.add_user("current", "current-password");
     let mut client = daemon.client();
+    // Alternating one of each, so load from other tests hits both series alike.
     let (mut old, mut current) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        old.push(wrong_password_time(&mut client, "oldcost", 5));
-        current.push(wrong_password_time(&mut client, "current", 5));
+    for _ in 0..30 {
+        old.push(wrong_password_time(&mut client, "oldcost"));
+        current.push(wrong_password_time(&mut client, "current"));
     }
     let (old, current) = (quantile(&mut old, 0.5), quantile(&mut current, 0.5));
     figure(format!(
         "7 timing: wrong password for an account hashed at m=256,t=1 {old:?}, at the current m=19456,t=2 {current:?}"
     ));
+    // Without the top-up the cheap refusal takes about 1 % of the current one.
     assert!(
-        old.as_secs_f64() >= current.as_secs_f64() * 0.8,
+        old.as_secs_f64() >= current.as_secs_f64() * 0.5,
         "a cheap hash answers denied in {old:?}, a current one in {current:?}"
     );
 }
