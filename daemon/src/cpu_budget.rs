@@ -1,6 +1,5 @@
-//! Each peer's (uid's) CPU budget for the request side while passwords are being hashed: a
-//! connection's task is metered poll by poll, and a peer over budget waits before its next
-//! request, so a flood of cheap requests cannot take the hashing threads' cores.
+//! Each uid's CPU budget on the request side while passwords are hashed: connection tasks are
+//! metered poll by poll, and a uid over budget waits, so cheap floods leave hashing its cores.
 
 use crate::hasher::Hasher;
 use std::collections::HashMap;

@@ -1,6 +1,5 @@
-//! The hashing pool: a fixed number of threads running argon2id behind a bounded queue that
-//! is fair between peers, so cheap requests never wait behind hashing, a full queue answers
-//! `busy` at once, and stored hashes with outlandish parameters are never run.
+//! The hashing pool: argon2id threads behind a bounded queue fair between peers; a full queue
+//! answers `busy` at once, and stored hashes with outlandish parameters are never run.
 
 use crate::config::{HashConfig, PeersConfig};
 use crate::hash_queue::{FairQueue, Refused, Taken};

@@ -1,6 +1,5 @@
-//! The accept loop and the life of each connection: peer credentials, the connection shares,
-//! the idle timeout and the maximum age, answers in order with turns taken between
-//! connections, and a graceful stop that lets in-flight requests finish (for a while).
+//! The accept loop and the life of each connection: credentials, shares, idle timeout and
+//! maximum age, answers in order one per turn, and a stop that lets requests finish a while.
 
 use crate::config::Config;
 use crate::connection::{Connection, Frame};
