@@ -5,6 +5,7 @@
 --   qam_socket  = "/run/qam/qamd.sock"  -- qamd's socket; Prosody's user must be in its group
 --   qam_timeout = 3                      -- seconds for one round trip with qamd
 --   qam_idle_connections = 4             -- open connections kept for the next requests
+--   qam_daemon_users = { "root", "qam" } -- who may serve the socket (see below)
 -- qamd must grant Prosody's user `verify` and `exists` (the defaults), `register` for in-band
 -- registration and `set_password` for password changes, in [permissions.users].
 --
@@ -19,6 +20,7 @@ local server = require "net.server";
 local now = require "util.time".now;
 
 local socket_path = module:get_option_string("qam_socket", "/run/qam/qamd.sock");
+local daemon_users = module:get_option_array("qam_daemon_users", { "root", "qam" });
 local timeout = module:get_option_number("qam_timeout", 3);
 local pool_size = module:get_option_number("qam_idle_connections", 4);
 local log = module._log;
@@ -35,6 +37,65 @@ local function new_unix_socket()
 	return unix();
 end
 
+-- The daemon's identity. lua-socket cannot read SO_PEERCRED, so the module checks what makes
+-- the listener trustworthy instead: the socket file and its directory belong to one of
+-- `qam_daemon_users`, and the directory cannot be written by group or others (the path above
+-- it must be root's, as /run is).
+-- Only such a user (or root) can then have created the socket, so only such a user's process
+-- (or one it handed the listening socket to) can be listening on it.
+local have_lfs, lfs = pcall(require, "lfs");
+
+local function trusted_uids()
+	local uids = {};
+	local names = {};
+	for _, name in ipairs(daemon_users) do
+		names[name] = true;
+		if tonumber(name) then
+			uids[tonumber(name)] = true;
+		end
+	end
+	local passwd = io.open("/etc/passwd");
+	if passwd then
+		for line in passwd:lines() do
+			local name, uid = line:match("^([^:]*):[^:]*:(%d+):");
+			if name and names[name] then
+				uids[tonumber(uid)] = true;
+			end
+		end
+		passwd:close();
+	end
+	return uids;
+end
+
+local function directory_of(path)
+	return path:match("^(.*)/[^/]*$") or ".";
+end
+
+-- nil when the socket may be trusted, else why not.
+local function untrusted_reason()
+	if not have_lfs then
+		return "lua-filesystem is missing (install Debian's lua-filesystem)";
+	end
+	local uids = trusted_uids();
+	local socket_attr = lfs.attributes(socket_path);
+	if not socket_attr then
+		return nil; -- connecting will say the socket is missing
+	end
+	if socket_attr.mode ~= "socket" or not uids[socket_attr.uid] then
+		return ("%s is not a socket of a trusted user (uid %s)"):format(socket_path, tostring(socket_attr.uid));
+	end
+	local dir = directory_of(socket_path);
+	local attr = lfs.attributes(dir);
+	if not attr or not uids[attr.uid] then
+		return ("%s is not owned by a trusted user"):format(dir);
+	end
+	local permissions = attr.permissions or "";
+	if permissions:sub(5, 5) == "w" or permissions:sub(8, 8) == "w" then
+		return ("%s is writable by its group or others"):format(dir);
+	end
+	return nil;
+end
+
 -- Open connections not in use. Each request takes one (or opens one), so requests from
 -- several sessions run side by side in qamd's hashing pool; qamd closes idle ones after a
 -- while, which the retry in `call` absorbs.
@@ -42,6 +103,10 @@ local idle = {};
 local next_id = 0;
 
 local function connect()
+	local untrusted = untrusted_reason();
+	if untrusted then
+		return nil, ("refusing qamd's socket: %s (set qam_daemon_users to the user serving it)"):format(untrusted);
+	end
 	local conn, err = new_unix_socket();
 	if not conn then
 		return nil, err;

@@ -26,8 +26,7 @@ pub fn argon2_ceiling(
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(move || {
-                    // The same priority as qamd's hashing threads: only overhead may differ.
-                    let _ = qamd::hasher::lower_thread_priority();
+                    // Normal priority (nice 0): the most argon2 these cores give.
                     // Memory reused from verify to verify, as qamd's hashing threads do.
                     let mut scratch = Scratch::default();
                     let mut latencies = Vec::new();

@@ -33,6 +33,10 @@ pub struct HashSettings {
     pub p_cost: u32,
     pub workers: usize,
     pub queue_limit: usize,
+    /// `hash.niceness`.
+    pub niceness: i32,
+    /// `peers.request_cpu_percent`.
+    pub request_cpu_percent: u32,
 }
 
 /// Memory of a process, KiB, from /proc/PID/status.
@@ -65,7 +69,7 @@ impl Qamd {
         let text = format!(
             "socket = {socket:?}\nsocket_group = \"\"\ndata_dir = {data:?}\nlog_level = \"info\"\n\
              idle_timeout_seconds = 120\n\n[hash]\nm_cost = {m}\nt_cost = {t}\np_cost = {p}\n\
-             workers = {w}\nqueue_limit = {q}\n",
+             workers = {w}\nqueue_limit = {q}\nniceness = {n}\n\n[peers]\nrequest_cpu_percent = {c}\n",
             socket = socket.display().to_string(),
             data = dir.path().join("data").display().to_string(),
             m = hash.m_cost,
@@ -73,6 +77,8 @@ impl Qamd {
             p = hash.p_cost,
             w = hash.workers,
             q = hash.queue_limit,
+            n = hash.niceness,
+            c = hash.request_cpu_percent,
         );
         std::fs::write(&config, text).map_err(DaemonError::Files)?;
         let mut qamd = Qamd {

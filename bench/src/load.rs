@@ -127,6 +127,8 @@ pub struct Load {
     /// Total requests per second over all connections; `None` sends the next request as soon
     /// as the answer arrives.
     pub rate: Option<f64>,
+    /// Connect as this effective uid (another peer than the benchmark's own), if set.
+    pub peer_uid: Option<u32>,
 }
 
 impl Load {
@@ -137,7 +139,14 @@ impl Load {
             warmup,
             measure,
             rate: None,
+            peer_uid: None,
         }
+    }
+
+    /// Connections made as effective uid `uid`: qamd sees another peer.
+    pub fn connecting_as(mut self, uid: u32) -> Load {
+        self.peer_uid = Some(uid);
+        self
     }
 
     pub fn paced(mut self, rate: f64) -> Load {
@@ -148,14 +157,17 @@ impl Load {
     /// Opens every connection, then runs the load; answers completed in the window count.
     pub async fn run(&self, lines: LineFn) -> Result<Sample, LoadError> {
         let mut streams = Vec::with_capacity(self.connections);
+        let failed = |source| LoadError::Connect {
+            path: self.socket.clone(),
+            source,
+        };
         for _ in 0..self.connections {
-            let stream =
-                UnixStream::connect(&self.socket)
-                    .await
-                    .map_err(|source| LoadError::Connect {
-                        path: self.socket.clone(),
-                        source,
-                    })?;
+            let stream = match self.peer_uid {
+                None => UnixStream::connect(&self.socket).await.map_err(failed)?,
+                Some(uid) => connect_as(&self.socket, uid)
+                    .and_then(UnixStream::from_std)
+                    .map_err(failed)?,
+            };
             streams.push(stream);
         }
         let start = Instant::now();
@@ -188,6 +200,26 @@ impl Load {
         }
         Ok(sample)
     }
+}
+
+/// Connects from a thread of its own whose effective uid is `uid` (the raw syscall changes
+/// that thread only; glibc's `seteuid` would change every thread of the process). The
+/// peer credentials qamd reads are the effective ids at connect.
+fn connect_as(path: &Path, uid: u32) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        use nix::libc::{syscall, SYS_setresuid};
+        let keep = u32::MAX; // -1: leave the real and saved uid as they are
+                             // SAFETY: a plain syscall on this thread's own credentials; no memory is passed.
+        if unsafe { syscall(SYS_setresuid, keep, uid, keep) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = std::os::unix::net::UnixStream::connect(&path)?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("connecting thread failed")))
 }
 
 #[derive(Debug, Clone, Copy)]

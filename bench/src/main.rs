@@ -30,7 +30,7 @@ pub struct Options {
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
     /// Clients of the latency-bound cheap-op runs: `exists` vs echo (besides C and 1),
-    /// `exists` during isolation, `exists`/`lookup` at scale.
+    /// the isolation scenario's flood of `exists`, `exists`/`lookup` at scale.
     #[arg(long, default_value_t = 4)]
     pub cheap_connections: usize,
     /// argon2id memory cost (KiB).
@@ -48,6 +48,12 @@ pub struct Options {
     /// qamd's hashing queue limit.
     #[arg(long, default_value_t = 64)]
     pub queue_limit: usize,
+    /// qamd's `hash.niceness`: how much nicer its hashing threads run (the baseline: nice 0).
+    #[arg(long, default_value_t = 0)]
+    pub hash_niceness: i32,
+    /// qamd's `peers.request_cpu_percent` (100: no budget worth the name).
+    #[arg(long, default_value_t = 10)]
+    pub request_cpu_percent: u32,
     /// Users loaded for the scale scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub users: u64,
@@ -60,7 +66,8 @@ pub struct Options {
     /// Connections offering the overload (qamd's default `max_connections` is 256).
     #[arg(long, default_value_t = 240)]
     pub overload_connections: usize,
-    /// `exists` requests per second in the isolation scenario.
+    /// `exists` requests per second of the isolation scenario's normal client (beside the
+    /// flood, which asks as fast as it is answered).
     #[arg(long, default_value_t = 500.0)]
     pub isolation_rate: f64,
     /// Slices each comparison with raw argon2 is cut into, alternating ceiling and qamd so
@@ -122,7 +129,7 @@ fn main() -> ExitCode {
     match scenarios::run_all(&options, &options.qamd_binary()) {
         Ok(report) => {
             let header = format!(
-                "{}\n\nqam-bench{}: argon2id m={} t={} p={}, W={} workers, C={} hashing / {} cheap \
+                "{}\n\nqam-bench{}: argon2id m={} t={} p={}, W={} workers at nice +{}, request CPU {} % per peer, C={} hashing / {} cheap \
                  clients, {} s per run (+{} s warm-up), {} users at scale; whole run {:.0} s.",
                 report::machine(),
                 if options.quick { " --quick" } else { "" },
@@ -130,6 +137,8 @@ fn main() -> ExitCode {
                 options.t_cost,
                 options.p_cost,
                 options.workers,
+                options.hash_niceness,
+                options.request_cpu_percent,
                 options.connections,
                 options.cheap_connections,
                 options.duration,

@@ -68,7 +68,7 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// The given socket, a 5 s timeout, and the default trusted daemon uids
-    /// (root, the `qam` user, this process's uid).
+    /// (root, the `qam` user, this process's effective uid).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         ClientOptions {
             socket: socket.into(),

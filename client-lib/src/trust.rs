@@ -15,18 +15,24 @@ pub struct TrustedDaemon {
 }
 
 impl TrustedDaemon {
-    /// root, the `qam` system user if it exists, and the client's own uid; or, when
-    /// `QAM_DAEMON_USERS` is set, exactly the users it names.
+    /// root, the `qam` system user if it exists, and the client's effective uid; or, when
+    /// `QAM_DAEMON_USERS` is set, exactly the users it names. In a set-uid or set-gid
+    /// program the variable comes from the invoking user and is ignored.
     pub fn from_env_or_default() -> Result<Self, UnknownDaemonUser> {
+        if secure_execution() {
+            return Ok(Self::default_set());
+        }
         match std::env::var(TRUSTED_ENV) {
             Ok(list) if !list.trim().is_empty() => Self::from_names(&list),
             _ => Ok(Self::default_set()),
         }
     }
 
-    /// root, the `qam` system user if it exists, and the client's own uid.
+    /// root, the `qam` system user if it exists, and the client's effective uid: the
+    /// identity the process acts as. In a set-uid host (su, passwd) the real uid is the
+    /// invoking user, who must not be able to pose as the daemon.
     pub fn default_set() -> Self {
-        let mut uids = vec![0, Uid::current().as_raw()];
+        let mut uids = vec![0, Uid::effective().as_raw()];
         if let Ok(Some(qam)) = User::from_name("qam") {
             uids.push(qam.uid.as_raw());
         }
@@ -76,6 +82,13 @@ impl TrustedDaemon {
     }
 }
 
+/// True in a set-uid, set-gid or capability-raising program (the kernel's `AT_SECURE`), where
+/// the environment belongs to a less privileged invoker.
+fn secure_execution() -> bool {
+    // SAFETY: getauxval only reads the process's auxiliary vector.
+    unsafe { nix::libc::getauxval(nix::libc::AT_SECURE) != 0 }
+}
+
 /// A name in `QAM_DAEMON_USERS` that is neither a uid nor a known user.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{TRUSTED_ENV} names `{0}`, which is neither a uid nor a known user")]
@@ -89,7 +102,12 @@ mod tests {
     fn default_set_holds_root_and_self() {
         let trusted = TrustedDaemon::default_set();
         assert!(trusted.accepts(0));
-        assert!(trusted.accepts(Uid::current().as_raw()));
+        assert!(trusted.accepts(Uid::effective().as_raw()));
+    }
+
+    #[test]
+    fn a_plain_test_process_is_not_secure_execution() {
+        assert!(!secure_execution());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub struct Config {
     pub password: PasswordConfig,
     pub throttle: ThrottleConfig,
     pub permissions: PermissionsConfig,
+    pub peers: PeersConfig,
     /// Optional saslauthd-compatible socket (off when absent).
     pub saslauthd_socket: Option<PathBuf>,
     /// Realms the saslauthd door accepts; empty accepts any.
@@ -78,6 +79,8 @@ pub struct HashConfig {
     pub workers: usize,
     /// Hash jobs waiting beyond the busy workers; more are answered `busy`.
     pub queue_limit: usize,
+    /// How much nicer (0–19) the hashing threads run than the rest of qamd.
+    pub niceness: i32,
 }
 
 /// Which usernames are acceptable.
@@ -118,6 +121,29 @@ pub struct ThrottleConfig {
     pub max_tracked: usize,
 }
 
+/// Shares between peers (uids), so that one peer flooding qamd slows only itself.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// Connections one non-admin uid may hold open at once.
+    pub connections_per_peer: usize,
+    /// Part of `max_connections` only admins may take, so an admin gets in however full
+    /// (at most a quarter of `max_connections`).
+    pub admin_reserved_connections: usize,
+    /// A connection is closed after this long, between two requests, however busy it is.
+    pub max_connection_seconds: u64,
+    /// Hashing jobs one uid may have waiting at once (within `hash.queue_limit`).
+    pub hash_queue_per_peer: usize,
+    /// Verifies of names without an account hashed per second, over all peers; beyond it
+    /// they are answered `throttled` without hashing.
+    pub unknown_name_verifies_per_second: u32,
+    /// The saslauthd door closes a connection whose request is not complete this soon.
+    pub saslauthd_request_seconds: u64,
+    /// Percent of one core each uid's requests may use on qamd's request side while
+    /// passwords are being hashed; a peer beyond it waits before its next request.
+    pub request_cpu_percent: u32,
+}
+
 /// Operations granted to non-admin peers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +174,7 @@ impl Default for Config {
             password: PasswordConfig::default(),
             throttle: ThrottleConfig::default(),
             permissions: PermissionsConfig::default(),
+            peers: PeersConfig::default(),
             saslauthd_socket: None,
             saslauthd_realms: Vec::new(),
         }
@@ -162,6 +189,21 @@ impl Default for HashConfig {
             p_cost: 1,
             workers: 0,
             queue_limit: 64,
+            niceness: 0,
+        }
+    }
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            connections_per_peer: 64,
+            admin_reserved_connections: 16,
+            max_connection_seconds: 600,
+            hash_queue_per_peer: 16,
+            unknown_name_verifies_per_second: 20,
+            saslauthd_request_seconds: 2,
+            request_cpu_percent: 10,
         }
     }
 }
@@ -353,11 +395,24 @@ impl Config {
                 self.hash.m_cost, self.hash.t_cost, self.hash.p_cost
             ));
         }
+        if !(0..=19).contains(&self.hash.niceness) {
+            return invalid("hash.niceness must be between 0 and 19".into());
+        }
         if self.hash.queue_limit == 0 {
             return invalid("hash.queue_limit must be at least 1".into());
         }
         if self.max_connections == 0 || self.idle_timeout_seconds == 0 {
             return invalid("max_connections and idle_timeout_seconds must be at least 1".into());
+        }
+        let peers = &self.peers;
+        if peers.connections_per_peer == 0
+            || peers.hash_queue_per_peer == 0
+            || peers.max_connection_seconds == 0
+            || peers.saslauthd_request_seconds == 0
+            || peers.unknown_name_verifies_per_second == 0
+            || !(1..=100).contains(&peers.request_cpu_percent)
+        {
+            return invalid("every value in [peers] must be at least 1 (admin_reserved_connections may be 0; request_cpu_percent at most 100)".into());
         }
         if self.password.min_length > self.password.max_bytes {
             return invalid("password.min_length exceeds password.max_bytes".into());
@@ -396,6 +451,11 @@ impl Config {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_seconds)
+    }
+
+    /// The longest a connection stays open, however busy.
+    pub fn max_connection_age(&self) -> Duration {
+        Duration::from_secs(self.peers.max_connection_seconds)
     }
 }
 

@@ -3,11 +3,12 @@
 
 use crate::accounts::{Accounts, Settings};
 use crate::config::Config;
+use crate::cpu_budget::CpuBudgets;
 use crate::hasher::{HashError, Hasher};
 use crate::policy::Policy;
 use crate::reload::{self, ReloadSource, Reloader};
 use crate::saslauthd;
-use crate::server::Listener;
+use crate::server::{self, Listener};
 use crate::shutdown::{self, Shutdown, Trigger};
 use crate::socket::{self, SetupError};
 use crate::state::State;
@@ -42,7 +43,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     socket::prepare_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
-    let hasher = Hasher::start(&config.hash)?;
+    let hasher = Hasher::start(&config.hash, &config.peers)?;
     let settings = Settings::from_config(&config)?;
     let accounts = Accounts::new(store.clone(), hasher, &config, settings);
     let policy = Policy::new(&config.permissions, &config.admin_group);
@@ -86,8 +87,12 @@ pub async fn run(
     Listener::new(
         listener,
         Arc::clone(&state),
-        config.max_connections,
-        config.idle_timeout(),
+        server::seat_limits(&config),
+        CpuBudgets::new(
+            config.peers.request_cpu_percent,
+            state.accounts.hasher().clone(),
+        ),
+        server::Lifetimes::of(&config),
         shutdown,
     )
     .run()

@@ -1,22 +1,40 @@
-//! The hashing pool: a fixed number of threads running argon2id behind a bounded queue, so
-//! cheap requests never wait behind hashing and a full queue answers `busy` at once.
+//! The hashing pool: argon2id threads behind a bounded queue fair between peers; a full queue
+//! answers `busy` at once, and stored hashes with outlandish parameters are never run.
 
-use crate::config::HashConfig;
+use crate::config::{HashConfig, PeersConfig};
+use crate::hash_queue::{FairQueue, Refused, Taken};
+use crate::scheduling;
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::password_hash::try_generate_salt;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use qam_client::Password;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use zeroize::Zeroize;
+
+tokio::task_local! {
+    /// The uid whose share of the hashing queue the current request's jobs take; set by the
+    /// connection serving the request (see [`charged_to`]).
+    static CHARGED_TO: u32;
+}
+
+/// The queue share of jobs that no peer asked for (a config reload's new dummy hash).
+const QAMD_ITSELF: u32 = u32::MAX;
+
+/// Runs `request` with its hashing charged to peer `uid`'s share of the queue.
+pub async fn charged_to<F: std::future::Future>(uid: u32, request: F) -> F::Output {
+    CHARGED_TO.scope(uid, request).await
+}
 
 /// Why hashing did not produce an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    #[error("every hashing worker is busy and the queue is full")]
+    #[error("every hashing worker is busy and the queue (or this peer's share) is full")]
     Busy,
+    #[error("too many verifies of names without an account")]
+    UnknownNamesThrottled,
     #[error("the hashing pool has stopped")]
     Stopped,
     #[error("argon2 failed: {0}")]
@@ -58,38 +76,119 @@ struct Current {
 /// Handle to the pool; cheap to clone.
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: SyncSender<Job>,
-    queued: Arc<AtomicUsize>,
+    /// Jobs waiting for a worker, by peer.
+    queue: Arc<FairQueue<Job>>,
+    /// Jobs being hashed right now.
+    running: Arc<AtomicUsize>,
+    /// Stops the workers when the last handle is dropped.
+    _stopper: Arc<Stopper>,
     current: Arc<RwLock<Arc<Current>>>,
+    /// Bounds verifies of names without an account (they can be made up without end).
+    unknown_names: Arc<Mutex<TokenBucket>>,
     workers: usize,
     queue_limit: usize,
 }
 
-/// How much nicer than the rest of qamd the hashing threads run. With every core hashing, a
-/// cheap request's wake-up (and its client's) then preempts argon2 at once instead of waiting
-/// out a time slice (BENCHMARKS.md, "What changed in qamd", has the measured gain).
-pub const HASH_NICENESS: i32 = 10;
+/// Stops the queue (and so the workers) when dropped.
+struct Stopper(Arc<FairQueue<Job>>);
 
-/// Lowers the calling thread's priority by [`HASH_NICENESS`] (capped at 19). On Linux
-/// `setpriority` on a thread id renices that thread only; raising niceness needs no privilege.
-pub fn lower_thread_priority() -> std::io::Result<()> {
-    use nix::libc::{getpriority, id_t, setpriority, PRIO_PROCESS};
-    let tid = nix::unistd::gettid().as_raw() as id_t;
-    nix::errno::Errno::clear();
-    // SAFETY: plain syscalls about this thread's own id; no memory is passed.
-    let current = unsafe { getpriority(PRIO_PROCESS, tid) };
-    if current == -1 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(0) {
-            return Err(err);
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// A rate with a burst of one second's worth.
+struct TokenBucket {
+    /// Tokens added per second, and the most there can be.
+    rate: f64,
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            refilled: Instant::now(),
         }
     }
-    let target = current.saturating_add(HASH_NICENESS).min(19);
-    // SAFETY: as above.
-    if unsafe { setpriority(PRIO_PROCESS, tid, target) } != 0 {
-        return Err(std::io::Error::last_os_error());
+
+    /// Takes one token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
-    Ok(())
+}
+
+/// The parameters a stored hash may have, derived from the configured ones: far enough
+/// above them for hashes made before the cost was lowered, never a cost that jams a worker
+/// or an allocation that aborts qamd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBounds {
+    pub max_m_cost: u32,
+    pub max_t_cost: u32,
+    pub max_p_cost: u32,
+}
+
+/// Salt lengths (bytes) a stored hash may have: the PHC format's range.
+const SALT_LENGTHS: std::ops::RangeInclusive<usize> = 8..=64;
+/// Output lengths (bytes) a stored hash may have: at least 128 bits, at most the PHC maximum.
+const OUTPUT_LENGTHS: std::ops::RangeInclusive<usize> = 16..=Output::MAX_LENGTH;
+
+impl StoredBounds {
+    /// Four times the configured memory and passes, and at least OWASP's figures four times
+    /// over, so lowering the configured cost never locks out existing hashes.
+    pub fn around(params: &Params) -> StoredBounds {
+        StoredBounds {
+            max_m_cost: params.m_cost().max(19_456).saturating_mul(4),
+            max_t_cost: params.t_cost().max(2).saturating_mul(4),
+            max_p_cost: params.p_cost().max(4),
+        }
+    }
+
+    /// Why `phc` may not be stored or run, if it may not.
+    pub fn check(&self, phc: &str) -> Result<(), String> {
+        let hash = PasswordHash::new(phc).map_err(|_| "not a PHC string".to_owned())?;
+        if Algorithm::try_from(hash.algorithm.as_str()).is_err() {
+            return Err("not an argon2 hash".into());
+        }
+        let params = Params::try_from(&hash).map_err(|_| "argon2 parameters unreadable")?;
+        if params.m_cost() > self.max_m_cost
+            || params.t_cost() > self.max_t_cost
+            || params.p_cost() > self.max_p_cost
+        {
+            return Err(format!(
+                "argon2 parameters m={},t={},p={} exceed m={},t={},p={} (four times the configured cost)",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                self.max_m_cost,
+                self.max_t_cost,
+                self.max_p_cost
+            ));
+        }
+        let salt_len = hash.salt.as_ref().map_or(0, |salt| salt.len());
+        if !SALT_LENGTHS.contains(&salt_len) {
+            return Err(format!("salt of {salt_len} bytes (8 to 64 allowed)"));
+        }
+        let output_len = hash.hash.as_ref().map_or(0, |output| output.len());
+        if !OUTPUT_LENGTHS.contains(&output_len) {
+            return Err(format!(
+                "hash output of {output_len} bytes (16 to 64 allowed)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// argon2 parameters from the config (validated at load).
@@ -139,7 +238,7 @@ pub struct Scratch(Vec<Block>);
 
 /// A hashing thread idle this long gives its argon2 memory back (the first hash after that
 /// costs a few ms of page faults): an idle qamd holds no W × m_cost of hashing memory.
-pub const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
+pub const IDLE_RELEASE: Duration = Duration::from_secs(5);
 
 impl Scratch {
     /// Wipes and frees the blocks (they hold material derived from the last password), then
@@ -176,14 +275,22 @@ pub fn verify_now(password: &[u8], phc: &str, policy: &Params) -> VerifyOutcome 
     verify_with(&mut Scratch::default(), password, phc, policy)
 }
 
-/// Checks a password against a PHC string in `scratch`. An unreadable hash never matches and
-/// is flagged for rehash (it cannot be, since it never matches).
+/// Checks a password against a PHC string in `scratch`. An unreadable hash, or one outside
+/// [`StoredBounds`] (never run), never matches and is flagged for rehash (it cannot be, since
+/// it never matches).
 pub fn verify_with(
     scratch: &mut Scratch,
     password: &[u8],
     phc: &str,
     policy: &Params,
 ) -> VerifyOutcome {
+    if let Err(why) = StoredBounds::around(policy).check(phc) {
+        tracing::warn!("stored hash refused without hashing: {why}");
+        return VerifyOutcome {
+            matches: false,
+            needs_rehash: true,
+        };
+    }
     let Ok(parsed) = PasswordHash::new(phc) else {
         return VerifyOutcome {
             matches: false,
@@ -258,25 +365,31 @@ fn differs_from_policy(hash: &PasswordHash, policy: &Params) -> bool {
 
 impl Hasher {
     /// Starts the workers and makes the dummy hash with the configured parameters.
-    pub fn start(config: &HashConfig) -> Result<Hasher, HashError> {
+    pub fn start(config: &HashConfig, peers: &PeersConfig) -> Result<Hasher, HashError> {
         let params = params_of(config)?;
         let dummy = dummy_hash(&params)?;
         let workers = config.worker_count();
-        let (jobs, receiver) = sync_channel(config.queue_limit);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(FairQueue::new(
+            config.queue_limit,
+            peers.hash_queue_per_peer,
+        ));
+        let running = Arc::new(AtomicUsize::new(0));
         for index in 0..workers {
-            let receiver = Arc::clone(&receiver);
-            let queued = Arc::clone(&queued);
+            let (queue, running) = (Arc::clone(&queue), Arc::clone(&running));
+            let niceness = config.niceness;
             std::thread::Builder::new()
                 .name(format!("qam-hash-{index}"))
-                .spawn(move || work(&receiver, &queued))
+                .spawn(move || work(&queue, &running, niceness))
                 .map_err(|err| HashError::Argon2(format!("cannot start hashing thread: {err}")))?;
         }
         Ok(Hasher {
-            jobs,
-            queued,
+            _stopper: Arc::new(Stopper(Arc::clone(&queue))),
+            queue,
+            running,
             current: Arc::new(RwLock::new(Arc::new(Current { params, dummy }))),
+            unknown_names: Arc::new(Mutex::new(TokenBucket::new(
+                peers.unknown_name_verifies_per_second,
+            ))),
             workers,
             queue_limit: config.queue_limit,
         })
@@ -333,6 +446,9 @@ impl Hasher {
         let current = self.current();
         let (reply, answer) = oneshot::channel();
         let against_dummy = phc.is_none();
+        if against_dummy && !self.unknown_name_allowed() {
+            return Err(HashError::UnknownNamesThrottled);
+        }
         self.submit(Job::Verify {
             password,
             phc: phc.unwrap_or_else(|| current.dummy.clone()),
@@ -350,23 +466,30 @@ impl Hasher {
         })
     }
 
+    fn unknown_name_allowed(&self) -> bool {
+        self.unknown_names
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take(Instant::now())
+    }
+
+    /// Queues a job on the share of the peer the current request is charged to.
     fn submit(&self, job: Job) -> Result<(), HashError> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                Err(match err {
-                    TrySendError::Full(_) => HashError::Busy,
-                    TrySendError::Disconnected(_) => HashError::Stopped,
-                })
-            }
-        }
+        let peer = CHARGED_TO.try_with(|uid| *uid).unwrap_or(QAMD_ITSELF);
+        self.queue.push(peer, job).map_err(|refused| match refused {
+            Refused::Full => HashError::Busy,
+            Refused::Stopped => HashError::Stopped,
+        })
     }
 
     /// Jobs waiting for a worker.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::SeqCst)
+        self.queue.len()
+    }
+
+    /// True while any job is hashed or waiting.
+    pub fn has_work(&self) -> bool {
+        self.running.load(Ordering::Relaxed) > 0 || !self.queue.is_empty()
     }
 
     pub fn workers(&self) -> usize {
@@ -390,25 +513,21 @@ fn dummy_hash(params: &Params) -> Result<String, HashError> {
 
 /// A worker's loop (at lower priority): take a job, run argon2, answer; ends when every
 /// `Hasher` is dropped.
-fn work(receiver: &Mutex<Receiver<Job>>, queued: &AtomicUsize) {
-    if let Err(err) = lower_thread_priority() {
+fn work(queue: &FairQueue<Job>, running: &AtomicUsize, niceness: i32) {
+    if let Err(err) = scheduling::lower_thread_priority(niceness) {
         tracing::warn!(error = %err, "hashing thread keeps normal priority");
     }
     let mut scratch = Scratch::default();
     loop {
-        let job = {
-            let receiver = receiver.lock().unwrap_or_else(|poison| poison.into_inner());
-            receiver.recv_timeout(IDLE_RELEASE)
-        };
-        let job = match job {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => {
+        let job = match queue.take(IDLE_RELEASE) {
+            Taken::Job(job) => job,
+            Taken::Idle => {
                 scratch.release();
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Taken::Stopped => return,
         };
-        queued.fetch_sub(1, Ordering::SeqCst);
+        running.fetch_add(1, Ordering::Relaxed);
         match job {
             Job::Hash {
                 password,
@@ -436,6 +555,7 @@ fn work(receiver: &Mutex<Receiver<Job>>, queued: &AtomicUsize) {
                 let _ = reply.send(outcome);
             }
         }
+        running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -450,12 +570,13 @@ mod tests {
             p_cost: 1,
             workers: 1,
             queue_limit: 2,
+            niceness: 0,
         }
     }
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let hasher = Hasher::start(&cheap()).unwrap();
+        let hasher = Hasher::start(&cheap(), &PeersConfig::default()).unwrap();
         let phc = hasher.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         let right = hasher
@@ -475,7 +596,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_user_never_matches_even_the_dummy_secret() {
-        let hasher = Hasher::start(&cheap()).unwrap();
+        let hasher = Hasher::start(&cheap(), &PeersConfig::default()).unwrap();
         let outcome = hasher.verify("anything".into(), None).await.unwrap();
         assert!(!outcome.matches);
     }
@@ -554,29 +675,6 @@ mod tests {
         assert_eq!(scratch.0.len(), params.block_count());
     }
 
-    /// This thread's nice value, from /proc (field 19 of `stat`).
-    fn own_niceness() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        let after_name = stat.rsplit_once(')').unwrap().1;
-        after_name
-            .split_whitespace()
-            .nth(16)
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    #[test]
-    fn hashing_threads_run_nicer_than_the_rest() {
-        std::thread::spawn(|| {
-            let before = own_niceness();
-            lower_thread_priority().unwrap();
-            assert_eq!(own_niceness(), (before + HASH_NICENESS).min(19));
-        })
-        .join()
-        .unwrap();
-    }
-
     #[tokio::test]
     async fn full_queue_answers_busy_at_once() {
         let slow = HashConfig {
@@ -584,7 +682,7 @@ mod tests {
             t_cost: 3,
             ..cheap()
         };
-        let hasher = Hasher::start(&slow).unwrap();
+        let hasher = Hasher::start(&slow, &PeersConfig::default()).unwrap();
         let mut pending = Vec::new();
         let mut busy = 0;
         for _ in 0..8 {

@@ -39,11 +39,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("qamd")
+        .on_thread_start(request_thread_slice)
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => return fail(format!("cannot start the async runtime: {err}")),
     };
+    // The accept loop runs on this thread (block_on): it serves requests' wake-ups too.
+    request_thread_slice();
     match runtime.block_on(qamd::daemon::run(
         config,
         passed,
@@ -61,6 +64,12 @@ fn harden_process() {
     }
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+fn request_thread_slice() {
+    if let Err(err) = qamd::scheduling::shorten_time_slice() {
+        tracing::debug!(error = %err, "request thread keeps the default time slice");
+    }
 }
 
 fn fail(err: impl std::fmt::Display) -> ExitCode {

@@ -198,6 +198,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!(hash.workers);
     keep!(hash.queue_limit);
     keep!(throttle);
+    keep!(peers);
     keep!(saslauthd_socket);
     keep!(saslauthd_realms);
     changed

@@ -5,11 +5,16 @@
 //! service, realm — each a u16 big-endian length and that many bytes; the answer is a u16 length
 //! and text starting `OK` or `NO`, then the connection closes. Each field is capped at 256 bytes
 //! like the real saslauthd; fields after the fourth are never read. Access is decided by
-//! SO_PEERCRED exactly as on the main socket: the peer must be granted `verify`.
+//! SO_PEERCRED exactly as on the main socket: the peer must be granted `verify`. Connections
+//! are shared between peers like the main socket's, and a request must arrive within
+//! `peers.saslauthd_request_seconds`.
 
 use crate::config::Config;
 use crate::daemon::StartError;
-use crate::policy::Peer;
+use crate::hasher::charged_to;
+use crate::policy::{Credentials, Grants};
+use crate::seats::Seats;
+use crate::server::{seat_limits, STOP_GRACE};
 use crate::shutdown::Shutdown;
 use crate::socket;
 use crate::state::State;
@@ -20,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 use zeroize::Zeroizing;
@@ -124,10 +128,15 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// After shutdown: waits until requests in flight are answered, then removes the socket.
+    /// After shutdown: waits until requests in flight are answered (at most
+    /// [`STOP_GRACE`]), then removes the socket.
     pub async fn close(self) {
         if let Some(task) = self.task {
-            let _ = task.await;
+            if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+                tracing::warn!(
+                    "saslauthd socket: stopping without waiting longer for requests in flight"
+                );
+            }
         }
         if let Some(path) = self.bound {
             if let Err(err) = std::fs::remove_file(&path) {
@@ -165,8 +174,11 @@ pub fn start(
     let door = Door::new(
         Arc::clone(state),
         config.saslauthd_realms.clone(),
-        config.max_connections,
-        config.idle_timeout(),
+        Seats::new(seat_limits(config)),
+        Timeouts {
+            request: Duration::from_secs(config.peers.saslauthd_request_seconds),
+            answer: config.idle_timeout(),
+        },
     );
     tracing::info!(
         socket = %bound.as_deref().unwrap_or(std::path::Path::new("(passed by systemd)")).display(),
@@ -180,30 +192,36 @@ pub fn start(
     })
 }
 
+/// How long the door waits on a client.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For the whole request, from accept (`peers.saslauthd_request_seconds`): a client
+    /// that connects and stays silent frees its seat this soon.
+    pub request: Duration,
+    /// For the client to take the answer (`idle_timeout_seconds`).
+    pub answer: Duration,
+}
+
 /// Everything the door's connections share.
 pub struct Door {
     /// The accounts verified against and the policy saying who may.
     state: Arc<State>,
     /// `saslauthd_realms`: accepted realms, empty for any.
     realms: Vec<String>,
-    /// Caps connections served at once (`max_connections`); beyond it: `NO busy`.
-    slots: Arc<Semaphore>,
-    /// Bound on receiving the request and on sending the answer (`idle_timeout_seconds`).
-    timeout: Duration,
+    /// Connections served at once, shared between peers as on the main socket; a connection
+    /// without a seat is answered `NO busy`.
+    seats: Seats,
+    /// How long a client may take to send its request and to take the answer.
+    timeouts: Timeouts,
 }
 
 impl Door {
-    pub fn new(
-        state: Arc<State>,
-        realms: Vec<String>,
-        max_connections: usize,
-        timeout: Duration,
-    ) -> Door {
+    pub fn new(state: Arc<State>, realms: Vec<String>, seats: Seats, timeouts: Timeouts) -> Door {
         Door {
             state,
             realms,
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
-            timeout,
+            seats,
+            timeouts,
         }
     }
 
@@ -238,13 +256,31 @@ impl Door {
 
     /// Serves one connection: read one request, answer it, close.
     async fn answer(&self, mut stream: UnixStream, shutdown: Shutdown) {
-        let reply = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(_slot) => self.decide(&mut stream, shutdown).await,
-            Err(_) => Some("NO busy".to_owned()),
+        let credentials = match Credentials::of(&stream) {
+            Ok(credentials) => credentials,
+            Err(err) => {
+                tracing::warn!(error = %err, "saslauthd socket: no peer credentials");
+                return;
+            }
+        };
+        let grants = self.state.policy().grants(&credentials);
+        let uid = credentials.peer.uid;
+        let reply = match self.seats.take(uid, grants.is_admin()) {
+            Ok(_seat) => {
+                charged_to(
+                    uid,
+                    self.decide(&mut stream, &credentials, &grants, shutdown),
+                )
+                .await
+            }
+            Err(refused) => {
+                tracing::debug!(peer_uid = uid, "saslauthd socket: {refused}");
+                Some("NO busy".to_owned())
+            }
         };
         if let Some(reply) = reply {
             let frame = encode_reply(&reply);
-            let sent = tokio::time::timeout(self.timeout, stream.write_all(&frame)).await;
+            let sent = tokio::time::timeout(self.timeouts.answer, stream.write_all(&frame)).await;
             if !matches!(sent, Ok(Ok(()))) {
                 tracing::debug!("saslauthd socket: client left before the answer");
             }
@@ -252,16 +288,16 @@ impl Door {
     }
 
     /// The answer text, or `None` to close without one (the client left or stalled).
-    async fn decide(&self, stream: &mut UnixStream, mut shutdown: Shutdown) -> Option<String> {
-        let peer = match Peer::of(stream) {
-            Ok(peer) => peer,
-            Err(err) => {
-                tracing::warn!(error = %err, "saslauthd socket: no peer credentials");
-                return None;
-            }
-        };
+    async fn decide(
+        &self,
+        stream: &mut UnixStream,
+        credentials: &Credentials,
+        grants: &Grants,
+        mut shutdown: Shutdown,
+    ) -> Option<String> {
+        let peer = credentials.peer;
         let received = tokio::select! {
-            received = tokio::time::timeout(self.timeout, read_request(stream)) => received,
+            received = tokio::time::timeout(self.timeouts.request, read_request(stream)) => received,
             () = shutdown.recv() => return None,
         };
         let request = match received {
@@ -276,7 +312,7 @@ impl Door {
                 return None;
             }
         };
-        if !self.state.policy().grants(peer).allows(Op::Verify) {
+        if !grants.allows(Op::Verify) {
             tracing::info!(
                 peer_uid = peer.uid,
                 op = "verify",

@@ -204,6 +204,24 @@ impl Daemon {
         child.wait().expect("wait for qamd")
     }
 
+    /// Sends SIGTERM and waits at most `within` for the exit status; past that, kills qamd and
+    /// answers `None`.
+    pub fn stop_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("qamd is running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -266,5 +284,104 @@ fn split_top_level(extra: &str) -> (&str, &str) {
     {
         Some(cut) => (&extra[..cut], &extra[cut..]),
         None => (extra, ""),
+    }
+}
+
+/// The flooding peer's script (see its docstring).
+const PEER_FLOOD_SCRIPT: &str = include_str!("peer_flood.py");
+
+/// What a hostile peer does with its connections (`peer_flood.py`'s modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// Holds connections, sending `hello` every 3 s.
+    Hold,
+    /// Verifies random unknown names on every connection, one after another.
+    Verify,
+    /// Opens connections that never send a byte, reopening them when closed.
+    Silent,
+    /// Pipelines `exists` on every connection as fast as qamd answers.
+    Exists,
+}
+
+impl Flood {
+    fn mode(self) -> &'static str {
+        match self {
+            Flood::Hold => "hold",
+            Flood::Verify => "verify",
+            Flood::Silent => "silent",
+            Flood::Exists => "exists",
+        }
+    }
+}
+
+/// A local peer of its own uid attacking a socket, in its own process (python under setpriv).
+pub struct HostilePeer {
+    child: Child,
+    /// Connections it got open.
+    pub opened: usize,
+}
+
+impl HostilePeer {
+    /// Starts `connections` connections of `flood` to `socket` as `uid`:`gid` (no other
+    /// groups) and returns once they are open.
+    pub fn start(
+        flood: Flood,
+        socket: &Path,
+        connections: usize,
+        uid: u32,
+        gid: u32,
+    ) -> HostilePeer {
+        let mut child = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args([
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                PEER_FLOOD_SCRIPT,
+            ])
+            .arg(flood.mode())
+            .arg(socket)
+            .arg(connections.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("setpriv and python3 (Debian util-linux, python3)");
+        let mut first = String::new();
+        if let Some(stdout) = child.stdout.as_mut() {
+            let mut byte = [0u8; 1];
+            while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                first.push(char::from(byte[0]));
+            }
+        }
+        let opened = first
+            .strip_prefix("ready ")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("hostile peer did not start: {first:?}"));
+        HostilePeer { child, opened }
+    }
+
+    /// Stops the attack; returns how many answers of each code it received.
+    pub fn finish(mut self) -> std::collections::BTreeMap<String, u64> {
+        drop(self.child.stdin.take());
+        let mut rest = String::new();
+        if let Some(stdout) = self.child.stdout.as_mut() {
+            let _ = stdout.read_to_string(&mut rest);
+        }
+        let _ = self.child.wait();
+        rest.lines()
+            .filter_map(|line| {
+                let mut words = line.strip_prefix("answered ")?.split(' ');
+                Some((words.next()?.to_owned(), words.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for HostilePeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -4,52 +4,9 @@
 mod reliability_support;
 
 use qam_tests::Daemon;
-use reliability_support::{code_of, figure, raw_lines, raw_with_setpriv};
+use reliability_support::{code_of, figure, raw_lines, raw_with_setpriv, UnixAccounts};
 use std::collections::BTreeSet;
 use std::process::Command;
-
-/// Unix users and groups made for this test; removed on drop, also when the test fails.
-struct Accounts {
-    users: Vec<String>,
-    groups: Vec<String>,
-}
-
-impl Accounts {
-    fn group(&mut self, name: &str) {
-        run("groupadd", &[name]);
-        self.groups.push(name.to_owned());
-    }
-
-    /// A user with its own group of the same name, plus `groups`.
-    fn user(&mut self, name: &str, groups: &[&str]) {
-        let extra = groups.join(",");
-        run(
-            "useradd",
-            &["-M", "-U", "-s", "/usr/sbin/nologin", "-G", &extra, name],
-        );
-        self.users.push(name.to_owned());
-        self.groups.push(name.to_owned());
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for user in &self.users {
-            let _ = Command::new("userdel").arg(user).status();
-        }
-        for group in &self.groups {
-            let _ = Command::new("groupdel")
-                .arg(group)
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap();
-    assert!(status.success(), "{program} {args:?}");
-}
 
 /// Every operation, in protocol.md's order, with arguments valid for `who`'s target user.
 fn requests(who: &str) -> Vec<(&'static str, String)> {
@@ -105,10 +62,7 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
         format!("qamt-g{tag}"),
         format!("qamt-p{tag}"),
     );
-    let mut accounts = Accounts {
-        users: Vec::new(),
-        groups: Vec::new(),
-    };
+    let mut accounts = UnixAccounts::default();
     for group in [&sock, &admin, &svc_group] {
         accounts.group(group);
     }

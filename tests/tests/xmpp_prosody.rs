@@ -303,3 +303,20 @@ fn a_stalled_qamd_is_refused_at_the_timeout_while_prosody_serves_others() {
     assert!(failed(login("alice", "wrong password")));
     assert_eq!(login("alice", "alice's password"), Login::Success);
 }
+
+#[test]
+fn a_socket_in_a_directory_others_may_write_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(servers) = servers("", "") else {
+        return;
+    };
+    // Anyone could have put a socket there: the module cannot tell who listens, so it refuses.
+    let dir = servers.qamd.dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = login("alice", "alice's password");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = servers.prosody.log_text();
+    assert_ne!(refused, Login::Success);
+    assert!(log.contains("refusing qamd's socket"), "{log}");
+    assert_eq!(login("alice", "alice's password"), Login::Success);
+}

@@ -181,6 +181,15 @@ impl<'a> Hook<'a> {
                     _ => PamResultCode::PAM_AUTH_ERR,
                 }
             }
+            // qamd's daemon-wide bound on verifies of names without an account answers
+            // `throttled` while someone sprays names: a unix-only user (root) must still fall
+            // through to pam_unix, never get "too many tries".
+            Err(err) if err.code() == Some(ErrorCode::Throttled) => {
+                match self.exact_account(&mut client, &user, Phase::Login) {
+                    Ok(None) => PamResultCode::PAM_USER_UNKNOWN,
+                    _ => return Err(self.failed("verify", &err, Phase::Login)),
+                }
+            }
             Err(err) => return Err(self.failed("verify", &err, Phase::Login)),
         };
         self.debug(&format!("verify: {code:?}"));

@@ -3,6 +3,7 @@
 //! upgraded on success.
 
 use super::{denied, hash_failed, rule_failed, store_failed, Accounts};
+use crate::hasher::HashError;
 use crate::store::Record;
 use crate::throttle::Source;
 use qam_client::wire::{Done, NameInfo};
@@ -110,7 +111,11 @@ impl Accounts {
             .verify(password.clone(), record.as_ref().map(|r| r.hash.clone()))
             .await
             .map_err(|err| {
-                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                let counter = match err {
+                    HashError::UnknownNamesThrottled => &self.counters.throttled,
+                    _ => &self.counters.busy,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 hash_failed(err)
             })?;
         match (name, record) {

@@ -93,6 +93,10 @@ fn hash_failed(err: HashError) -> WireError {
             ErrorCode::Busy,
             "every password hashing worker is busy; retry shortly",
         ),
+        HashError::UnknownNamesThrottled => WireError::new(
+            ErrorCode::Throttled,
+            "too many attempts for names without an account; retry shortly",
+        ),
         other => {
             tracing::error!(error = %other, "hashing failed");
             WireError::new(
@@ -170,7 +174,7 @@ mod testing {
     pub fn accounts(config: Config) -> (tempfile::TempDir, Accounts) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let hasher = Hasher::start(&cheap_hashing(64)).unwrap();
+        let hasher = Hasher::start(&cheap_hashing(64), &config.peers).unwrap();
         let settings = Settings::from_config(&config).unwrap();
         (dir, Accounts::new(store, hasher, &config, settings))
     }
@@ -202,6 +206,7 @@ mod testing {
             p_cost: 1,
             workers: 1,
             queue_limit: 8,
+            niceness: 0,
         }
     }
 }

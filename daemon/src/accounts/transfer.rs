@@ -2,6 +2,7 @@
 //! `import` writes a checked batch of whole records, all or nothing.
 
 use super::{account, store_failed, Accounts};
+use crate::hasher::StoredBounds;
 use crate::store::{ImportOutcome, Record};
 use argon2::PasswordHash;
 use qam_client::wire::{ExportPage, ExportRecord, ImportInfo, ListPage, DEFAULT_PAGE, MAX_PAGE};
@@ -105,6 +106,7 @@ impl Accounts {
 
     fn check_import(&self, records: Vec<ExportRecord>) -> Result<Vec<(String, Record)>, WireError> {
         let settings = self.settings();
+        let bounds = StoredBounds::around(&self.hasher.params());
         let mut seen = std::collections::HashSet::new();
         let mut batch = Vec::with_capacity(records.len());
         for (index, record) in records.into_iter().enumerate() {
@@ -126,6 +128,7 @@ impl Accounts {
             if !phc_ok {
                 return Err(bad("hash is not an argon2id PHC string".into()));
             }
+            bounds.check(&record.hash).map_err(bad)?;
             let format = time::macros::format_description!("[year]-[month]-[day]");
             if time::Date::parse(&record.created, &format).is_err() {
                 return Err(bad(format!(

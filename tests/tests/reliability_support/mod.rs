@@ -4,9 +4,10 @@
 
 use qam_client::wire::{ExportPage, ExportRecord, MAX_PAGE};
 use qam_client::{Client, Request};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 /// True for the documented full-size run (`QAM_FULL=1`).
@@ -138,6 +139,25 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// True once the peer has closed `stream` (EOF or reset), waiting at most `within`.
+pub fn closed_within(stream: &UnixStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut sink = [0u8; 65536];
+    loop {
+        match (&*stream).read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err)
+                if err.kind() == std::io::ErrorKind::WouldBlock
+                    || err.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
 /// The value at quantile `q` (0..=1) of `samples`, sorted in place.
 pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort_unstable();
@@ -195,4 +215,51 @@ pub fn raw_with_setpriv(
 pub fn socket_gid(socket: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(socket).expect("socket").gid().to_string()
+}
+
+/// Unix users and groups made for a test (run it under the shared peer-test lock); removed
+/// on drop, also when the test fails.
+#[derive(Default)]
+pub struct UnixAccounts {
+    /// Users made, removed first.
+    users: Vec<String>,
+    /// Groups made (with each user's own group), removed after the users.
+    groups: Vec<String>,
+}
+
+impl UnixAccounts {
+    pub fn group(&mut self, name: &str) {
+        run_ok("groupadd", &[name]);
+        self.groups.push(name.to_owned());
+    }
+
+    /// A user with its own group of the same name, plus `groups`.
+    pub fn user(&mut self, name: &str, groups: &[&str]) {
+        let extra = groups.join(",");
+        run_ok(
+            "useradd",
+            &["-M", "-U", "-s", "/usr/sbin/nologin", "-G", &extra, name],
+        );
+        self.users.push(name.to_owned());
+        self.groups.push(name.to_owned());
+    }
+}
+
+impl Drop for UnixAccounts {
+    fn drop(&mut self) {
+        for user in &self.users {
+            let _ = Command::new("userdel").arg(user).status();
+        }
+        for group in &self.groups {
+            let _ = Command::new("groupdel")
+                .arg(group)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap();
+    assert!(status.success(), "{program} {args:?}");
 }
