@@ -451,14 +451,12 @@ pub struct Debs {
     pub new: PathBuf,
 }
 
-/// Builds (or finds) both packages once per test process. The old one first: it is built in
-/// the same target dir (reusing every dependency), which leaves its programs in the profile
-/// dir until this tree's build-deb puts this tree's back.
+/// Builds (or finds) both packages once per test process.
 pub fn debs() -> &'static Debs {
     static DEBS: OnceLock<Debs> = OnceLock::new();
     DEBS.get_or_init(|| {
         let old = old_deb();
-        let new = build_deb(&workspace_root());
+        let new = build_deb(&workspace_root(), &target_dir());
         Debs { old, new }
     })
 }
@@ -477,12 +475,12 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Runs `tree`/packaging/build-deb with this tree's target dir; returns the .deb's path.
-fn build_deb(tree: &Path) -> PathBuf {
+/// Runs `tree`/packaging/build-deb with `target` as cargo's target dir; returns the .deb's path.
+fn build_deb(tree: &Path, target: &Path) -> PathBuf {
     let out = run_ok(
         Command::new(tree.join("packaging/build-deb"))
             .arg(profile())
-            .env("CARGO_TARGET_DIR", target_dir()),
+            .env("CARGO_TARGET_DIR", target),
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -513,7 +511,27 @@ fn old_deb() -> PathBuf {
             .arg(&tree)
             .arg(OLD_COMMIT),
     );
-    let built = build_deb(&tree);
+    // Its own target dir: cargo names a workspace's artifacts relative to the workspace root,
+    // so in this tree's target dir the old build would pass for this tree's. Seeded with this
+    // tree's dependency artifacts (the same versions), so only qam's own crates are compiled.
+    let target = scratch.path().join("target");
+    let profile_dir = if profile() == "dev" {
+        "debug"
+    } else {
+        "release"
+    };
+    run_ok(
+        Command::new("sh")
+            .args([
+                "-c",
+                r#"mkdir -p "$2/deps" && cp -a "$1/.fingerprint" "$1/build" "$2/" \
+                   && cp -a "$1"/deps/lib* "$2/deps/""#,
+                "seed",
+            ])
+            .arg(target_dir().join(profile_dir))
+            .arg(target.join(profile_dir)),
+    );
+    let built = build_deb(&tree, &target);
     let partial = cached.with_extension("partial");
     fs::copy(&built, &partial).expect("copy the old package");
     fs::rename(&partial, &cached).expect("keep the old package");
