@@ -80,9 +80,21 @@ const UNITS: &[Unit] = &[
     },
 ];
 
-fn sockets() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+/// Name, path, service and probe of every socket unit.
+type SocketRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Path) -> Result<String, String>,
+);
+
+fn sockets() -> impl Iterator<Item = SocketRow> {
     UNITS.iter().filter_map(|unit| match unit.kind {
-        Kind::Socket { path, service, .. } => Some((unit.name, path, service)),
+        Kind::Socket {
+            path,
+            service,
+            probe,
+        } => Some((unit.name, path, service, probe)),
         Kind::Service { .. } => None,
     })
 }
@@ -168,8 +180,8 @@ fn wait_for_new_main_pid(box_: &Container, service: &str, old: u32) -> u32 {
 
 /// README's first steps: the package installed, then `systemctl enable --now` of every socket
 /// unit in README's order. Returns the container with qamd not yet started.
-fn installed_and_enabled(box_: &Container) {
-    box_.install_deb(&container::debs().new);
+fn installed_and_enabled(box_: &Container, debs: &container::Debs) {
+    box_.install_deb(&debs.new);
     for unit in UNITS {
         // `indirect`: a service enabled through its socket (`Also=`).
         let state = box_.ok(Script::new(&format!(
@@ -182,7 +194,7 @@ fn installed_and_enabled(box_: &Container) {
             unit.name
         );
     }
-    for (socket, path, service) in sockets() {
+    for (socket, path, service, _) in sockets() {
         box_.ok(Script::new(&format!("systemctl enable --now {socket}")));
         assert_eq!(box_.property(socket, "ActiveState"), "active", "{socket}");
         assert_eq!(
@@ -403,9 +415,11 @@ fn readme_install_steps_under_a_real_systemd() {
     if !container::peers_present() {
         return;
     }
+    let debs = container::debs();
+    let start = Instant::now();
     let (box_, booted) = Container::boot();
     println!("FIGURE systemd: boot to running {booted:?}");
-    installed_and_enabled(&box_);
+    installed_and_enabled(&box_, debs);
     let socket = box_.host_path("/run/qam/qamd.sock");
 
     // The first connection starts qamd (as `qam`); it answers once READY=1 was sent.
@@ -431,14 +445,7 @@ fn readme_install_steps_under_a_real_systemd() {
     );
     assert_eq!(box_.property("qamd.service", "Type"), "notify");
     assert_eq!(box_.property("qamd.service", "ActiveState"), "active");
-    for (socket_unit, path, _) in sockets() {
-        let Some(Kind::Socket { probe, .. }) = UNITS
-            .iter()
-            .find(|unit| unit.name == socket_unit)
-            .map(|unit| &unit.kind)
-        else {
-            unreachable!("sockets() lists socket units");
-        };
+    for (socket_unit, path, _, probe) in sockets() {
         let answer = probe(&box_.host_path(path));
         assert!(answer.is_ok(), "{socket_unit}: {answer:?}");
     }
@@ -538,6 +545,7 @@ fn readme_install_steps_under_a_real_systemd() {
         warnings.trim().is_empty(),
         "qam's units warned:\n{warnings}"
     );
+    println!("FIGURE systemd: readme test took {:?}", start.elapsed());
 }
 
 #[test]
@@ -545,8 +553,11 @@ fn pam_and_prosody_through_the_packaged_modules() {
     if !container::peers_present() {
         return;
     }
-    let (box_, _) = Container::boot();
-    installed_and_enabled(&box_);
+    let debs = container::debs();
+    let start = Instant::now();
+    let (box_, booted) = Container::boot();
+    println!("FIGURE systemd: boot to running {booted:?}");
+    installed_and_enabled(&box_, debs);
     add_user(&box_, "alice", "correct horse battery");
 
     // pamtester as a service user in group `qam`, with README's lines (Dovecot's).
@@ -577,8 +588,7 @@ fn pam_and_prosody_through_the_packaged_modules() {
     // The packaged mod_auth_qam.lua in Debian's Prosody, set up as README says. The test
     // turns TLS off (no certificate in the container) so its client can send PLAIN.
     box_.ok(Script::new(
-        "sed -i -e 's/^authentication = .*/authentication = \"qam\"/' \
-           -e 's/^c2s_require_encryption = .*/c2s_require_encryption = false\\nallow_unencrypted_plain_auth = true/' \
+        "sed -i 's/^authentication = .*/authentication = \"qam\"\\nc2s_require_encryption = false\\nallow_unencrypted_plain_auth = true/' \
            /etc/prosody/prosody.cfg.lua \
          && grep -qx 'authentication = \"qam\"' /etc/prosody/prosody.cfg.lua \
          && adduser --quiet prosody qam && systemctl restart prosody && systemctl reload qamd",
@@ -611,6 +621,7 @@ fn pam_and_prosody_through_the_packaged_modules() {
         matches!(wrong, Ok(xmpp::Login::Failure(ref why)) if why.contains("not-authorized")),
         "{wrong:?}"
     );
+    println!("FIGURE systemd: pam test took {:?}", start.elapsed());
 }
 
 #[test]
@@ -619,7 +630,9 @@ fn upgrade_from_0_1_0_keeps_accounts_and_removal_keeps_the_store() {
         return;
     }
     let debs = container::debs();
-    let (box_, _) = Container::boot();
+    let start = Instant::now();
+    let (box_, booted) = Container::boot();
+    println!("FIGURE systemd: boot to running {booted:?}");
     box_.install_deb(&debs.old);
     box_.ok(Script::new("systemctl enable --now qamd.socket"));
     let users = [
@@ -673,4 +686,5 @@ fn upgrade_from_0_1_0_keeps_accounts_and_removal_keeps_the_store() {
     box_.ok(Script::new("systemctl enable --now qamd.socket"));
     assert!(verify(&box_, "alice", "correct horse battery"));
     assert!(exists(&socket, "bob"));
+    println!("FIGURE systemd: upgrade test took {:?}", start.elapsed());
 }

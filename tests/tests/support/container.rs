@@ -388,6 +388,7 @@ fn rootfs_tarball() -> &'static Path {
     static TARBALL: OnceLock<PathBuf> = OnceLock::new();
     TARBALL.get_or_init(|| {
         let _lock = cache_lock("rootfs.lock");
+        let start = Instant::now();
         let tarball = Path::new(CACHE).join(format!("{SUITE}-minbase.tar.zst"));
         let listed = Path::new(CACHE).join(format!("{SUITE}-minbase.packages"));
         let packages = ROOTFS_PACKAGES.join(",");
@@ -422,6 +423,10 @@ fn rootfs_tarball() -> &'static Path {
         fs::rename(&partial, &tarball).expect("keep the tarball");
         fs::write(&listed, &packages).expect("note the package list");
         let _ = fs::remove_dir_all(&build);
+        println!(
+            "FIGURE systemd: root filesystem made in {:?}",
+            start.elapsed()
+        );
         tarball
     })
 }
@@ -455,8 +460,18 @@ pub struct Debs {
 pub fn debs() -> &'static Debs {
     static DEBS: OnceLock<Debs> = OnceLock::new();
     DEBS.get_or_init(|| {
+        // The root filesystem's download meanwhile (on a machine without the cache).
+        let rootfs = std::thread::spawn(rootfs_tarball);
+        let start = Instant::now();
         let old = old_deb();
         let new = build_deb(&workspace_root(), &target_dir());
+        println!(
+            "FIGURE systemd: both packages ready in {:?}",
+            start.elapsed()
+        );
+        if let Err(panic) = rootfs.join() {
+            std::panic::resume_unwind(panic);
+        }
         Debs { old, new }
     })
 }
