@@ -453,6 +453,22 @@ fn readme_install_steps_under_a_real_systemd() {
     add_user(&box_, "alice", "correct horse battery");
     assert!(verify(&box_, "alice", "correct horse battery"));
     assert!(!verify(&box_, "alice", "wrong horse"));
+    // Abuse: a user outside group `qam` cannot even reach the sockets.
+    for (_, path, _, _) in sockets() {
+        let outsider = box_.run(Script::new(&format!(
+            "setpriv --reuid=nobody --regid=nogroup --clear-groups test -w {path}"
+        )));
+        assert!(!outsider.status.success(), "nobody may write to {path}");
+    }
+    let outsider = box_.run(Script::new(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups qamctl status",
+    ));
+    assert!(
+        !outsider.status.success()
+            && String::from_utf8_lossy(&outsider.stderr).contains("Permission denied"),
+        "{}",
+        container::shown(&outsider)
+    );
     let door = box_.host_path("/run/qam/saslauthd/mux");
     assert_eq!(
         saslauthd_ask(&door, "alice", "correct horse battery").as_deref(),
@@ -575,6 +591,16 @@ fn pam_and_prosody_through_the_packaged_modules() {
             .stdin(&format!("{password}\n")),
         )
     };
+    // Abuse: a service in group `qam` is no admin: it cannot create accounts.
+    let mallory = box_.run(
+        Script::new(
+            "setpriv --reuid=qam-pam-client --regid=qam-pam-client --init-groups \
+             qamctl user add mallory --password-stdin",
+        )
+        .stdin("mallory password\n"),
+    );
+    assert!(!mallory.status.success(), "{}", container::shown(&mallory));
+    assert!(!verify(&box_, "mallory", "mallory password"));
     let right = pamtester("alice", "correct horse battery");
     assert!(right.status.success(), "{}", container::shown(&right));
     let wrong = pamtester("alice", "wrong horse");

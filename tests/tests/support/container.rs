@@ -242,11 +242,15 @@ impl Container {
     pub fn ok(&self, script: Script) -> String {
         let text = script.text.clone();
         let out = self.run(script);
-        assert!(
-            out.status.success(),
-            "`{text}` in the container: {}",
-            shown(&out)
-        );
+        if !out.status.success() {
+            let journal = self.journal();
+            let lines: Vec<&str> = journal.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            panic!(
+                "`{text}` in the container: {}\njournal's end:\n{tail}",
+                shown(&out)
+            );
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
