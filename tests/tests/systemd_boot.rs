@@ -342,6 +342,7 @@ struct Writers {
     acknowledged: Arc<Mutex<Vec<String>>>,
     /// Connections that could not be made (e.g. "connection refused").
     refused: Arc<Mutex<Vec<String>>>,
+    /// Joined by `finish`.
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 

@@ -124,11 +124,13 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A booted Debian 12, stopped (and its files removed) on drop.
 pub struct Container {
+    /// systemd-nspawn itself: SIGTERM to it halts the container.
     nspawn: Child,
     /// The container's PID 1 (systemd), as the host sees it: `nsenter -t` target.
     leader: i32,
     /// The unpacked root filesystem and nspawn's log.
     dir: tempfile::TempDir,
+    /// Held while the container lives (see SERIAL).
     _serial: MutexGuard<'static, ()>,
 }
 
