@@ -411,15 +411,24 @@ fn exists(socket: &Path, user: &str) -> bool {
     client.exists(user).expect("exists")
 }
 
-#[test]
-fn readme_install_steps_under_a_real_systemd() {
+/// The packages and a freshly booted container with the time the test's own part starts, or
+/// None (a skip) when the tools are missing outside CI.
+fn packages_and_a_boot() -> Option<(&'static container::Debs, Container, Instant)> {
     if !container::peers_present() {
-        return;
+        return None;
     }
     let debs = container::debs();
     let start = Instant::now();
     let (box_, booted) = Container::boot();
     println!("FIGURE systemd: boot to running {booted:?}");
+    Some((debs, box_, start))
+}
+
+#[test]
+fn readme_install_steps_under_a_real_systemd() {
+    let Some((debs, box_, start)) = packages_and_a_boot() else {
+        return;
+    };
     installed_and_enabled(&box_, debs);
     let socket = box_.host_path("/run/qam/qamd.sock");
 
@@ -567,13 +576,9 @@ fn readme_install_steps_under_a_real_systemd() {
 
 #[test]
 fn pam_and_prosody_through_the_packaged_modules() {
-    if !container::peers_present() {
+    let Some((debs, box_, start)) = packages_and_a_boot() else {
         return;
-    }
-    let debs = container::debs();
-    let start = Instant::now();
-    let (box_, booted) = Container::boot();
-    println!("FIGURE systemd: boot to running {booted:?}");
+    };
     installed_and_enabled(&box_, debs);
     add_user(&box_, "alice", "correct horse battery");
 
@@ -653,13 +658,9 @@ fn pam_and_prosody_through_the_packaged_modules() {
 
 #[test]
 fn upgrade_from_0_1_0_keeps_accounts_and_removal_keeps_the_store() {
-    if !container::peers_present() {
+    let Some((debs, box_, start)) = packages_and_a_boot() else {
         return;
-    }
-    let debs = container::debs();
-    let start = Instant::now();
-    let (box_, booted) = Container::boot();
-    println!("FIGURE systemd: boot to running {booted:?}");
+    };
     box_.install_deb(&debs.old);
     box_.ok(Script::new("systemctl enable --now qamd.socket"));
     let users = [
