@@ -372,6 +372,7 @@ impl Writers {
                         let request = Request::Register {
                             user: name.clone(),
                             password: Password::from("writer password"),
+                            force: false,
                         };
                         // A request cut off by the kill is not acknowledged: not counted.
                         if client.call::<NameInfo>(&request).is_ok() {
