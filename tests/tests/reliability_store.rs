@@ -186,7 +186,9 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
         daemon.kill();
         ledgers = handles.into_iter().map(|h| h.join().unwrap()).collect();
         // The store opens offline after the kill (this also parses every record).
-        drop(qamd::store::Store::open(&daemon.data_dir).expect("store opens after SIGKILL"));
+        let store = qamd::store::Store::open(&daemon.data_dir).expect("store opens after SIGKILL");
+        store.check().expect("every record reads after SIGKILL");
+        drop(store);
         daemon.spawn();
         let (c, l, h) = check(&daemon, &mut ledgers);
         checked += c;

@@ -19,9 +19,9 @@ impl Accounts {
         let Ok(name) = settings.rules.username(user) else {
             return Ok(LookupInfo { account: None });
         };
-        let record = self.store.get(&name).map_err(store_failed)?;
+        let facts = self.store.facts(&name).map_err(store_failed)?;
         Ok(LookupInfo {
-            account: record.map(|record| account(&settings, name, &record)),
+            account: facts.map(|facts| account(&settings, name, facts.created(), facts.locked)),
         })
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::hasher::{HashError, Hasher};
 use crate::reloadable::Reloadable;
 use crate::rules::{RuleError, Rules};
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::throttle::Throttle;
 use qam_client::wire::Account;
 use qam_client::{ErrorCode, WireError};
@@ -148,12 +148,12 @@ impl Accounts {
 }
 
 /// The public facts of a stored account.
-fn account(settings: &Settings, name: String, record: &Record) -> Account {
+fn account(settings: &Settings, name: String, created: String, locked: bool) -> Account {
     Account {
         email: format!("{name}@{}", settings.mail_domain),
         name,
-        created: record.created.clone(),
-        locked: record.locked,
+        created,
+        locked,
     }
 }
 

@@ -18,7 +18,7 @@ impl Accounts {
         Ok(ListPage {
             users: page
                 .into_iter()
-                .map(|(name, record)| account(&settings, name, &record))
+                .map(|(name, record)| account(&settings, name, record.created, record.locked))
                 .collect(),
             next,
         })

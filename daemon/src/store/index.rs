@@ -1,0 +1,179 @@
+//! The in-memory index of every name with its public facts (creation date, lock state):
+//! `exists`, `lookup`, `list` and `status` answer from it without touching the engine, so
+//! their speed does not depend on how many records fit in the engine's cache.
+//!
+//! It is built by a background thread after open (until then the store reads the engine);
+//! writes made meanwhile go into it directly and mark the name, so the builder never puts
+//! back a version older than theirs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::sync::{Condvar, Mutex, RwLock};
+
+/// What `lookup` tells about an account besides its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// Creation date.
+    pub created: time::Date,
+    /// Whether the account is locked.
+    pub locked: bool,
+}
+
+impl Facts {
+    /// The creation date as stored: `YYYY-MM-DD`.
+    pub fn created(&self) -> String {
+        self.created.to_string()
+    }
+}
+
+/// The index and how far it is built.
+pub struct Index {
+    state: RwLock<State>,
+    /// Tells waiters (list, status) that building ended.
+    built: (Mutex<bool>, Condvar),
+}
+
+struct State {
+    /// Every name, in name order (list pages).
+    names: BTreeMap<Box<str>, Facts>,
+    /// Locked accounts among them (status).
+    locked: u64,
+    phase: Phase,
+}
+
+enum Phase {
+    /// The builder is scanning; the names writers changed meanwhile.
+    Building(HashSet<Box<str>>),
+    Ready,
+    /// The builder met a record it could not read: the store is damaged.
+    Failed(String),
+}
+
+/// Whether the index can answer, and if not why.
+pub enum Answer<T> {
+    Known(T),
+    /// Still building: ask the engine.
+    Unknown,
+    Damaged(String),
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index {
+            state: RwLock::new(State {
+                names: BTreeMap::new(),
+                locked: 0,
+                phase: Phase::Building(HashSet::new()),
+            }),
+            built: (Mutex::new(false), Condvar::new()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn answer<T>(&self, with: impl FnOnce(&State) -> T) -> Answer<T> {
+        let state = self.read();
+        match &state.phase {
+            Phase::Ready => Answer::Known(with(&state)),
+            Phase::Building(_) => Answer::Unknown,
+            Phase::Failed(reason) => Answer::Damaged(reason.clone()),
+        }
+    }
+
+    /// The facts of `name`: Known(None) when there is no such account.
+    pub fn facts(&self, name: &str) -> Answer<Option<Facts>> {
+        self.answer(|state| state.names.get(name).copied())
+    }
+
+    /// Up to `limit` names after `after`, and the counts (users, locked), once built.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, String> {
+        self.wait_built();
+        let state = self.read();
+        if let Phase::Failed(reason) = &state.phase {
+            return Err(reason.clone());
+        }
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .names
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(name, _)| name.to_string())
+            .collect())
+    }
+
+    /// (users, locked), once built.
+    pub fn counts(&self) -> Result<(u64, u64), String> {
+        self.wait_built();
+        let state = self.read();
+        match &state.phase {
+            Phase::Failed(reason) => Err(reason.clone()),
+            _ => Ok((state.names.len() as u64, state.locked)),
+        }
+    }
+
+    fn wait_built(&self) {
+        let (done, signal) = &self.built;
+        let mut done = done.lock().unwrap_or_else(|poison| poison.into_inner());
+        while !*done {
+            done = signal
+                .wait(done)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
+    /// A write's outcome: `name` now has `facts` (None: removed).
+    pub fn set(&self, name: &str, facts: Option<Facts>) {
+        let mut state = self.write();
+        if let Phase::Building(touched) = &mut state.phase {
+            touched.insert(name.into());
+        }
+        apply(&mut state, name, facts);
+    }
+
+    /// A record the builder read; ignored when a write changed the name meanwhile.
+    pub fn scanned(&self, name: &str, facts: Facts) {
+        let mut state = self.write();
+        if let Phase::Building(touched) = &state.phase {
+            if touched.contains(name) {
+                return;
+            }
+        }
+        apply(&mut state, name, facts.into());
+    }
+
+    /// Building ended: `Ok` the index is complete, `Err` the store is damaged.
+    pub fn finish(&self, outcome: Result<(), String>) {
+        self.write().phase = match outcome {
+            Ok(()) => Phase::Ready,
+            Err(reason) => Phase::Failed(reason),
+        };
+        let (done, signal) = &self.built;
+        *done.lock().unwrap_or_else(|poison| poison.into_inner()) = true;
+        signal.notify_all();
+    }
+}
+
+fn apply(state: &mut State, name: &str, facts: Option<Facts>) {
+    let old = match facts {
+        Some(facts) => {
+            if facts.locked {
+                state.locked += 1;
+            }
+            state.names.insert(name.into(), facts)
+        }
+        None => state.names.remove(name),
+    };
+    if old.is_some_and(|old| old.locked) {
+        state.locked -= 1;
+    }
+}

@@ -1,0 +1,394 @@
+//! The store's unit tests: the API, erasure of removed and replaced records by raw bytes,
+//! damaged layouts refused, the 0.1.0 fixture upgraded, a newer format refused.
+
+use super::layout::{CURRENT_FILE, WRITES_FILE};
+use super::*;
+use std::path::{Path, PathBuf};
+
+fn record(hash: &str) -> Record {
+    Record::new(hash.into())
+}
+
+/// Opens the store and waits for its index, so dropping it closes every file.
+fn open_built(dir: &Path) -> Store {
+    let store = Store::open(dir).unwrap();
+    store.check().unwrap();
+    store
+}
+
+fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_contain(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            bytes.windows(needle.len()).any(|window| window == needle)
+        }
+    })
+}
+
+#[tokio::test]
+async fn insert_get_update_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.insert_new("alice", &record("h1")).await.unwrap());
+    assert!(!store.insert_new("alice", &record("h2")).await.unwrap());
+    assert_eq!(store.get("alice").unwrap().unwrap().hash, "h1");
+    let locked = store
+        .update("alice", |r| r.locked = true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(locked.locked);
+    assert!(store.facts("alice").unwrap().unwrap().locked);
+    assert!(store
+        .update("bob", |r| r.locked = true)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .replace("alice", &record("h1"), &record("h3"))
+        .await
+        .unwrap());
+    assert!(store
+        .replace("alice", &locked, &record("h3"))
+        .await
+        .unwrap());
+    assert_eq!(store.get("alice").unwrap().unwrap().hash, "h3");
+    assert!(store.remove("alice").await.unwrap());
+    assert!(!store.remove("alice").await.unwrap());
+    assert!(store.get("alice").unwrap().is_none());
+    assert!(!store.contains("alice").unwrap());
+}
+
+#[tokio::test]
+async fn pages_are_sorted_and_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for name in ["carol", "alice", "bob", "dave"] {
+        store.insert_new(name, &record("h")).await.unwrap();
+    }
+    let names = |page: Vec<(String, Record)>| page.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(store.page(None, 2).unwrap()), ["alice", "bob"]);
+    assert_eq!(
+        names(store.page(Some("bob"), 10).unwrap()),
+        ["carol", "dave"]
+    );
+    assert_eq!(
+        store.counts().unwrap(),
+        Counts {
+            users: 4,
+            locked: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn import_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.insert_new("bob", &record("old")).await.unwrap();
+    let batch = vec![
+        ("alice".to_owned(), record("a")),
+        ("bob".to_owned(), record("b")),
+    ];
+    assert_eq!(
+        store.import(&batch, false).await.unwrap(),
+        ImportOutcome::Exists { index: 1 }
+    );
+    assert!(store.get("alice").unwrap().is_none());
+    assert_eq!(
+        store.import(&batch, true).await.unwrap(),
+        ImportOutcome::Written {
+            imported: 2,
+            replaced: 1
+        }
+    );
+    assert_eq!(store.get("bob").unwrap().unwrap().hash, "b");
+}
+
+#[tokio::test]
+async fn records_survive_reopen_and_the_index_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_built(dir.path());
+        store.insert_new("alice", &record("h")).await.unwrap();
+        store.update("alice", |r| r.locked = true).await.unwrap();
+        store.insert_new("bob", &record("h")).await.unwrap();
+        store.sync_all(dir.path()).unwrap();
+    }
+    let store = open_built(dir.path());
+    assert_eq!(store.get("alice").unwrap().unwrap().hash, "h");
+    assert_eq!(
+        store.counts().unwrap(),
+        Counts {
+            users: 2,
+            locked: 1
+        }
+    );
+}
+
+/// Many writers flushing at once all finish (sled 0.34's own `flush_async` can hang here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_all_get_their_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..20 {
+        let writers: Vec<_> = (0..32)
+            .map(|index| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let name = format!("user{round}-{index}");
+                    store.insert_new(&name, &record("h")).await.unwrap();
+                    store.update(&name, |r| r.locked = true).await.unwrap();
+                })
+            })
+            .collect();
+        let all = async {
+            for writer in writers {
+                writer.await.unwrap();
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), all)
+            .await
+            .expect("every writer's flush finished");
+    }
+    assert_eq!(store.counts().unwrap().users, 640);
+}
+
+#[test]
+fn sled_files_without_current_are_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), b"x\n").unwrap();
+    std::fs::write(dir.path().join("db"), b"garbage\n").unwrap();
+    let err = Store::open(dir.path()).err().expect("must fail");
+    assert!(err.to_string().contains("restore from backup"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("db")).unwrap(),
+        b"garbage\n",
+        "files kept"
+    );
+}
+
+#[test]
+fn garbage_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), b"garbage\x00\xff").unwrap();
+    std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+    let err = Store::open(dir.path()).err().expect("must fail");
+    assert!(err.to_string().contains("restore from backup"), "{err}");
+}
+
+/// The salt-and-digest part of a PHC string: what would identify the password.
+fn digest(hash: &str) -> &[u8] {
+    hash.rsplit('$').next().unwrap().as_bytes()
+}
+
+#[tokio::test]
+async fn removed_and_replaced_records_leave_no_bytes_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let hashes = [
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$ZXJhc3VyZS10ZXN0LWhhc2g",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdDJzYWx0$cmVwbGFjZWQtYnktdXBkYXRl",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdDNzYWx0$cmVwbGFjZWQtYnktcmVwbGFjZQ",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdDRzYWx0$cmVwbGFjZWQtYnktaW1wb3J0",
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdDVzYWx0$dGhlLWxhc3Qtb25l",
+    ];
+    let name = "erasable-name";
+    store.insert_new(name, &record(hashes[0])).await.unwrap();
+    store.insert_new("keeper", &record("kept")).await.unwrap();
+    store.sync_all(dir.path()).unwrap();
+    // Sealed: neither the name nor the hash is in the files even while the account lives.
+    assert!(!files_contain(dir.path(), name.as_bytes()));
+    assert!(!files_contain(dir.path(), digest(hashes[0])));
+    // Each kind of hash replacement: a password change (update), a rehash (replace), an
+    // import with --replace.
+    store
+        .update(name, |r| r.hash = hashes[1].into())
+        .await
+        .unwrap();
+    let current = store.get(name).unwrap().unwrap();
+    store
+        .replace(name, &current, &record(hashes[2]))
+        .await
+        .unwrap();
+    store
+        .import(&[(name.to_owned(), record(hashes[3]))], true)
+        .await
+        .unwrap();
+    store
+        .update(name, |r| r.hash = hashes[4].into())
+        .await
+        .unwrap();
+    // Every replaced version is unreadable: the files hold no key that opens it.
+    let opened = readable_plaintexts(&store);
+    for hash in &hashes[..4] {
+        assert!(!opened.iter().any(|p| contains(p, digest(hash))), "{hash}");
+    }
+    assert!(opened.iter().any(|p| contains(p, digest(hashes[4]))));
+    assert!(store.remove(name).await.unwrap());
+    let opened = readable_plaintexts(&store);
+    assert!(!opened.iter().any(|p| contains(p, name.as_bytes())));
+    assert!(!opened.iter().any(|p| contains(p, digest(hashes[4]))));
+    assert_eq!(store.get("keeper").unwrap().unwrap().hash, "kept");
+    store.check().unwrap();
+    drop(store);
+    let reopened = open_built(dir.path());
+    assert_eq!(reopened.get("keeper").unwrap().unwrap().hash, "kept");
+    assert!(reopened.get(name).unwrap().is_none());
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+fn readable_plaintexts(store: &Store) -> Vec<Vec<u8>> {
+    store.readable(&["erasable-name", "keeper"]).unwrap()
+}
+
+#[tokio::test]
+async fn damaged_layouts_are_refused_never_opened_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_built(dir.path());
+        store.insert_new("alice", &record("h")).await.unwrap();
+        store.sync_all(dir.path()).unwrap();
+    }
+    let current = std::fs::read(dir.path().join(CURRENT_FILE)).unwrap();
+    let generation = String::from_utf8(current.clone()).unwrap();
+    let generation_dir = dir.path().join(generation.trim());
+    // A zeroed CURRENT.
+    std::fs::write(dir.path().join(CURRENT_FILE), vec![0; current.len()]).unwrap();
+    assert_refused(dir.path());
+    // A missing CURRENT next to a generation dir.
+    std::fs::remove_file(dir.path().join(CURRENT_FILE)).unwrap();
+    assert_refused(dir.path());
+    std::fs::write(dir.path().join(CURRENT_FILE), &current).unwrap();
+    // The generation's files emptied, its KEYS zeroed or truncated.
+    for file in ["db", "KEYS"] {
+        let path = generation_dir.join(file);
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        assert_refused(dir.path());
+        std::fs::write(&path, vec![0; kept.len()]).unwrap();
+        assert_refused(dir.path());
+        std::fs::write(&path, kept).unwrap();
+    }
+    // The generation dir gone.
+    let moved = dir.path().join("elsewhere");
+    std::fs::rename(&generation_dir, &moved).unwrap();
+    assert_refused(dir.path());
+    std::fs::rename(&moved, &generation_dir).unwrap();
+    let store = open_built(dir.path());
+    assert_eq!(store.get("alice").unwrap().unwrap().hash, "h");
+}
+
+fn assert_refused(dir: &Path) {
+    let err = Store::open(dir)
+        .err()
+        .expect("a damaged store must not open");
+    let text = err.to_string();
+    assert!(text.contains("restore from backup"), "{text}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+}
+
+/// A crash between a write and the erasure of the version it replaced leaves a key slot no
+/// record references: the next open erases it.
+#[tokio::test]
+async fn a_key_left_by_a_crash_is_erased_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let slot = {
+        let store = open_built(dir.path());
+        store.insert_new("alice", &record("h")).await.unwrap();
+        let (slot, _) = store.keys().unwrap().allocate().unwrap();
+        store.sync_all(dir.path()).unwrap();
+        slot
+    };
+    let keys_path = |store: &Store| store.generation().path.join("KEYS");
+    let store = open_built(dir.path());
+    let keys = std::fs::read(keys_path(&store)).unwrap();
+    assert!(key_in(&keys, slot).unwrap().is_zero());
+    store.insert_new("bob", &record("h")).await.unwrap();
+    assert_eq!(store.get("alice").unwrap().unwrap().hash, "h");
+}
+
+#[test]
+fn a_store_of_a_newer_release_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_built(dir.path());
+        store.generation().set_format(STORE_FORMAT + 1).unwrap();
+        store.sync_all(dir.path()).unwrap();
+    }
+    let err = Store::open(dir.path()).err().expect("must fail");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Newer { .. }), "{text}");
+    assert!(text.contains("newer qam") && !text.contains('\n'), "{text}");
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+}
+
+/// The data dir qam 0.1.0 wrote, checked in under tests/fixtures.
+fn fixture() -> (tempfile::TempDir, PathBuf) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/store-0.1.0");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    copy_tree(&source, &data);
+    (dir, data)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_store_of_release_0_1_0_is_upgraded_once_and_keeps_every_record() {
+    let (_dir, data) = fixture();
+    let expected: Vec<qam_client::wire::ExportRecord> = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/store-0.1.0.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(|line| serde_json::from_str(line).unwrap())
+    .collect();
+    let exported = |store: &Store| {
+        store
+            .page(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(name, record)| record.export(name))
+            .collect::<Vec<_>>()
+    };
+    let first = {
+        let store = open_built(&data);
+        assert_eq!(exported(&store), expected);
+        assert_eq!(store.generation().format().unwrap(), STORE_FORMAT);
+        store.generation().number
+    };
+    assert!(
+        !data.join("store-2").exists(),
+        "the 0.1.0 generation is removed"
+    );
+    let store = open_built(&data);
+    assert_eq!(store.generation().number, first, "upgraded once");
+    assert_eq!(exported(&store), expected);
+    assert!(store.insert_new("frank", &record("h")).await.unwrap());
+    assert!(store.facts("bob").unwrap().unwrap().locked);
+    assert!(!data
+        .join(WRITES_FILE)
+        .as_path()
+        .to_string_lossy()
+        .is_empty());
+}
