@@ -1,5 +1,5 @@
-//! Reliability of the account store: acknowledged writes survive
-//! SIGKILL, damaged stores are refused loudly, backups round-trip, deleted accounts are erased.
+//! Reliability of the account store: acknowledged writes survive SIGKILL, damaged stores are
+//! refused loudly, backups round-trip, replaced and deleted hashes are erased.
 
 mod reliability_support;
 
@@ -312,6 +312,31 @@ fn a_damaged_store_stops_qamd_with_one_clear_line() {
         ("WRITES removed", |data| {
             std::fs::remove_file(data.join("WRITES")).unwrap();
         }),
+        ("KEYS truncated to half", |data| {
+            let keys = generation_dir(data).join("KEYS");
+            let len = std::fs::metadata(&keys).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&keys)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }),
+        ("KEYS zeroed", |data| {
+            let keys = generation_dir(data).join("KEYS");
+            let len = std::fs::metadata(&keys).unwrap().len() as usize;
+            std::fs::write(&keys, vec![0u8; len]).unwrap();
+        }),
+        ("KEYS garbage", |data| {
+            let keys = generation_dir(data).join("KEYS");
+            let len = std::fs::metadata(&keys).unwrap().len() as usize;
+            let mut rng = Rng::new(11);
+            let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            std::fs::write(&keys, garbage).unwrap();
+        }),
+        ("KEYS removed", |data| {
+            std::fs::remove_file(generation_dir(data).join("KEYS")).unwrap();
+        }),
         ("generation removed", |data| {
             std::fs::remove_dir_all(generation_dir(data)).unwrap();
         }),
@@ -425,8 +450,40 @@ fn export_then_import_round_trips_users_hashes_and_states() {
     );
 }
 
+/// The stored hash of `name`.
+fn stored_hash(daemon: &Daemon, name: &str) -> String {
+    export_all(&mut daemon.client())
+        .into_iter()
+        .find(|r| r.name == name)
+        .expect("the account exists")
+        .hash
+}
+
+/// Kills qamd right after an answer (what is on disk is what the answer left), then reads
+/// the data dir offline as an attacker would: every version of `name`'s record that a key on
+/// disk still opens.
+fn readable_after_kill(daemon: &mut Daemon, name: &str) -> Vec<Vec<u8>> {
+    daemon.kill();
+    let store = qamd::store::Store::open(&daemon.data_dir).expect("store opens");
+    let readable = store.readable(&[name]).expect("forensic read");
+    store.check().expect("every record reads");
+    drop(store);
+    readable
+}
+
+fn any_holds(plaintexts: &[Vec<u8>], needle: &[u8]) -> bool {
+    plaintexts
+        .iter()
+        .any(|plain| plain.windows(needle.len()).any(|window| window == needle))
+}
+
+/// The salt and digest part of a PHC string: what would identify the user's password.
+fn digest(hash: &str) -> Vec<u8> {
+    hash.rsplit('$').next().unwrap().as_bytes().to_vec()
+}
+
 #[test]
-fn a_deleted_account_leaves_no_byte_in_the_data_dir() {
+fn replaced_and_deleted_hashes_leave_no_readable_byte_in_the_data_dir() {
     let mut daemon = Daemon::start();
     let bystanders = size(30, 1000);
     for n in 0..bystanders {
@@ -434,64 +491,148 @@ fn a_deleted_account_leaves_no_byte_in_the_data_dir() {
     }
     let victim = "erasure-victim-7f3a";
     daemon.add_user(victim, "first-victim-password");
-    let mut hashes = Vec::new();
-    let mut client = daemon.client();
+    let mut replaced = Vec::new();
+    let mut password = "first-victim-password".to_owned();
+    // Every kind of write that replaces a hash: an admin's set_password, the user's own
+    // change_password, a restore with --replace.
     for round in 0..3 {
-        let record = export_all(&mut client)
-            .into_iter()
-            .find(|r| r.name == victim)
-            .unwrap();
-        hashes.push(record.hash);
-        client
-            .call::<Done>(&Request::SetPassword {
+        replaced.push(stored_hash(&daemon, victim));
+        let new = format!("victim-password-{round}");
+        let request = match round {
+            0 => Request::SetPassword {
                 user: victim.into(),
-                password: Password::from(format!("victim-password-{round}")),
-            })
-            .unwrap();
+                password: Password::from(new.as_str()),
+            },
+            1 => Request::ChangePassword {
+                user: victim.into(),
+                old_password: Password::from(password.as_str()),
+                new_password: Password::from(new.as_str()),
+            },
+            _ => {
+                let mut record = export_all(&mut daemon.client())
+                    .into_iter()
+                    .find(|r| r.name == victim)
+                    .unwrap();
+                record.hash = stored_hash(&daemon, "bystander0");
+                let info: ImportInfo = daemon
+                    .client()
+                    .call(&Request::Import {
+                        records: vec![record],
+                        replace: true,
+                        dry_run: false,
+                    })
+                    .unwrap();
+                assert_eq!(info.replaced, 1);
+                password = "bystander-password".into();
+                let readable = readable_after_kill(&mut daemon, victim);
+                daemon.spawn();
+                assert_unreadable(&readable, &replaced, round);
+                continue;
+            }
+        };
+        daemon.client().call::<Done>(&request).unwrap();
+        password = new;
+        let readable = readable_after_kill(&mut daemon, victim);
+        daemon.spawn();
+        assert_unreadable(&readable, &replaced, round);
+        assert!(
+            any_holds(&readable, &digest(&stored_hash(&daemon, victim))),
+            "the live version is readable (the search works)"
+        );
     }
-    hashes.push(
-        export_all(&mut client)
-            .into_iter()
-            .find(|r| r.name == victim)
-            .unwrap()
-            .hash,
-    );
-    // Each PHC string's salt and digest part is what would identify the user's password.
+    assert!(daemon
+        .client()
+        .verify(victim, &Password::from(password.as_str()))
+        .unwrap());
+    let last = stored_hash(&daemon, victim);
     let needles: Vec<Vec<u8>> = std::iter::once(victim.as_bytes().to_vec())
-        .chain(
-            hashes
-                .iter()
-                .map(|h| h.rsplit('$').next().unwrap().as_bytes().to_vec()),
-        )
+        .chain(replaced.iter().chain([&last]).map(|h| digest(h)))
         .collect();
-    let found_before: usize = needles
+    let plain_before: usize = needles
         .iter()
         .map(|n| occurrences(&daemon.data_dir, n))
         .sum();
-    assert!(found_before > 0, "the search finds the live account");
 
     let deleting = std::time::Instant::now();
     qamctl(&daemon, &["user", "del", victim, "--yes"]);
     let delete_took = deleting.elapsed();
-    let bytes_after_delete: usize = needles
+    let readable = readable_after_kill(&mut daemon, victim);
+    let plain_after: usize = needles
         .iter()
-        .map(|n| occurrences(&daemon.data_dir, n) * n.len())
-        .sum();
-    assert!(daemon.stop().success());
-    let bytes_after_stop: usize = needles
-        .iter()
-        .map(|n| occurrences(&daemon.data_dir, n) * n.len())
+        .map(|n| occurrences(&daemon.data_dir, n))
         .sum();
     figure(
         "9 erasure",
         format!(
-            "name + {} hashes: {found_before} occurrences before delete; bytes found after delete: {bytes_after_delete}, after stop: {bytes_after_stop}; the delete (with its compaction of {} accounts) took {} ms",
-            hashes.len(),
-            bystanders,
+            "name + {} hashes ({} replaced): plaintext bytes in the data dir while live {plain_before}, after delete {plain_after}; versions a key on disk opens after the delete: {}; the delete took {} ms beside {bystanders} accounts",
+            replaced.len() + 1,
+            replaced.len(),
+            readable.len(),
             delete_took.as_millis()
         ),
     );
-    assert_eq!((bytes_after_delete, bytes_after_stop), (0, 0));
+    assert_eq!(
+        (plain_before, plain_after),
+        (0, 0),
+        "names and hashes are sealed"
+    );
+    assert!(readable.is_empty(), "a deleted account is unreadable");
     daemon.spawn();
     assert!(daemon.client().exists("bystander0").unwrap());
+    assert!(!daemon.client().exists(victim).unwrap());
+}
+
+/// None of the `replaced` hashes (those before round `round`'s write) is readable.
+fn assert_unreadable(readable: &[Vec<u8>], replaced: &[String], round: usize) {
+    for hash in replaced {
+        assert!(
+            !any_holds(readable, &digest(hash)),
+            "round {round}: a replaced hash is still readable"
+        );
+    }
+}
+
+#[test]
+fn a_store_written_by_release_0_1_0_opens_upgraded_with_every_account() {
+    let fixtures = qam_tests::workspace_root().join("tests/fixtures");
+    let expected: Vec<ExportRecord> = std::fs::read_to_string(fixtures.join("store-0.1.0.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut daemon = Daemon::start();
+    assert!(daemon.stop().success());
+    std::fs::remove_dir_all(&daemon.data_dir).unwrap();
+    copy_tree(&fixtures.join("store-0.1.0"), &daemon.data_dir);
+    let mut generations = Vec::new();
+    for start in ["upgrading", "upgraded"] {
+        daemon.spawn();
+        let mut client = daemon.client();
+        assert_eq!(
+            export_all(&mut client),
+            expected,
+            "{start}: names, hashes, dates, locks"
+        );
+        for record in &expected {
+            let password = format!("fixture-{}-password", record.name);
+            let accepted = client
+                .verify(&record.name, &Password::from(password.as_str()))
+                .unwrap();
+            assert_eq!(accepted, !record.locked, "{start}: {}", record.name);
+        }
+        assert!(daemon.stop().success());
+        generations.push(generation_dir(&daemon.data_dir));
+    }
+    assert_eq!(generations[0], generations[1], "upgraded once");
+    assert!(
+        !daemon.data_dir.join("store-2").exists(),
+        "0.1.0's files are gone"
+    );
+    figure(
+        "2 upgrade",
+        format!(
+            "the 0.1.0 store ({} accounts) opened, upgraded once, verified, dates and locks kept",
+            expected.len()
+        ),
+    );
 }
