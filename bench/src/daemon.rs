@@ -198,6 +198,49 @@ pub fn round_trip(socket: &Path, line: &str) -> std::io::Result<(Duration, Strin
     Ok((began.elapsed(), answer))
 }
 
+/// When one write started and how long it took to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    pub began: Instant,
+    pub took: Duration,
+}
+
+impl Timed {
+    /// Whether this write was waiting at some moment between `from` and `to`.
+    pub fn overlaps(&self, from: Instant, to: Instant) -> bool {
+        self.began <= to && self.began + self.took >= from
+    }
+}
+
+/// Sends `line` on one connection again and again until `stop`, counting answers in `done`;
+/// every round trip timed.
+pub fn repeat_timed(
+    socket: &Path,
+    lines: [&str; 2],
+    stop: &std::sync::atomic::AtomicBool,
+    done: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<Vec<Timed>> {
+    use std::sync::atomic::Ordering;
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut timed = Vec::new();
+    let mut answer = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let began = Instant::now();
+        writer.write_all(lines[timed.len() % 2].as_bytes())?;
+        answer.clear();
+        reader.read_line(&mut answer)?;
+        timed.push(Timed {
+            began,
+            took: began.elapsed(),
+        });
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(timed)
+}
+
 /// VmRSS and VmHWM of `pid`.
 pub fn memory_of(pid: u32) -> Memory {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
