@@ -174,15 +174,6 @@ impl KeyFile {
         Ok(RecordKey(key))
     }
 
-    /// Every slot's bytes at once (index build), wiped when dropped.
-    pub fn all(&self) -> std::io::Result<Zeroizing<Vec<u8>>> {
-        let len = offset(self.len());
-        let mut bytes = Zeroizing::new(vec![0u8; len as usize]);
-        let read = self.file.read_at(&mut bytes, 0)?;
-        bytes.truncate(read);
-        Ok(bytes)
-    }
-
     /// Overwrites `slot` with zeros in place (durable after [`KeyFile::sync`]).
     pub fn erase(&self, slot: u64) -> std::io::Result<()> {
         self.file.write_all_at(&[0u8; KEY_BYTES], offset(slot))
@@ -271,7 +262,7 @@ fn associated(name_key: &[u8], slot: u64) -> Vec<u8> {
     aad
 }
 
-/// The key in the bytes of every slot (see [`KeyFile::all`]), if `slot` is among them.
+/// The key of `slot` in `all`, the bytes of a whole `KEYS` file, if `slot` is among them.
 pub fn key_in(all: &[u8], slot: u64) -> Option<RecordKey> {
     let start = usize::try_from(offset(slot)).ok()?;
     let bytes = all.get(start..start.checked_add(KEY_BYTES)?)?;

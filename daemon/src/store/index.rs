@@ -6,6 +6,7 @@
 //! writes made meanwhile go into it directly and mark the name, so the builder never puts
 //! back a version older than theirs.
 
+use compact_str::CompactString;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Condvar, Mutex, RwLock};
@@ -34,8 +35,9 @@ pub struct Index {
 }
 
 struct State {
-    /// Every name, in name order (list pages).
-    names: BTreeMap<Box<str>, Facts>,
+    /// Every name, in name order (list pages). Names of up to 24 bytes are kept inline in the
+    /// tree's nodes: no allocation per name, no pointer to follow when comparing.
+    names: BTreeMap<CompactString, Facts>,
     /// Locked accounts among them (status).
     locked: u64,
     phase: Phase,
@@ -43,7 +45,7 @@ struct State {
 
 enum Phase {
     /// The builder is scanning; the names writers changed meanwhile.
-    Building(HashSet<Box<str>>),
+    Building(HashSet<CompactString>),
     Ready,
     /// The builder met a record it could not read: the store is damaged.
     Failed(String),
@@ -95,7 +97,7 @@ impl Index {
         self.answer(|state| state.names.get(name).copied())
     }
 
-    /// Up to `limit` names after `after`, and the counts (users, locked), once built.
+    /// Up to `limit` names after `after`, once built.
     pub fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>, String> {
         self.wait_built();
         let state = self.read();
@@ -135,7 +137,7 @@ impl Index {
     pub fn set(&self, name: &str, facts: Option<Facts>) {
         let mut state = self.write();
         if let Phase::Building(touched) = &mut state.phase {
-            touched.insert(name.into());
+            touched.insert(CompactString::from(name));
         }
         apply(&mut state, name, facts);
     }
@@ -169,7 +171,7 @@ fn apply(state: &mut State, name: &str, facts: Option<Facts>) {
             if facts.locked {
                 state.locked += 1;
             }
-            state.names.insert(name.into(), facts)
+            state.names.insert(CompactString::from(name), facts)
         }
         None => state.names.remove(name),
     };

@@ -23,7 +23,7 @@ pub use index::Facts;
 pub use record::{today, Record};
 
 use commit::Committer;
-use erasure::{key_in, open as open_sealed, slot_of, KeyFile};
+use erasure::{open as open_sealed, slot_of, KeyFile};
 use error::EngineResult;
 use generation::{
     abort, count_write, cover_slot, transaction_failed, Generation, IVec, TransactionError,
@@ -470,20 +470,20 @@ fn check_ends(generation: &Generation) -> Result<(), StoreError> {
 /// crash between a write and its erasure) and lets allocation reuse them.
 fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
     let closed = || "the store was closed while its index was built".to_owned();
-    let (scanned_slots, all_keys) = {
+    let failed = |err: StoreError| err.to_string();
+    let scanned_slots = {
         let shared = store.upgrade().ok_or_else(closed)?;
         // Alone among writers: every slot handed out so far belongs to a record already in
         // the engine (or was erased by a write that lost its compare-and-swap).
         let _alone = shared.writes.blocking_write();
-        let keys = shared.generation.keys().map_err(|err| err.to_string())?;
-        (keys.len(), keys.all().map_err(|err| err.to_string())?)
+        shared.generation.keys().map_err(failed)?.len()
     };
-    let mut referenced = vec![false; scanned_slots as usize];
+    let mut referenced = vec![false; usize::try_from(scanned_slots).map_err(|e| e.to_string())?];
     let mut after: Option<IVec> = None;
     loop {
         let shared = store.upgrade().ok_or_else(closed)?;
         let generation = &shared.generation;
-        let keys = generation.keys().map_err(|err| err.to_string())?;
+        let keys = generation.keys().map_err(failed)?;
         let range = match &after {
             Some(after) => generation.users.range::<&[u8], _>((
                 std::ops::Bound::Excluded(after.as_ref()),
@@ -495,23 +495,17 @@ fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
         for entry in range.take(BUILD_CHUNK) {
             let (key, value) = entry.map_err(|err| err.to_string())?;
             read += 1;
-            let opened = unseal(&key, &value, |slot| match key_in(&all_keys, slot) {
-                Some(key) => Ok(key),
-                None => Ok(keys.key(slot)?),
-            })
-            .map_err(|err| err.to_string())?;
-            match opened {
+            match unseal(&key, &value, |slot| Ok(keys.key(slot)?)).map_err(failed)? {
                 Some((name, record)) => {
-                    let facts = facts_of(&record).map_err(|err| err.to_string())?;
-                    index.scanned(&name, facts);
+                    index.scanned(&name, facts_of(&record).map_err(failed)?);
                     if let Some(seen) = slot_of(&value)
                         .and_then(|slot| referenced.get_mut(usize::try_from(slot).ok()?))
                     {
                         *seen = true;
                     }
                 }
-                // Replaced since the scan read the keys (its old key is erased): the writer
-                // put the new version into the index itself.
+                // Replaced meanwhile (its old key is erased): the writer put the new version
+                // into the index itself.
                 None if generation.users.get(&key).map_err(|e| e.to_string())? != Some(value) => {}
                 None => return Err("a record's key is gone".into()),
             }
@@ -522,18 +516,23 @@ fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
         }
     }
     let shared = store.upgrade().ok_or_else(closed)?;
-    let keys = shared.generation.keys().map_err(|err| err.to_string())?;
+    let keys = shared.generation.keys().map_err(failed)?;
+    let unreferenced: Vec<u64> = (1..scanned_slots)
+        .filter(|slot| !referenced[*slot as usize])
+        .collect();
+    let mut orphans = Vec::new();
+    for slot in &unreferenced {
+        if !keys.key(*slot).map_err(|err| err.to_string())?.is_zero() {
+            orphans.push(*slot);
+        }
+    }
     // No write in flight: a slot erased by one is no longer on its way to disk.
     let _alone = shared.writes.blocking_write();
-    let orphans: Vec<u64> = (1..scanned_slots)
-        .filter(|slot| !referenced[*slot as usize])
-        .filter(|slot| key_in(&all_keys, *slot).is_some_and(|key| !key.is_zero()))
-        .collect();
     for slot in &orphans {
         keys.erase(*slot).map_err(|err| err.to_string())?;
     }
     keys.sync().map_err(|err| err.to_string())?;
-    keys.release((1..scanned_slots).filter(|slot| !referenced[*slot as usize]));
+    keys.release(unreferenced);
     keys.start_reuse();
     Ok(())
 }

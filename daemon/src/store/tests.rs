@@ -1,6 +1,7 @@
 //! The store's unit tests: the API, erasure of removed and replaced records by raw bytes,
 //! damaged layouts refused, the 0.1.0 fixture upgraded, a newer format refused.
 
+use super::erasure::key_in;
 use super::layout::{CURRENT_FILE, WRITES_FILE};
 use super::*;
 use std::path::{Path, PathBuf};
