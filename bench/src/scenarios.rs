@@ -485,6 +485,12 @@ impl Bench<'_> {
             "< 1 s",
             Some(ready < Duration::from_secs(1)),
         );
+        // `status` counts users from qamd's index: it answers once the index is built.
+        let (built, _) = round_trip(big.socket(), "{\"op\":\"status\"}\n")?;
+        self.report.fact(
+            format!("5 qamd index built (first `status` answer), {count} users"),
+            format!("{:.1} s after ready", built.as_secs_f64()),
+        );
         std::thread::sleep(Duration::from_millis(500));
         let fresh = big.memory();
         let connections = self.options.cheap_connections;

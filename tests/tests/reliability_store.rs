@@ -225,6 +225,34 @@ fn generation_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join(current.trim())
 }
 
+/// A file of the generation in use.
+fn in_generation(data_dir: &Path, file: &str) -> std::path::PathBuf {
+    generation_dir(data_dir).join(file)
+}
+
+fn truncate_to_half(file: &Path) {
+    let len = std::fs::metadata(file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+}
+
+fn zero(file: &Path) {
+    let len = std::fs::metadata(file).unwrap().len() as usize;
+    std::fs::write(file, vec![0u8; len]).unwrap();
+}
+
+/// Overwrites `file` with as many random bytes.
+fn scramble(file: &Path, seed: u64) {
+    let len = std::fs::metadata(file).unwrap().len() as usize;
+    let mut rng = Rng::new(seed);
+    let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    std::fs::write(file, garbage).unwrap();
+}
+
 /// Runs qamd on `config` until it exits (or 20 s); returns (exit code, stderr).
 fn run_qamd(config: &Path) -> (Option<i32>, String) {
     let mut child = Command::new(bin("qamd"))
@@ -265,38 +293,17 @@ fn a_damaged_store_stops_qamd_with_one_clear_line() {
     type Damage = fn(&Path);
     let damages: Vec<(&str, Damage)> = vec![
         ("db truncated to half", |data| {
-            let db = generation_dir(data).join("db");
-            let len = std::fs::metadata(&db).unwrap().len();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&db)
-                .unwrap()
-                .set_len(len / 2)
-                .unwrap();
+            truncate_to_half(&in_generation(data, "db"))
         }),
         ("db truncated to zero", |data| {
-            std::fs::write(generation_dir(data).join("db"), b"").unwrap();
+            std::fs::write(in_generation(data, "db"), b"").unwrap();
         }),
-        ("db zeroed", |data| {
-            let db = generation_dir(data).join("db");
-            let len = std::fs::metadata(&db).unwrap().len() as usize;
-            std::fs::write(&db, vec![0u8; len]).unwrap();
-        }),
-        ("db garbage", |data| {
-            let db = generation_dir(data).join("db");
-            let len = std::fs::metadata(&db).unwrap().len() as usize;
-            let mut rng = Rng::new(7);
-            let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            std::fs::write(&db, garbage).unwrap();
-        }),
+        ("db zeroed", |data| zero(&in_generation(data, "db"))),
+        ("db garbage", |data| scramble(&in_generation(data, "db"), 7)),
         ("conf garbage", |data| {
-            std::fs::write(generation_dir(data).join("conf"), b"\xff\xfegarbage\n").unwrap();
+            std::fs::write(in_generation(data, "conf"), b"\xff\xfegarbage\n").unwrap();
         }),
-        ("conf zeroed", |data| {
-            let conf = generation_dir(data).join("conf");
-            let len = std::fs::metadata(&conf).unwrap().len() as usize;
-            std::fs::write(&conf, vec![0u8; len]).unwrap();
-        }),
+        ("conf zeroed", |data| zero(&in_generation(data, "conf"))),
         ("CURRENT zeroed", |data| {
             std::fs::write(data.join("CURRENT"), [0u8; 8]).unwrap();
         }),
@@ -313,29 +320,14 @@ fn a_damaged_store_stops_qamd_with_one_clear_line() {
             std::fs::remove_file(data.join("WRITES")).unwrap();
         }),
         ("KEYS truncated to half", |data| {
-            let keys = generation_dir(data).join("KEYS");
-            let len = std::fs::metadata(&keys).unwrap().len();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&keys)
-                .unwrap()
-                .set_len(len / 2)
-                .unwrap();
+            truncate_to_half(&in_generation(data, "KEYS"))
         }),
-        ("KEYS zeroed", |data| {
-            let keys = generation_dir(data).join("KEYS");
-            let len = std::fs::metadata(&keys).unwrap().len() as usize;
-            std::fs::write(&keys, vec![0u8; len]).unwrap();
-        }),
+        ("KEYS zeroed", |data| zero(&in_generation(data, "KEYS"))),
         ("KEYS garbage", |data| {
-            let keys = generation_dir(data).join("KEYS");
-            let len = std::fs::metadata(&keys).unwrap().len() as usize;
-            let mut rng = Rng::new(11);
-            let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            std::fs::write(&keys, garbage).unwrap();
+            scramble(&in_generation(data, "KEYS"), 11)
         }),
         ("KEYS removed", |data| {
-            std::fs::remove_file(generation_dir(data).join("KEYS")).unwrap();
+            std::fs::remove_file(in_generation(data, "KEYS")).unwrap();
         }),
         ("generation removed", |data| {
             std::fs::remove_dir_all(generation_dir(data)).unwrap();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 pub const STORE_FORMAT: u64 = 2;
 
 /// sled's page cache: a few MiB is plenty for small records (its default is 1 GiB).
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const CACHE_BYTES: u64 = 1024 * 1024;
 
 const USERS_TREE: &str = "users";
 /// The tree of the numbers below, so a generation whose files were emptied is refused

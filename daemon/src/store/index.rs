@@ -3,8 +3,8 @@
 //! their speed does not depend on how many records fit in the engine's cache.
 //!
 //! It is built by a background thread after open (until then the store reads the engine);
-//! writes made meanwhile go into it directly and mark the name, so the builder never puts
-//! back a version older than theirs.
+//! writes made meanwhile go into it directly and mark the name, so the builder's scan never
+//! puts back a version older than theirs.
 
 use compact_str::CompactString;
 use std::collections::{BTreeMap, HashSet};
@@ -142,15 +142,35 @@ impl Index {
         apply(&mut state, name, facts);
     }
 
-    /// A record the builder read; ignored when a write changed the name meanwhile.
-    pub fn scanned(&self, name: &str, facts: Facts) {
+    /// Every record the builder read becomes the index, with the writes made meanwhile on
+    /// top. Built from sorted names, the tree's nodes are full: a third less memory than a
+    /// tree grown name by name in random order.
+    pub fn install(&self, mut scanned: Vec<(CompactString, Facts)>) {
+        scanned.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let touched_so_far = match &self.read().phase {
+            Phase::Building(touched) => touched.clone(),
+            _ => return,
+        };
+        let mut names: BTreeMap<CompactString, Facts> = scanned
+            .into_iter()
+            .filter(|(name, _)| !touched_so_far.contains(name))
+            .collect();
         let mut state = self.write();
-        if let Phase::Building(touched) = &state.phase {
-            if touched.contains(name) {
-                return;
+        let State {
+            names: written,
+            phase,
+            ..
+        } = &mut *state;
+        if let Phase::Building(touched) = phase {
+            for name in touched.iter() {
+                match written.get(name) {
+                    Some(facts) => names.insert(name.clone(), *facts),
+                    None => names.remove(name),
+                };
             }
         }
-        apply(&mut state, name, facts.into());
+        state.locked = names.values().filter(|facts| facts.locked).count() as u64;
+        state.names = names;
     }
 
     /// Building ended: `Ok` the index is complete, `Err` the store is damaged.

@@ -171,6 +171,7 @@ impl Store {
                     tracing::error!(reason = %reason, "store damaged: restore from backup (see README, \"Backup and restore\")");
                 }
                 index.finish(outcome);
+                give_back_free_memory();
             })?;
         Ok(Store { shared })
     }
@@ -466,6 +467,16 @@ fn check_ends(generation: &Generation) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Returns what the build freed (copies of engine pages, decrypted records) to the system:
+/// it lies in the build thread's own allocator arena, which the allocator keeps otherwise.
+fn give_back_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own arenas.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Reads every record into the index, then erases key slots no record references (left by a
 /// crash between a write and its erasure) and lets allocation reuse them.
 fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
@@ -479,6 +490,7 @@ fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
         shared.generation.keys().map_err(failed)?.len()
     };
     let mut referenced = vec![false; usize::try_from(scanned_slots).map_err(|e| e.to_string())?];
+    let mut scanned = Vec::new();
     let mut after: Option<IVec> = None;
     loop {
         let shared = store.upgrade().ok_or_else(closed)?;
@@ -497,7 +509,7 @@ fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
             read += 1;
             match unseal(&key, &value, |slot| Ok(keys.key(slot)?)).map_err(failed)? {
                 Some((name, record)) => {
-                    index.scanned(&name, facts_of(&record).map_err(failed)?);
+                    scanned.push((name.as_str().into(), facts_of(&record).map_err(failed)?));
                     if let Some(seen) = slot_of(&value)
                         .and_then(|slot| referenced.get_mut(usize::try_from(slot).ok()?))
                     {
@@ -515,6 +527,7 @@ fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
             break;
         }
     }
+    index.install(scanned);
     let shared = store.upgrade().ok_or_else(closed)?;
     let keys = shared.generation.keys().map_err(failed)?;
     let unreferenced: Vec<u64> = (1..scanned_slots)
