@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// 2: sealed records keyed by keyed hashes of names, with `KEYS`.
 pub const STORE_FORMAT: u64 = 2;
 
-/// sled's page cache: a few MiB is plenty for small records (its default is 1 GiB).
+/// sled's page cache (its default is 1 GiB): reads that need no hash (exists, lookup, list,
+/// status) answer from the index, and a verify reads one record beside its argon2 work.
 const CACHE_BYTES: u64 = 1024 * 1024;
 
 const USERS_TREE: &str = "users";

@@ -13,7 +13,7 @@ use super::layout::{remove_other_generations, sync_tree, write_current, write_wr
 use super::record::{decode_v1, encode, Record};
 use std::path::Path;
 
-/// Records per engine batch: one batch of a million records left unsplit nodes behind.
+/// Records per engine batch: sled leaves oversized, slow nodes behind a single huge batch.
 const BATCH: usize = 1000;
 
 /// A record sealed for the engine: its engine key, key slot and sealed bytes.
