@@ -1,10 +1,12 @@
 //! Group commit: one thread makes writes durable for every writer that queued while the
 //! previous commit ran, and only then erases the key slots those writes freed.
 //!
-//! A batch: sled's flush, a sync of `KEYS` (the new records' keys), then the freed slots
-//! zeroed in place and `KEYS` synced again, then `WRITES` (the highest write number), then
-//! every writer hears back. The old key is erased only after the write replacing it is on
-//! disk, so a crash never leaves a record without a readable version.
+//! A batch: sled's flush and a write-back of `KEYS` (the new records' keys) put both on the
+//! disk, the sync of `WRITES` (the highest write number) flushes the disk's cache for all
+//! three, then the freed slots are zeroed in place and every writer hears back. The old key
+//! is erased only after the version replacing it is durable, so a crash never leaves a record
+//! without a readable version; the zeros reach the disk with the next batch or the periodic
+//! full sync (a process reading the data dir sees them at once).
 //! It calls sled's blocking `flush`: sled 0.34's `flush_async` never wakes some of several
 //! concurrent callers, which hung every write under load.
 
@@ -55,7 +57,7 @@ impl Committer {
         })
     }
 
-    /// Waits until write `number` is durable and the slots in `erase` are zeroed on disk.
+    /// Waits until write `number` is durable and the slots in `erase` are zeroed.
     pub async fn durable(&self, number: u64, erase: Vec<u64>) -> Result<(), StoreError> {
         let (done, answer) = tokio::sync::oneshot::channel();
         self.waiters
@@ -95,19 +97,18 @@ fn commit(
 ) -> Result<(), StoreError> {
     generation.flush()?;
     let keys = generation.keys()?;
-    keys.sync()?;
-    let erase: Vec<u64> = batch.iter().flat_map(|w| w.erase.iter().copied()).collect();
-    if !erase.is_empty() {
-        for slot in &erase {
-            keys.erase(*slot)?;
-        }
-        keys.sync()?;
-        keys.release(erase);
-    }
+    keys.write_back()?;
     let highest = batch.iter().map(|waiter| waiter.number).max().unwrap_or(0);
     if highest > *noted {
         write_writes(dir, generation.number, highest)?;
         *noted = highest;
+    } else {
+        keys.sync()?;
     }
+    let erase: Vec<u64> = batch.iter().flat_map(|w| w.erase.iter().copied()).collect();
+    for slot in &erase {
+        keys.erase(*slot)?;
+    }
+    keys.release(erase);
     Ok(())
 }

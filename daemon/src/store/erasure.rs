@@ -2,8 +2,9 @@
 //! one slot of the small file `KEYS`; overwriting that slot in place erases the record at once.
 //!
 //! The engine is log-structured: a removed or replaced value stays in its files until the
-//! engine reuses the space. Those bytes are unreadable once their key slot is zeroed and
-//! synced, which happens before the write that replaced or removed them is acknowledged.
+//! engine reuses the space. Those bytes are unreadable once their key slot is zeroed, which
+//! happens (once the write replacing them is durable) before that write is acknowledged; the
+//! zeros reach the disk with the next commit or the periodic full sync.
 //! Every write of a record takes a fresh slot, so a key seals one value once.
 //! Slot 0 holds the secret that keys names: the engine's keys are keyed hashes of names, so
 //! no name is stored in clear either.
@@ -182,6 +183,20 @@ impl KeyFile {
     /// Makes every slot written so far durable.
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()
+    }
+
+    /// Writes every changed slot to the disk and waits for it, without flushing the disk's
+    /// cache: the sync of `WRITES` that follows in the same commit flushes it for both.
+    pub fn write_back(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let flags = nix::libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | nix::libc::SYNC_FILE_RANGE_WRITE
+            | nix::libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: a system call on a file descriptor this struct owns; no memory is passed.
+        match unsafe { nix::libc::sync_file_range(self.file.as_raw_fd(), 0, 0, flags) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
     }
 
     /// Erased slots a new record may take (only once [`KeyFile::start_reuse`] ran).
