@@ -307,13 +307,13 @@ fn ssh_password_login_through_the_readme_pam_lines() {
         sshd.log_text(),
         daemon.log_text()
     );
-    assert!(!sshd.login(&qam_user.name, "wrong password"));
+    assert!(!sshd.login(&qam_user.name, "not the qam password"));
     // The unix password of a qam user is never a way in: a wrong qam password stops there.
     qam_user.set_shadow_password("unix password 1");
     assert!(!sshd.login(&qam_user.name, "unix password 1"));
     // Users qam does not know fall through to Debian's stack and /etc/shadow.
     assert!(sshd.login(&shadow_user.name, "shadow password 1"));
-    assert!(!sshd.login(&shadow_user.name, "wrong password"));
+    assert!(!sshd.login(&shadow_user.name, "not the qam password"));
     daemon.lock_user(&qam_name);
     assert!(!sshd.login(&qam_user.name, "qam password 1"));
     daemon
@@ -428,8 +428,8 @@ fn assert_imap_logins(port: u16, dovecot: &Dovecot, daemon: &Daemon) {
         daemon.log_text()
     );
     assert!(mail_login("imap", port, "Alice", "alice password 1"));
-    assert!(!mail_login("imap", port, "alice", "wrong password"));
-    assert!(!mail_login("imap", port, "nobody-here", "wrong password"));
+    assert!(!mail_login("imap", port, "alice", "not the qam password"));
+    assert!(!mail_login("imap", port, "nobody-here", "not the qam password"));
     assert!(!mail_login("imap", port, "bob", "bob password 1"));
 }
 
@@ -667,12 +667,12 @@ fn smtp_auth_plain_and_login_through_the_saslauthd_door() {
             postfix.log_text(),
             daemon.log_text()
         );
-        assert!(!mail_login(protocol, 15625, "alice", "wrong password"));
+        assert!(!mail_login(protocol, 15625, "alice", "not the qam password"));
         assert!(!mail_login(
             protocol,
             15625,
             "nobody-here",
-            "wrong password"
+            "not the qam password"
         ));
         assert!(!mail_login(protocol, 15625, "bob", "bob password 1"));
         assert!(
