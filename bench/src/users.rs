@@ -109,6 +109,7 @@ fn batches(names: Vec<String>, hash: &str) -> Vec<Vec<ExportRecord>> {
             hash: hash.to_owned(),
             created: "2026-01-01".into(),
             locked: false,
+            uid: None,
         };
         let size = serde_json::to_vec(&record).map_or(BATCH_BYTES, |json| json.len() + 1);
         if bytes + size > BATCH_BYTES && !batch.is_empty() {

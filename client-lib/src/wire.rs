@@ -56,6 +56,10 @@ pub struct ExportRecord {
     pub created: String,
     /// A locked account keeps its data but no longer verifies.
     pub locked: bool,
+    /// The account's system uid, so a restore keeps file ownership; absent in exports made
+    /// before uids (the import then gives a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 /// Writes `ErrorCode`, its wire strings and `ErrorCode::ALL` from one list.
@@ -519,6 +523,7 @@ mod tests {
                     hash: "$argon2id$x".into(),
                     created: "2026-01-01".into(),
                     locked: true,
+                    uid: Some(70_000),
                 }],
                 replace: true,
                 dry_run: false,

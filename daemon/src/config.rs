@@ -63,7 +63,33 @@ pub struct Config {
     pub saslauthd_socket: Option<PathBuf>,
     /// Realms the saslauthd door accepts; empty accepts any.
     pub saslauthd_realms: Vec<String>,
+    pub nss: NssConfig,
 }
+
+/// qam users as system users (getpwnam, id, sshd) through systemd's userdb and nss-systemd.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NssConfig {
+    /// Whether qamd answers `io.systemd.UserDatabase` on `socket`.
+    pub enabled: bool,
+    /// The userdb socket; its file name is the service name every record carries.
+    pub socket: PathBuf,
+    /// Lowest uid given to an account (each account's private group has gid = uid).
+    pub uid_min: u32,
+    /// Highest uid given to an account; creation fails once the range is used up.
+    pub uid_max: u32,
+    /// Home directory of every account; `%u` is replaced by the username.
+    pub home: String,
+    /// Login shell of every account.
+    pub shell: String,
+    /// An existing /etc/group group every account is a member of (none when absent).
+    pub group: Option<String>,
+}
+
+/// The uid windows `[nss] uid_min..uid_max` must fit in: the unused ranges of systemd's
+/// docs/UIDS-GIDS.md (below them: system, adduser's, homed's and dynamic users; between them:
+/// container ranges; above: the foreign range and uids other programs mishandle).
+pub const NSS_UID_WINDOWS: [(u32, u32); 2] = [(65_536, 524_287), (1_879_048_192, 2_147_352_575)];
 
 /// Argon2id parameters for new hashes and the hashing pool's size.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -177,7 +203,60 @@ impl Default for Config {
             peers: PeersConfig::default(),
             saslauthd_socket: None,
             saslauthd_realms: Vec::new(),
+            nss: NssConfig::default(),
         }
+    }
+}
+
+impl Default for NssConfig {
+    fn default() -> Self {
+        NssConfig {
+            enabled: false,
+            socket: PathBuf::from("/run/systemd/userdb/io.qam"),
+            uid_min: 70_000,
+            uid_max: 99_999,
+            home: "/home/%u".into(),
+            shell: "/bin/bash".into(),
+            group: None,
+        }
+    }
+}
+
+impl NssConfig {
+    /// The service name: the socket's file name, as nss-systemd expects in every record.
+    pub fn service(&self) -> Option<&str> {
+        self.socket.file_name().and_then(|name| name.to_str())
+    }
+
+    /// The home directory of `name`.
+    pub fn home_of(&self, name: &str) -> String {
+        self.home.replace("%u", name)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.uid_min > self.uid_max {
+            return Err("nss.uid_min is above nss.uid_max".into());
+        }
+        let inside = |(low, high): (u32, u32)| low <= self.uid_min && self.uid_max <= high;
+        if !NSS_UID_WINDOWS.into_iter().any(inside) {
+            return Err(format!(
+                "nss.uid_min..uid_max ({}..{}) must lie within 65536..524287 or 1879048192..2147352575 (see README, \"Shell accounts\")",
+                self.uid_min, self.uid_max
+            ));
+        }
+        if self.service().is_none_or(str::is_empty) || !self.socket.is_absolute() {
+            return Err("nss.socket must be an absolute path ending in a file name".into());
+        }
+        if !self.home.starts_with('/') || self.home.contains(['\n', ':']) {
+            return Err("nss.home must be an absolute path without `:`".into());
+        }
+        if !self.shell.starts_with('/') || self.shell.contains(['\n', ':']) {
+            return Err("nss.shell must be an absolute path without `:`".into());
+        }
+        if self.group.as_deref().is_some_and(str::is_empty) {
+            return Err("nss.group must name a group (or be left out)".into());
+        }
+        Ok(())
     }
 }
 
@@ -426,6 +505,9 @@ impl Config {
                 self.mail_domain
             ));
         }
+        if let Err(message) = self.nss.validate() {
+            return invalid(message);
+        }
         let lists = std::iter::once(("permissions.default".to_owned(), &self.permissions.default))
             .chain(
                 self.permissions
@@ -489,6 +571,41 @@ mod tests {
     fn impossible_hash_parameters_are_refused() {
         let config = Config::parse("[hash]\nm_cost = 1\n").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn nss_defaults_and_uid_ranges() {
+        let config = Config::parse("").unwrap();
+        assert!(!config.nss.enabled);
+        assert_eq!(config.nss.service(), Some("io.qam"));
+        assert_eq!(config.nss.home_of("alice"), "/home/alice");
+        for (min, max) in [
+            (70_000, 99_999),
+            (65_536, 524_287),
+            (1_879_048_192, 1_879_048_192),
+        ] {
+            let text = format!("[nss]\nuid_min = {min}\nuid_max = {max}\n");
+            Config::parse(&text).unwrap().validate().unwrap();
+        }
+        // adduser's range, homed's and dynamic users', nobody, container ranges, the foreign
+        // range, and uids above 2^31.
+        for (min, max) in [
+            (1000_u32, 59_999_u32),
+            (60_001, 60_513),
+            (61_184, 65_519),
+            (65_534, 65_534),
+            (65_536, 524_288),
+            (600_000, 700_000),
+            (2_147_352_576, 2_147_352_576),
+            (3_000_000_000, 3_000_000_001),
+            (90_000, 80_000),
+        ] {
+            let text = format!("[nss]\nuid_min = {min}\nuid_max = {max}\n");
+            let err = Config::parse(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("nss.uid"), "{min}..{max}: {err}");
+        }
+        let bad_socket = Config::parse("[nss]\nsocket = \"relative\"\n").unwrap();
+        assert!(bad_socket.validate().is_err());
     }
 
     #[test]

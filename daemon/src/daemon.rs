@@ -14,6 +14,8 @@ use crate::socket::{self, SetupError};
 use crate::state::State;
 use crate::store::{Store, StoreError};
 use crate::systemd::{self, PassedSockets};
+use crate::uids::{UidError, Uids};
+use crate::userdb;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +34,12 @@ pub enum StartError {
     Listen(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Uids(#[from] UidError),
+    #[error("systemd passed a userdb socket (qam-userdb.socket) but [nss] enabled is false; set it, or disable the socket unit")]
+    UserdbDisabled,
+    #[error("the userdb socket's path has no file name to serve as its service name")]
+    UserdbName,
 }
 
 /// Runs qamd until SIGTERM or SIGINT, then stops gracefully. Serves the sockets systemd
@@ -45,7 +53,12 @@ pub async fn run(
     let store = Store::open(&config.data_dir)?;
     let hasher = Hasher::start(&config.hash, &config.peers)?;
     let settings = Settings::from_config(&config)?;
-    let accounts = Accounts::new(store.clone(), hasher, &config, settings);
+    let uids = Arc::new(Uids::open(&config.data_dir, &config.nss)?);
+    let upgraded = uids.upgrade(&store).await?;
+    if upgraded > 0 {
+        tracing::info!(accounts = upgraded, "accounts of an older store given uids");
+    }
+    let accounts = Accounts::new(store.clone(), hasher, &config, settings, uids);
     let policy = Policy::new(&config.permissions, &config.admin_group);
     let state = Arc::new(State::new(accounts, policy));
     let activated = passed.main.is_some();
@@ -66,6 +79,7 @@ pub async fn run(
     let reloader = Reloader::new(reload, config.clone(), Arc::clone(&state));
     reload::spawn_on_sighup(reloader, shutdown.clone()).map_err(StartError::Signals)?;
     let saslauthd = saslauthd::start(&config, passed.saslauthd, &state, shutdown.clone())?;
+    let userdb = userdb::start(&config, passed.userdb, &state, shutdown.clone())?;
     tokio::spawn(sync_periodically(
         store.clone(),
         config.data_dir.clone(),
@@ -98,6 +112,7 @@ pub async fn run(
     .run()
     .await;
     saslauthd.close().await;
+    userdb.close().await;
 
     tracing::info!("stopping: flushing the store");
     systemd::notify_stopping("stopping: flushing the store");

@@ -201,6 +201,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!(peers);
     keep!(saslauthd_socket);
     keep!(saslauthd_realms);
+    keep!(nss);
     changed
 }
 

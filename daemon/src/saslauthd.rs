@@ -14,18 +14,18 @@ use crate::daemon::StartError;
 use crate::hasher::charged_to;
 use crate::policy::{Credentials, Grants};
 use crate::seats::Seats;
-use crate::server::{seat_limits, STOP_GRACE};
+use crate::served::Served;
+use crate::server::seat_limits;
 use crate::shutdown::Shutdown;
 use crate::socket;
 use crate::state::State;
 use qam_client::wire::Op;
 use qam_client::{ErrorCode, Password};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
@@ -118,34 +118,6 @@ pub fn realm_accepted(accepted: &[String], realm: &str) -> bool {
     accepted.is_empty() || accepted.iter().any(|ok| ok.eq_ignore_ascii_case(realm))
 }
 
-/// The door as `start` left it, for the daemon to close at shutdown.
-#[must_use = "close() waits for in-flight requests and removes the socket"]
-pub struct Opened {
-    /// The accept loop; it ends after shutdown once every connection is answered.
-    task: Option<JoinHandle<()>>,
-    /// The socket path qamd bound itself (a passed socket belongs to systemd).
-    bound: Option<PathBuf>,
-}
-
-impl Opened {
-    /// After shutdown: waits until requests in flight are answered (at most
-    /// [`STOP_GRACE`]), then removes the socket.
-    pub async fn close(self) {
-        if let Some(task) = self.task {
-            if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
-                tracing::warn!(
-                    "saslauthd socket: stopping without waiting longer for requests in flight"
-                );
-            }
-        }
-        if let Some(path) = self.bound {
-            if let Err(err) = std::fs::remove_file(&path) {
-                tracing::warn!(error = %err, "saslauthd socket file not removed");
-            }
-        }
-    }
-}
-
 /// Opens the door when configured: the socket systemd passed (`FileDescriptorName=saslauthd`),
 /// else `saslauthd_socket` bound like the main socket (0660, `socket_group`).
 pub fn start(
@@ -153,19 +125,14 @@ pub fn start(
     passed: Option<std::os::unix::net::UnixListener>,
     state: &Arc<State>,
     shutdown: Shutdown,
-) -> Result<Opened, StartError> {
+) -> Result<Served, StartError> {
     let (std_listener, bound) = match (passed, &config.saslauthd_socket) {
         (Some(listener), _) => (listener, None),
         (None, Some(path)) => {
             let gid = socket::socket_gid(config.socket_group.as_deref())?;
             (socket::bind(path, gid)?, Some(path.clone()))
         }
-        (None, None) => {
-            return Ok(Opened {
-                task: None,
-                bound: None,
-            })
-        }
+        (None, None) => return Ok(Served::nothing("saslauthd")),
     };
     std_listener
         .set_nonblocking(true)
@@ -186,10 +153,7 @@ pub fn start(
         "saslauthd-compatible socket open"
     );
     let task = tokio::spawn(Arc::new(door).serve(listener, shutdown));
-    Ok(Opened {
-        task: Some(task),
-        bound,
-    })
+    Ok(Served::new(task, bound, "saslauthd"))
 }
 
 /// How long the door waits on a client.

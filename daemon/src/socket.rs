@@ -4,7 +4,7 @@
 
 use crate::trusted_path::{self, Untrusted};
 use nix::unistd::{chown, Gid, Group, Uid};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -109,6 +109,26 @@ fn set_group(path: &Path, gid: Option<Gid>) -> Result<(), SetupError> {
             .map_err(|errno| io_error("cannot chgrp", path)(std::io::Error::from(errno)))?;
     }
     Ok(())
+}
+
+/// Binds `path` as a 0666 socket anyone may connect to (the userdb door), creating its
+/// directory 0755 when missing, and replacing only a stale socket of ours.
+pub fn bind_public(path: &Path) -> Result<UnixListener, SetupError> {
+    remove_stale(path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io_error("cannot create socket directory", parent))?;
+        // The umask (077) applied to the mode: every process must reach the socket.
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_error("cannot chmod", parent))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_error("cannot bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(io_error("cannot chmod", path))?;
+    Ok(listener)
 }
 
 fn remove_stale(path: &Path) -> Result<(), SetupError> {

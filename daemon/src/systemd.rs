@@ -7,6 +7,8 @@ use std::os::unix::net::UnixListener;
 
 /// FileDescriptorName= of qamd-saslauthd.socket, the saslauthd-compatible door.
 pub const SASLAUTHD_FD_NAME: &str = "saslauthd";
+/// FileDescriptorName= of qam-userdb.socket, the `io.systemd.UserDatabase` door.
+pub const USERDB_FD_NAME: &str = "userdb";
 
 /// A socket systemd passed that qamd cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +31,26 @@ pub struct PassedSockets {
     pub main: Option<UnixListener>,
     /// The saslauthd-compatible door (qamd-saslauthd.socket).
     pub saslauthd: Option<UnixListener>,
+    /// The userdb door (qam-userdb.socket).
+    pub userdb: Option<UnixListener>,
 }
 
-/// Which role a passed socket plays, by its name: `saslauthd` is the door, anything else
-/// (`qamd`, the unit name, or systemd's `unknown` when no name was set) the main socket.
-fn is_saslauthd(name: &str) -> bool {
-    name == SASLAUTHD_FD_NAME
+/// The role a passed socket plays, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Main,
+    Saslauthd,
+    Userdb,
+}
+
+/// `saslauthd` and `userdb` name the doors; anything else (`qamd`, the unit name, or
+/// systemd's `unknown` when no name was set) is the main socket.
+fn role(name: &str) -> Role {
+    match name {
+        SASLAUTHD_FD_NAME => Role::Saslauthd,
+        USERDB_FD_NAME => Role::Userdb,
+        _ => Role::Main,
+    }
 }
 
 impl PassedSockets {
@@ -51,10 +67,10 @@ impl PassedSockets {
             // environment naming it is now cleared, and nothing else in qamd refers to it.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
             let listener = stream_listener(fd, &name)?;
-            let slot = if is_saslauthd(&name) {
-                &mut passed.saslauthd
-            } else {
-                &mut passed.main
+            let slot = match role(&name) {
+                Role::Main => &mut passed.main,
+                Role::Saslauthd => &mut passed.saslauthd,
+                Role::Userdb => &mut passed.userdb,
             };
             if slot.is_some() {
                 tracing::warn!(name, "ignoring a second passed socket for the same role");
@@ -125,10 +141,11 @@ mod tests {
     use std::os::unix::net::UnixDatagram;
 
     #[test]
-    fn only_the_saslauthd_name_selects_the_door() {
-        assert!(is_saslauthd("saslauthd"));
+    fn only_the_door_names_select_the_doors() {
+        assert_eq!(role("saslauthd"), Role::Saslauthd);
+        assert_eq!(role("userdb"), Role::Userdb);
         for name in ["qamd", "qamd.socket", "unknown", ""] {
-            assert!(!is_saslauthd(name), "{name}");
+            assert_eq!(role(name), Role::Main, "{name}");
         }
     }
 

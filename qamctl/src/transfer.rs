@@ -308,6 +308,7 @@ mod tests {
             hash: "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
             created: "2026-11-25".into(),
             locked: false,
+            uid: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod deployment;
 pub mod readme;
+pub mod sshd;
 pub mod xmpp;
 
 use qam_client::wire::{Done, NameInfo};
@@ -52,6 +53,24 @@ pub fn require_peer(program: &str, package: &str) -> bool {
     }
     eprintln!("SKIP: {program} missing (Debian package `{package}`; scripts/test-all installs it)");
     false
+}
+
+/// A Python `script` run as `nobody` (uid and gid 65534, no supplementary groups) through
+/// `setpriv`, stdin and stdout piped: how the tests act as an unprivileged local user.
+pub fn python_as_nobody(script: &str) -> Command {
+    let mut command = Command::new("/usr/bin/setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    command
 }
 
 /// A temporary directory readable by service users (peers that run as their own user).

@@ -355,6 +355,7 @@ fn imports_with_outlandish_argon2_parameters_are_refused() {
                 hash: hash.clone(),
                 created: "2026-01-01".into(),
                 locked: false,
+                uid: None,
             }],
             replace: true,
             dry_run: false,

@@ -21,6 +21,7 @@ const PACKAGED: &[&str] = &[
     "/usr/lib/systemd/system/qamd.service",
     "/usr/lib/systemd/system/qamd.socket",
     "/usr/lib/systemd/system/qamd-saslauthd.socket",
+    "/usr/lib/systemd/system/qam-userdb.socket",
     "/usr/lib/sysusers.d/qam.conf",
     "/etc/qam/qamd.toml",
     "/usr/share/man/man8/qamd.8.gz",
@@ -189,6 +190,7 @@ fn deb_installs_where_debian_expects_and_purges() {
             "/usr/lib/systemd/system/qamd.service",
             "/usr/lib/systemd/system/qamd.socket",
             "/usr/lib/systemd/system/qamd-saslauthd.socket",
+            "/usr/lib/systemd/system/qam-userdb.socket",
         ]));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.trim().is_empty(), "{stderr}");

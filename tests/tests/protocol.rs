@@ -421,17 +421,7 @@ fn run_as_nobody(daemon: &Daemon, requests: &[Value]) -> Vec<Value> {
         "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\nf=s.makefile('rwb')\nfor line in sys.stdin.buffer:\n    f.write(line); f.flush(); sys.stdout.buffer.write(f.readline()); sys.stdout.flush()\n",
         daemon.socket.display().to_string()
     );
-    let mut child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+    let mut child = qam_tests::python_as_nobody(&script)
         .stderr(Stdio::piped())
         .spawn()
         .expect("setpriv");

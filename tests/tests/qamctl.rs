@@ -507,6 +507,7 @@ fn record(name: &str, hash: &str, locked: bool) -> ExportRecord {
         hash: hash.into(),
         created: "2020-02-29".into(),
         locked,
+        uid: None,
     }
 }
 
@@ -632,8 +633,12 @@ fn import_refuses_existing_names_unless_replace() {
 fn large_imports_go_in_batches_and_list_pages_through_them() {
     let daemon = Daemon::start();
     let hash = some_hash(&daemon);
+    // With their uids, as an export writes them: a fresh host keeps them.
     let records: Vec<ExportRecord> = (0..1500)
-        .map(|n| record(&format!("user{n:04}"), &hash, n % 7 == 0))
+        .map(|n| ExportRecord {
+            uid: Some(80_000 + n),
+            ..record(&format!("user{n:04}"), &hash, n % 7 == 0)
+        })
         .collect();
     let file = daemon.dir.path().join("many.jsonl");
     write_records(&file, &records);

@@ -9,19 +9,16 @@ mod dovecot;
 use dovecot::{checkpassword_auth, pam_dovecot_file, pam_passdb, shown, Dovecot};
 use qam_tests::deployment::{join_qam, sysadmin};
 use qam_tests::readme;
+use qam_tests::sshd::{self, Sshd};
 use qam_tests::xmpp::{median, PRODUCTION_HASH};
 use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
 use std::fs;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const SSHD: &str = "/usr/sbin/sshd";
-const SSH: &str = "/usr/bin/ssh";
-const SSHPASS: &str = "/usr/bin/sshpass";
 const IMAP: &str = "/usr/lib/dovecot/imap";
 const POSTFIX: &str = "/usr/sbin/postfix";
 const SASLPASSWD2: &str = "/usr/sbin/saslpasswd2";
@@ -116,25 +113,6 @@ impl Drop for SystemFile {
     }
 }
 
-/// A process group of its own, ended (SIGTERM, then SIGKILL) on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_for_port(port: u16, what: &str, log: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -158,132 +136,9 @@ fn pam_module(daemon: &Daemon) -> String {
 
 // ---------------------------------------------------------------- sshd
 
-/// A real sshd on 127.0.0.1:`port`. Its PAM service is the name it is started under (OpenSSH
-/// uses its program name), so the test's stack never touches /etc/pam.d/sshd.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    _pam: SystemFile,
-    _process: Running,
-}
-
-impl Sshd {
-    /// `pam_lines` go first, followed by Debian's own /etc/pam.d/sshd (README: "at the top");
-    /// `name` tells this sshd's PAM service from another one's.
-    fn start(port: u16, name: &str, pam_lines: &str) -> Sshd {
-        let dir = shared_tempdir();
-        let d = dir.path();
-        let service = format!("qam-test-sshd-{name}-{}", std::process::id());
-        let debian = fs::read_to_string("/etc/pam.d/sshd").expect("Debian's /etc/pam.d/sshd");
-        let pam = SystemFile::write(
-            Path::new("/etc/pam.d").join(&service),
-            &format!("{pam_lines}{debian}"),
-        );
-        sysadmin(
-            "ssh-keygen",
-            &[
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-f",
-                &format!("{}/host_key", d.display()),
-            ],
-        );
-        fs::write(
-            d.join("sshd_config"),
-            format!(
-                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {0}/host_key\nPidFile {0}/sshd.pid\n\
-                 UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin no\n",
-                d.display()
-            ),
-        )
-        .expect("write sshd_config");
-        // sshd's privilege separation directory (made by its init script on a booted system).
-        fs::create_dir_all("/run/sshd").expect("create /run/sshd");
-        let program = d.join(&service);
-        std::os::unix::fs::symlink(SSHD, &program).expect("link sshd");
-        let log = fs::File::create(d.join("sshd.log")).expect("sshd log");
-        let child = Command::new(&program)
-            .args(["-D", "-e", "-f"])
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("fd"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start sshd");
-        let sshd = Sshd {
-            port,
-            _pam: pam,
-            _process: Running(child),
-            dir,
-        };
-        wait_for_port(port, "sshd", || sshd.log_text());
-        sshd
-    }
-
-    /// `ssh USER@127.0.0.1 true` with `password` typed by sshpass; true when it logged in.
-    fn login(&self, user: &str, password: &str) -> bool {
-        let output = self.ssh(user, password);
-        // sshpass exits 5 at a second prompt; ssh 255 when its one password was refused.
-        let refused = output.status.code() == Some(5)
-            || (output.status.code() == Some(255)
-                && String::from_utf8_lossy(&output.stderr).contains("Permission denied"));
-        if output.status.success() {
-            true
-        } else if refused {
-            false
-        } else {
-            panic!("ssh failed oddly: {}\n{}", shown(&output), self.log_text())
-        }
-    }
-
-    fn ssh(&self, user: &str, password: &str) -> Output {
-        Command::new(SSHPASS)
-            .arg("-e")
-            .arg(SSH)
-            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-            .args([
-                "-o",
-                "PreferredAuthentications=password",
-                "-o",
-                "PubkeyAuthentication=no",
-            ])
-            .args([
-                "-o",
-                "NumberOfPasswordPrompts=1",
-                "-p",
-                &self.port.to_string(),
-            ])
-            .arg(format!("{user}@127.0.0.1"))
-            .arg("true")
-            .env("SSHPASS", password)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run sshpass ssh")
-    }
-
-    fn timed_login(&self, user: &str, password: &str) -> Duration {
-        let started = Instant::now();
-        assert!(self.login(user, password), "{user}:\n{}", self.log_text());
-        started.elapsed()
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-}
-
 #[test]
 fn ssh_password_login_through_the_readme_pam_lines() {
-    if !require_peer(SSHD, "openssh-server")
-        || !require_peer(SSH, "openssh-client")
-        || !require_peer(SSHPASS, "sshpass")
-    {
+    if !sshd::peers_present() {
         return;
     }
     let _serial = serial();
@@ -296,7 +151,6 @@ fn ssh_password_login_through_the_readme_pam_lines() {
     let shadow_user = UnixUser::add(&shadow_name);
     shadow_user.set_shadow_password("shadow password 1");
     let sshd = Sshd::start(
-        15622,
         "readme",
         &readme::block_after("At the top of").replace("pam_qam.so", &pam_module(&daemon)),
     );
@@ -325,7 +179,7 @@ fn ssh_password_login_through_the_readme_pam_lines() {
 
     // The same sshd on Debian's stack alone, for the server's own store; and what README's
     // stack costs a unix-only user (qam's answer for an unknown name comes first).
-    let stock = Sshd::start(15623, "stock", "");
+    let stock = Sshd::start("stock", "");
     let times = compare(
         || sshd.timed_login(&qam_user.name, "qam password 1"),
         || stock.timed_login(&shadow_user.name, "shadow password 1"),

@@ -112,14 +112,19 @@ fn page() -> impl Strategy<Value = (Option<String>, Option<u32>)> {
 
 /// Every kind of typed request, with arbitrary strings.
 fn typed_request() -> impl Strategy<Value = Request> {
-    let record =
-        (name(), ".{0,60}", ".{0,12}", any::<bool>()).prop_map(|(name, hash, created, locked)| {
-            ExportRecord {
-                name,
-                hash,
-                created,
-                locked,
-            }
+    let record = (
+        name(),
+        ".{0,60}",
+        ".{0,12}",
+        any::<bool>(),
+        proptest::option::of(any::<u32>()),
+    )
+        .prop_map(|(name, hash, created, locked, uid)| ExportRecord {
+            name,
+            hash,
+            created,
+            locked,
+            uid,
         });
     prop_oneof![
         Just(Request::Hello),

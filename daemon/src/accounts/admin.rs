@@ -36,7 +36,8 @@ impl Accounts {
             .rules
             .new_password(&password)
             .map_err(rule_failed)?;
-        if !force && self.system_knows(&name, user).await {
+        // With NSS served, a name the system knows would shadow the account: no forcing it.
+        if (!force || self.refuse_system_names) && self.system_knows(&name, user).await {
             return Err(rule_failed(RuleError::SystemName(name)));
         }
         let taken = || WireError::new(ErrorCode::Exists, format!("`{name}` is taken"));
@@ -44,15 +45,23 @@ impl Accounts {
             return Err(taken());
         }
         let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
+        let uid = self.allocate_uids(1).await?.first().copied();
+        let record = Record {
+            uid,
+            ..Record::new(hash)
+        };
         if !self
             .store
-            .insert_new(&name, &Record::new(hash))
+            .insert_new(&name, &record)
             .await
             .map_err(store_failed)?
         {
             return Err(taken());
         }
-        tracing::info!(user = %name, "account created");
+        if let Some(uid) = uid {
+            self.uids.note(uid, &name);
+        }
+        tracing::info!(user = %name, uid, "account created");
         Ok(NameInfo { name })
     }
 
@@ -92,8 +101,16 @@ impl Accounts {
     /// Removes every byte of an account from the store's current state.
     pub async fn delete(&self, user: &str) -> Result<Done, WireError> {
         let name = self.settings().rules.username(user).map_err(rule_failed)?;
+        let uid = self
+            .store
+            .get(&name)
+            .map_err(store_failed)?
+            .and_then(|r| r.uid);
         if !self.store.remove(&name).await.map_err(store_failed)? {
             return Err(not_found(&name));
+        }
+        if let Some(uid) = uid {
+            self.uids.forget(uid);
         }
         self.throttle.forget(&name);
         tracing::info!(user = %name, "account deleted");

@@ -17,6 +17,7 @@ use crate::reloadable::Reloadable;
 use crate::rules::{RuleError, Rules};
 use crate::store::{Store, StoreError};
 use crate::throttle::Throttle;
+use crate::uids::{SystemIds, UidError, Uids};
 use qam_client::wire::Account;
 use qam_client::{ErrorCode, WireError};
 use std::sync::atomic::AtomicU64;
@@ -71,6 +72,11 @@ pub struct Accounts {
     settings: Reloadable<Settings>,
     /// Verify outcomes for `status`.
     counters: Counters,
+    /// Gives each new account its uid; maps uids back to names for the userdb door.
+    uids: Arc<Uids>,
+    /// `[nss] enabled`: names the system knows are then refused at creation even when an
+    /// admin forces it, since the system's own entry would shadow the account.
+    refuse_system_names: bool,
 }
 
 const DENIED: &str = "wrong user name or password";
@@ -117,18 +123,39 @@ fn rule_failed(err: RuleError) -> WireError {
     WireError::new(code, err.to_string())
 }
 
+fn uid_failed(err: UidError) -> WireError {
+    tracing::error!(error = %err, "no uid for a new account");
+    WireError::new(ErrorCode::Internal, "no uid could be given; see qamd's log")
+}
+
+/// Reads /etc/passwd and /etc/group off the async threads.
+async fn system_ids() -> Result<SystemIds, WireError> {
+    tokio::task::spawn_blocking(SystemIds::read)
+        .await
+        .map_err(|_| WireError::new(ErrorCode::Internal, "reading /etc/passwd failed"))?
+        .map_err(uid_failed)
+}
+
 fn not_found(name: &str) -> WireError {
     WireError::new(ErrorCode::NotFound, format!("no account named `{name}`"))
 }
 
 impl Accounts {
-    pub fn new(store: Store, hasher: Hasher, config: &Config, settings: Settings) -> Accounts {
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        config: &Config,
+        settings: Settings,
+        uids: Arc<Uids>,
+    ) -> Accounts {
         Accounts {
             store,
             hasher,
             throttle: Throttle::new(&config.throttle),
             settings: Reloadable::new(settings),
             counters: Counters::default(),
+            uids,
+            refuse_system_names: config.nss.enabled,
         }
     }
 
@@ -144,6 +171,35 @@ impl Accounts {
 
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
+    }
+
+    /// The store, for the userdb door's reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The uid allocator and index, for the userdb door.
+    pub fn uids(&self) -> &Uids {
+        &self.uids
+    }
+
+    /// Moves the high-water mark above `uid` (durably), off the async threads.
+    async fn reserve_uids_through(&self, uid: u32) -> Result<(), WireError> {
+        let uids = Arc::clone(&self.uids);
+        tokio::task::spawn_blocking(move || uids.reserve_through(uid))
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Internal, "uid allocation failed"))?
+            .map_err(uid_failed)
+    }
+
+    /// Gives `count` new uids (durably recorded) off the async threads.
+    async fn allocate_uids(&self, count: usize) -> Result<Vec<u32>, WireError> {
+        let system = system_ids().await?;
+        let uids = Arc::clone(&self.uids);
+        tokio::task::spawn_blocking(move || uids.allocate(count, &system))
+            .await
+            .map_err(|_| WireError::new(ErrorCode::Internal, "uid allocation failed"))?
+            .map_err(uid_failed)
     }
 }
 
@@ -165,7 +221,9 @@ mod testing {
     use crate::hasher::Hasher;
     use crate::store::Store;
     use crate::throttle::Source;
+    use crate::uids::Uids;
     use qam_client::Password;
+    use std::sync::Arc;
 
     /// Where the unit tests' attempts come from: one peer, no client key.
     pub const SOURCE: Source<'static> = Source::peer(0);
@@ -176,7 +234,8 @@ mod testing {
         let store = Store::open(dir.path()).unwrap();
         let hasher = Hasher::start(&cheap_hashing(64), &config.peers).unwrap();
         let settings = Settings::from_config(&config).unwrap();
-        (dir, Accounts::new(store, hasher, &config, settings))
+        let uids = Arc::new(Uids::open(dir.path(), &config.nss).unwrap());
+        (dir, Accounts::new(store, hasher, &config, settings, uids))
     }
 
     /// Accounts with the default config and `alice` (password `alice-password`) registered.

@@ -1,7 +1,7 @@
 //! Accounts in bulk: `list` pages through public facts, `export` through whole records, and
 //! `import` writes a checked batch of whole records, all or nothing.
 
-use super::{account, store_failed, Accounts};
+use super::{account, store_failed, system_ids, Accounts};
 use crate::hasher::StoredBounds;
 use crate::store::{ImportOutcome, Record};
 use argon2::PasswordHash;
@@ -61,8 +61,8 @@ impl Accounts {
         replace: bool,
         dry_run: bool,
     ) -> Result<ImportInfo, WireError> {
-        let batch = self.check_import(records)?;
-        let exists_error = |index: usize| {
+        let mut batch = self.check_import(records)?;
+        let exists_error = |index: usize, batch: &[(String, Record)]| {
             WireError::new(
                 ErrorCode::Exists,
                 format!(
@@ -82,7 +82,7 @@ impl Accounts {
                     .first_existing(batch.iter().map(|(name, _)| name))
                     .map_err(store_failed)?
                 {
-                    return Err(exists_error(index));
+                    return Err(exists_error(index, &batch));
                 }
             }
             return Ok(ImportInfo {
@@ -90,6 +90,7 @@ impl Accounts {
                 replaced: existing,
             });
         }
+        self.give_import_uids(&mut batch).await?;
         match self
             .store
             .import(&batch, replace)
@@ -97,11 +98,47 @@ impl Accounts {
             .map_err(store_failed)?
         {
             ImportOutcome::Written { imported, replaced } => {
+                for (name, record) in &batch {
+                    if let Some(uid) = record.uid {
+                        self.uids.note(uid, name);
+                    }
+                }
                 tracing::info!(imported, replaced, "records imported");
                 Ok(ImportInfo { imported, replaced })
             }
-            ImportOutcome::Exists { index } => Err(exists_error(index)),
+            ImportOutcome::Exists { index } => Err(exists_error(index, &batch)),
         }
+    }
+
+    /// A replaced account keeps its own uid; a record keeps the uid of its backup when that uid
+    /// was never given here and no system user or group has it (the high-water mark then
+    /// moves above it); every other record gets a new uid.
+    async fn give_import_uids(&self, batch: &mut [(String, Record)]) -> Result<(), WireError> {
+        let system = system_ids().await?;
+        let mut needing = Vec::new();
+        let mut kept = std::collections::HashSet::new();
+        for (index, (name, record)) in batch.iter_mut().enumerate() {
+            let existing = self
+                .store
+                .get(name)
+                .map_err(store_failed)?
+                .and_then(|r| r.uid);
+            let backup = record.uid.filter(|uid| {
+                self.uids.never_given(*uid) && !system.ids.contains(uid) && kept.insert(*uid)
+            });
+            record.uid = existing.or(backup);
+            if record.uid.is_none() {
+                needing.push(index);
+            }
+        }
+        if let Some(highest) = batch.iter().filter_map(|(_, record)| record.uid).max() {
+            self.reserve_uids_through(highest).await?;
+        }
+        let uids = self.allocate_uids(needing.len()).await?;
+        for (index, uid) in needing.into_iter().zip(uids) {
+            batch[index].1.uid = Some(uid);
+        }
+        Ok(())
     }
 
     fn check_import(&self, records: Vec<ExportRecord>) -> Result<Vec<(String, Record)>, WireError> {
@@ -145,6 +182,7 @@ impl Accounts {
                     hash: record.hash,
                     created: record.created,
                     locked: record.locked,
+                    uid: record.uid,
                 },
             ));
         }

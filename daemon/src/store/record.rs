@@ -27,6 +27,10 @@ pub struct Record {
     pub created: String,
     /// A locked account answers `denied` to every password.
     pub locked: bool,
+    /// The account's system uid (see `uids`); absent in records written before uids ("no uid
+    /// yet"), which get one once at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 /// Why a record's bytes do not decode.
@@ -49,6 +53,7 @@ impl Record {
             hash,
             created: today(),
             locked: false,
+            uid: None,
         }
     }
 
@@ -59,6 +64,7 @@ impl Record {
             hash: self.hash.clone(),
             created: self.created.clone(),
             locked: self.locked,
+            uid: self.uid,
         }
     }
 }
