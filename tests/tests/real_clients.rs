@@ -283,7 +283,12 @@ fn assert_imap_logins(port: u16, dovecot: &Dovecot, daemon: &Daemon) {
     );
     assert!(mail_login("imap", port, "Alice", "alice password 1"));
     assert!(!mail_login("imap", port, "alice", "not the qam password"));
-    assert!(!mail_login("imap", port, "nobody-here", "not the qam password"));
+    assert!(!mail_login(
+        "imap",
+        port,
+        "nobody-here",
+        "not the qam password"
+    ));
     assert!(!mail_login("imap", port, "bob", "bob password 1"));
 }
 
@@ -521,7 +526,12 @@ fn smtp_auth_plain_and_login_through_the_saslauthd_door() {
             postfix.log_text(),
             daemon.log_text()
         );
-        assert!(!mail_login(protocol, 15625, "alice", "not the qam password"));
+        assert!(!mail_login(
+            protocol,
+            15625,
+            "alice",
+            "not the qam password"
+        ));
         assert!(!mail_login(
             protocol,
             15625,

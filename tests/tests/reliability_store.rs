@@ -597,14 +597,26 @@ fn a_store_written_by_release_0_1_0_opens_upgraded_with_every_account() {
     std::fs::remove_dir_all(&daemon.data_dir).unwrap();
     copy_tree(&fixtures.join("store-0.1.0"), &daemon.data_dir);
     let mut generations = Vec::new();
+    let mut given_uids = Vec::new();
     for start in ["upgrading", "upgraded"] {
         daemon.spawn();
         let mut client = daemon.client();
-        assert_eq!(
-            export_all(&mut client),
-            expected,
-            "{start}: names, hashes, dates, locks"
-        );
+        // 0.1.0 records had no uid: the first start gives each one, and they stay.
+        let (exported, uids): (Vec<ExportRecord>, Vec<Option<u32>>) = export_all(&mut client)
+            .into_iter()
+            .map(|record| {
+                (
+                    ExportRecord {
+                        uid: None,
+                        ..record.clone()
+                    },
+                    record.uid,
+                )
+            })
+            .unzip();
+        assert_eq!(exported, expected, "{start}: names, hashes, dates, locks");
+        assert!(uids.iter().all(Option::is_some), "{start}: {uids:?}");
+        given_uids.push(uids);
         for record in &expected {
             let password = format!("fixture-{}-password", record.name);
             let accepted = client
@@ -616,6 +628,7 @@ fn a_store_written_by_release_0_1_0_opens_upgraded_with_every_account() {
         generations.push(generation_dir(&daemon.data_dir));
     }
     assert_eq!(generations[0], generations[1], "upgraded once");
+    assert_eq!(given_uids[0], given_uids[1], "uids given once, kept");
     assert!(
         !daemon.data_dir.join("store-2").exists(),
         "0.1.0's files are gone"
