@@ -6,6 +6,7 @@
 
 pub mod cli;
 mod error;
+pub mod migrate;
 mod output;
 mod pages;
 mod prompt;
