@@ -1,11 +1,12 @@
 //! ejabberd's accounts as `ejabberdctl export_piefxis` writes them (XEP-0227): `<user>` elements
 //! with a `password` attribute (plain format) or `<scram-credentials>` (SCRAM-SHA-1/256/512).
 
-use super::{scram_verifier, Credential, Moved, Reading};
+use super::{read_file, scram_verifier, Credential, Moved, Reading, SourceError};
 use base64ct::{Base64, Encoding};
 use qam_client::Password;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use std::path::Path;
 
 /// Where the reader is inside one `<user>`: the SCRAM child being read and the text so far.
 #[derive(Default)]
@@ -53,11 +54,12 @@ impl UserInProgress {
                     .and_then(|text| text.parse::<u64>().ok())
                     .ok_or((place.clone(), "iter-count is not a number".to_owned()));
                 let keys = (|| {
-                    Ok((
+                    let keys = (
                         decode("salt")?,
                         decode("stored-key")?,
                         decode("server-key")?,
-                    ))
+                    );
+                    Ok::<_, String>(undo_double_base64(&mechanism, keys))
                 })();
                 match (iterations, keys) {
                     (Ok(iterations), Ok((salt, stored, server))) => {
@@ -87,9 +89,30 @@ impl UserInProgress {
     }
 }
 
-/// Reads every `<user>` of every `<host>` in a XEP-0227 document.
-pub fn read(xml: &[u8]) -> Reading {
+/// Reads an export and the per-host files its `<xi:include href=…>` elements name (ejabberd
+/// writes an index file plus one file per host, all in one directory).
+pub fn read_export(path: &Path) -> Result<Reading, SourceError> {
+    let (mut reading, includes) = read(&read_file(path)?);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for href in includes {
+        if href.contains('/') || href.starts_with('.') {
+            reading.refuse(href, "an include outside the export's directory");
+            continue;
+        }
+        let (included, nested) = read(&read_file(&dir.join(&href))?);
+        reading.accounts.extend(included.accounts);
+        reading.unreadable.extend(included.unreadable);
+        for href in nested {
+            reading.refuse(href, "includes nested more than one level");
+        }
+    }
+    Ok(reading)
+}
+
+/// Reads every `<user>` of every `<host>` in a XEP-0227 document, and the files it includes.
+fn read(xml: &[u8]) -> (Reading, Vec<String>) {
     let mut reading = Reading::default();
+    let mut includes = Vec::new();
     let mut reader = Reader::from_reader(xml);
     let mut host = String::new();
     let mut user: Option<UserInProgress> = None;
@@ -100,7 +123,7 @@ pub fn read(xml: &[u8]) -> Reading {
             Err(err) => {
                 let place = format!("byte {}", reader.buffer_position());
                 reading.refuse(place, format!("not well-formed XML: {err}"));
-                return reading;
+                return (reading, includes);
             }
         };
         match event {
@@ -125,6 +148,11 @@ pub fn read(xml: &[u8]) -> Reading {
                 }
                 _ => {}
             },
+            Event::Empty(element)
+                if user.is_none() && element.local_name().as_ref() == b"include" =>
+            {
+                includes.extend(attribute(&element, b"href"));
+            }
             Event::Empty(element) if user.is_none() && element.local_name().as_ref() == b"user" => {
                 let name = attribute(&element, b"name").unwrap_or_default();
                 let done = UserInProgress {
@@ -160,7 +188,36 @@ pub fn read(xml: &[u8]) -> Reading {
         }
         buffer.clear();
     }
-    reading
+    (reading, includes)
+}
+
+/// ejabberd 23.01 exports the base64 text it stores, base64-encoded once more. When the keys,
+/// decoded once, are not the mechanism's length but decode again to it, every field is
+/// decoded a second time.
+fn undo_double_base64(
+    mechanism: &str,
+    (salt, stored, server): (Vec<u8>, Vec<u8>, Vec<u8>),
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let key_len = match mechanism {
+        "SCRAM-SHA-1" => 20,
+        "SCRAM-SHA-256" => 32,
+        _ => 64,
+    };
+    let again = |bytes: &[u8]| {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Base64::decode_vec(text).ok())
+    };
+    if stored.len() != key_len {
+        if let (Some(salt2), Some(stored2), Some(server2)) =
+            (again(&salt), again(&stored), again(&server))
+        {
+            if stored2.len() == key_len && server2.len() == key_len {
+                return (salt2, stored2, server2);
+            }
+        }
+    }
+    (salt, stored, server)
 }
 
 fn collect(reading: &mut Reading, outcome: Result<Moved, (String, String)>) {
@@ -185,7 +242,7 @@ mod tests {
 
     #[test]
     fn reads_plain_and_scram_users() {
-        let reading = read(EXPORT.as_bytes());
+        let (reading, _) = read(EXPORT.as_bytes());
         assert_eq!(reading.accounts.len(), 2, "{:?}", reading.unreadable);
         assert_eq!(reading.accounts[0].name, "alice");
         let Credential::Plain(password) = &reading.accounts[0].credential else {
@@ -204,10 +261,42 @@ mod tests {
     }
 
     #[test]
+    fn ejabberd_2301_double_base64_is_undone_and_includes_are_followed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("index.xml"),
+            "<server-data xmlns='urn:xmpp:pie:0' xmlns:xi='http://www.w3.org/2001/XInclude'>\
+             <xi:include href='host.xml'/><xi:include href='../etc/passwd'/></server-data>",
+        )
+        .expect("write index");
+        // Made by ejabberd 23.01: `register bob example.org 's3cret pw'`, auth_scram_hash sha256.
+        std::fs::write(
+            dir.path().join("host.xml"),
+            "<host xmlns='urn:xmpp:pie:0' jid='example.org'><user name='bob'>\
+             <scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-SHA-256'>\
+             <iter-count>4096</iter-count><salt>SG1KeGcvbi9CaGRaT2lXT3RySHlYQT09</salt>\
+             <server-key>MkxFZURBYnlMS05naEp2Y2ZCU0FwcHBwZngzOCt0NXl5dS95cTRsS3Y4az0=</server-key>\
+             <stored-key>dEhVd0tJQTN2NktiU1pxRDdvUFRWNFRmQzFQSWtCcTlMbUhQdVovck94TT0=</stored-key>\
+             </scram-credentials></user></host>",
+        )
+        .expect("write host");
+        let reading = read_export(&dir.path().join("index.xml")).expect("reads");
+        assert_eq!(reading.accounts.len(), 1);
+        let Credential::Verifier(verifier) = &reading.accounts[0].credential else {
+            panic!("bob is SCRAM");
+        };
+        assert_eq!(
+            verifier,
+            "{SCRAM-SHA-256}4096,HmJxg/n/BhdZOiWOtrHyXA==,tHUwKIA3v6KbSZqD7oPTV4TfC1PIkBq9LmHPuZ/rOxM=,2LEeDAbyLKNghJvcfBSAppppfx38+t5yyu/yq4lKv8k="
+        );
+        assert_eq!(reading.unreadable[0].place, "../etc/passwd");
+    }
+
+    #[test]
     fn broken_xml_is_reported_not_guessed() {
-        let reading = read(b"<server-data><host jid='x'><user name='a' password='b'>");
+        let (reading, _) = read(b"<server-data><host jid='x'><user name='a' password='b'>");
         assert!(reading.accounts.is_empty());
-        let reading = read(b"<server-data><host jid='x'><user name='a' password='b'></host>");
+        let (reading, _) = read(b"<server-data><host jid='x'><user name='a' password='b'></host>");
         assert!(!reading.unreadable.is_empty());
     }
 }

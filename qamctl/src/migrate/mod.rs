@@ -120,7 +120,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, SourceError> {
 pub fn read(source: &Source) -> Result<Reading, SourceError> {
     match source {
         Source::Prosody { dir, host, hash } => prosody::read(dir, host, *hash),
-        Source::Ejabberd { file } => Ok(ejabberd::read(&read_file(file)?)),
+        Source::Ejabberd { file } => ejabberd::read_export(file),
         Source::Dovecot { file } => Ok(dovecot::read(&read_file(file)?)),
         Source::Shadow {
             file,
