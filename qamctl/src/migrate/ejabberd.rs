@@ -109,8 +109,9 @@ pub fn read_export(path: &Path) -> Result<Reading, SourceError> {
     Ok(reading)
 }
 
-/// Reads every `<user>` of every `<host>` in a XEP-0227 document, and the files it includes.
-fn read(xml: &[u8]) -> (Reading, Vec<String>) {
+/// Reads every `<user>` of every `<host>` in a XEP-0227 document; also answers the `href`s of
+/// its `<xi:include>` elements.
+pub fn read(xml: &[u8]) -> (Reading, Vec<String>) {
     let mut reading = Reading::default();
     let mut includes = Vec::new();
     let mut reader = Reader::from_reader(xml);
@@ -298,5 +299,32 @@ mod tests {
         assert!(reading.accounts.is_empty());
         let (reading, _) = read(b"<server-data><host jid='x'><user name='a' password='b'></host>");
         assert!(!reading.unreadable.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes at all: accounts and refusals, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read(&bytes);
+        }
+
+        /// A user with any attribute text round-trips through XML escaping.
+        #[test]
+        fn plain_passwords_survive_xml_escaping(name in "[a-z]{1,10}", password in "[ -~]{1,30}") {
+            let escaped = quick_xml::escape::escape(password.as_str());
+            let xml = format!("<server-data><host jid='h'><user name='{name}' password='{escaped}'/></host></server-data>");
+            let (reading, _) = read(xml.as_bytes());
+            prop_assert_eq!(reading.accounts.len(), 1);
+            let Credential::Plain(read_back) = &reading.accounts[0].credential else {
+                return Err(TestCaseError::fail("a plain user"));
+            };
+            prop_assert_eq!(read_back.expose(), password.as_str());
+        }
     }
 }

@@ -330,3 +330,42 @@ mod tests {
         assert!(parse_data_file(&file).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes at all: an answer or an error, never a panic or a hang.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_data_file(&bytes);
+        }
+
+        /// Tables of strings written the way Prosody's serializer writes them read back as they were.
+        #[test]
+        fn serialized_string_tables_read_back(
+            entries in proptest::collection::btree_map("[a-z_]{1,12}", proptest::collection::vec(any::<u8>(), 0..40), 0..8)
+        ) {
+            let mut file = b"return {\n".to_vec();
+            for (key, value) in &entries {
+                file.extend_from_slice(format!("\t[\"{key}\"] = \"").as_bytes());
+                for byte in value {
+                    match byte {
+                        b'"' | b'\\' => file.extend_from_slice(&[b'\\', *byte]),
+                        0x20..=0x7e => file.push(*byte),
+                        _ => file.extend_from_slice(format!("\\{byte:03}").as_bytes()),
+                    }
+                }
+                file.extend_from_slice(b"\";\n");
+            }
+            file.extend_from_slice(b"};\n");
+            let table = parse_data_file(&file).expect("a serialized table parses");
+            prop_assert_eq!(table.len(), entries.len());
+            for (key, value) in entries {
+                prop_assert_eq!(&table[&key], &Value::Str(value));
+            }
+        }
+    }
+}

@@ -2,9 +2,9 @@
 //! verifiers qamd checks until each user's first login replaces them with argon2id.
 
 mod dovecot;
-mod ejabberd;
+pub mod ejabberd;
 mod htpasswd;
-mod lua;
+pub mod lua;
 mod prosody;
 mod shadow;
 
