@@ -85,6 +85,8 @@ pub async fn import(
                     records: batch,
                     replace: false,
                     dry_run: false,
+                    allow_weak: false,
+                    system_users: false,
                 };
                 written += client.call::<ImportInfo>(&request).await?.imported;
             }
@@ -110,6 +112,8 @@ fn batches(names: Vec<String>, hash: &str) -> Vec<Vec<ExportRecord>> {
             created: "2026-01-01".into(),
             locked: false,
             uid: None,
+            origin: None,
+            password: None,
         };
         let size = serde_json::to_vec(&record).map_or(BATCH_BYTES, |json| json.len() + 1);
         if bytes + size > BATCH_BYTES && !batch.is_empty() {
@@ -144,6 +148,8 @@ mod tests {
                     records: batch,
                     replace: false,
                     dry_run: false,
+                    allow_weak: false,
+                    system_users: false,
                 },
             );
             assert!(line.len() <= MAX_REQUEST_LINE, "{}", line.len());

@@ -116,6 +116,11 @@ operations! {
         replace: bool,
         /// Check and count only; write nothing.
         dry_run: bool,
+        /// Accept verifiers of weak schemes (MD5-crypt) moved in from another store.
+        allow_weak: bool,
+        /// Accept moved-in names the system's user database knows: the records are those very
+        /// users, moving in from the system's shadow file.
+        system_users: bool,
     } -> ImportInfo, grant: Named, audited: true;
 }
 
@@ -149,6 +154,10 @@ pub(crate) struct RequestFields {
     client: Option<ClientKey>,
     /// `register`: an admin takes a name the system knows.
     force: Option<bool>,
+    /// `import`: accept weak legacy schemes.
+    allow_weak: Option<bool>,
+    /// `import`: accept moved-in names of system users.
+    system_users: Option<bool>,
 }
 
 /// How a field read from the line becomes a request's field; the request field's type says

@@ -2,9 +2,11 @@
 //! `protocol.md` is the normative text; this module and that file change together.
 
 use crate::ops::{typed_request, RequestFields};
+use crate::secret::Password;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use zeroize::Zeroizing;
@@ -50,7 +52,9 @@ impl FromStr for Op {
 pub struct ExportRecord {
     /// The normalized username, the key the account is stored under.
     pub name: String,
-    /// The argon2id PHC string.
+    /// The argon2id PHC string, or until the user's first login a verifier moved in from
+    /// another store (`{SCRAM-SHA-1}…`, `$y$…`, `$6$…`, `$2y$…`; see protocol.md).
+    #[serde(default)]
     pub hash: String,
     /// Creation date, `YYYY-MM-DD`.
     pub created: String,
@@ -60,6 +64,14 @@ pub struct ExportRecord {
     /// before uids (the import then gives a new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The store a legacy verifier came from (`prosody`, `shadow`, …), shown to admins until
+    /// the first login replaces it; absent for argon2id hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// A plaintext password found in a legacy store, given to `import` instead of `hash`:
+    /// qamd hashes it with argon2id before writing. Never part of an export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Password>,
 }
 
 /// Writes `ErrorCode`, its wire strings and `ErrorCode::ALL` from one list.
@@ -199,6 +211,25 @@ pub struct ImportInfo {
     pub imported: u64,
     /// Of those, how many overwrote an existing account.
     pub replaced: u64,
+    /// How many of the batch's records use each verifier scheme (`argon2id`, `plain`,
+    /// `SCRAM-SHA-1`, `SHA512-CRYPT`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schemes: BTreeMap<String, u64>,
+    /// A dry run's refused records, each with its index, code and reason (a write refuses the
+    /// whole batch at its first one instead).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedRecord>,
+}
+
+/// A record a dry-run `import` would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRecord {
+    /// Its position in the batch, from 0.
+    pub index: usize,
+    /// What kind of refusal (`bad_request`, `invalid_username`, `exists`).
+    pub code: ErrorCode,
+    /// Why, worded for the admin.
+    pub message: String,
 }
 
 /// Hashing pool figures in `status`.
@@ -524,9 +555,13 @@ mod tests {
                     created: "2026-01-01".into(),
                     locked: true,
                     uid: Some(70_000),
+                    origin: None,
+                    password: None,
                 }],
                 replace: true,
                 dry_run: false,
+                allow_weak: false,
+                system_users: false,
             },
         ];
         for (n, request) in requests.into_iter().enumerate() {

@@ -1,6 +1,7 @@
 //! One request line in, one answer line out: decode, authorize against the peer's grants,
 //! run the operation on `Accounts`, encode. Each request runs in a span without secrets.
 
+use crate::accounts::ImportBatch;
 use crate::policy::{Grants, Peer};
 use crate::state::State;
 use crate::throttle::Source;
@@ -163,7 +164,16 @@ impl Serve for Call<'_> {
         records: Vec<ExportRecord>,
         replace: bool,
         dry_run: bool,
+        allow_weak: bool,
+        system_users: bool,
     ) -> Result<ImportInfo, WireError> {
-        self.state.accounts.import(records, replace, dry_run).await
+        let batch = ImportBatch {
+            records,
+            replace,
+            dry_run,
+            allow_weak,
+            system_users,
+        };
+        self.state.accounts.import(batch).await
     }
 }

@@ -4,6 +4,7 @@
 use crate::config::{HashConfig, PeersConfig};
 use crate::hash_queue::{FairQueue, Refused, Taken};
 use crate::scheduling;
+use crate::legacy::Legacy;
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::password_hash::try_generate_salt;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -284,6 +285,13 @@ pub fn verify_with(
     phc: &str,
     policy: &Params,
 ) -> VerifyOutcome {
+    if Legacy::is_legacy(phc) {
+        // A verifier moved in from another store: any match is replaced by argon2id.
+        return VerifyOutcome {
+            matches: Legacy::parse(phc).is_ok_and(|legacy| legacy.matches(password)),
+            needs_rehash: true,
+        };
+    }
     if let Err(why) = StoredBounds::around(policy).check(phc) {
         tracing::warn!("stored hash refused without hashing: {why}");
         return VerifyOutcome {

@@ -11,7 +11,7 @@ pub mod daemon;
 mod dispatch;
 mod hash_queue;
 pub mod hasher;
-pub mod legacy;
+mod legacy;
 pub mod logging;
 mod policy;
 pub mod reload;

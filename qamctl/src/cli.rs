@@ -1,7 +1,8 @@
 //! qamctl's command line as clap derive types; the man pages and shell completions are
 //! generated from [`Cli`], so every help text here is user documentation.
 
-use clap::{Args, Parser, Subcommand};
+use crate::migrate::{LockedEntries, ScramHash};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use qam_client::{DEFAULT_SOCKET, SOCKET_ENV};
 use std::path::PathBuf;
 
@@ -50,18 +51,80 @@ pub enum Command {
         file: Option<PathBuf>,
     },
 
-    /// Load accounts from a file written by `export` (the restore path).
+    /// Load accounts from a file written by `export` (the restore path), or move them in from
+    /// another server's password store (`--from`).
     ///
     /// Every line is checked before anything is written: invalid lines are reported with their
     /// line number and nothing is imported. Names that already exist refuse the whole import
     /// unless `--replace` is given.
+    ///
+    /// With `--from`, PATH is another server's password store and its accounts move in with
+    /// the verifiers they have: each user logs in with the password they already have, and
+    /// that first login replaces the old verifier with argon2id. `--dry-run` shows what would
+    /// move in; nothing is written while any entry is refused, unless `--skip-bad`.
     Import {
-        /// A JSON-lines file as `export` writes it.
+        /// A JSON-lines file as `export` writes it; with `--from`, the source's file (Prosody:
+        /// its data directory, e.g. /var/lib/prosody).
         file: PathBuf,
         /// Overwrite accounts whose names already exist.
         #[arg(long)]
         replace: bool,
+        #[command(flatten)]
+        from: MoveInArgs,
     },
+}
+
+/// Which legacy store `import --from` reads, and how.
+#[derive(Debug, Clone, Args)]
+pub struct MoveInArgs {
+    /// The kind of store PATH is.
+    #[arg(long, value_enum)]
+    pub from: Option<SourceKind>,
+    /// Prosody: the virtual host whose accounts to read (e.g. example.org).
+    #[arg(long, required_if_eq("from", "prosody"))]
+    pub host: Option<String>,
+    /// Prosody: its `password_hash` setting (the hash is not stored per account).
+    #[arg(long, value_enum, default_value = "sha-1")]
+    pub scram_hash: ScramHash,
+    /// shadow: the passwd file giving each name's uid.
+    #[arg(long, default_value = "/etc/passwd")]
+    pub passwd: PathBuf,
+    /// shadow: the lowest uid of a person (system accounts stay out).
+    #[arg(long, default_value_t = 1000)]
+    pub min_uid: u32,
+    /// shadow: the highest uid of a person.
+    #[arg(long, default_value_t = 59999)]
+    pub max_uid: u32,
+    /// shadow: import `!`-locked entries locked, or skip them.
+    #[arg(long, value_enum, default_value = "lock")]
+    pub locked: LockedEntries,
+    /// Check and report only; write nothing.
+    #[arg(long, requires = "from")]
+    pub dry_run: bool,
+    /// Write what can be taken and leave the refused entries out (they are listed).
+    #[arg(long, requires = "from")]
+    pub skip_bad: bool,
+    /// Accept weak schemes (MD5-crypt); `status` names them until their users log in.
+    #[arg(long, requires = "from")]
+    pub allow_weak: bool,
+    /// Print the report as JSON.
+    #[arg(long, requires = "from")]
+    pub json: bool,
+}
+
+/// The stores `import --from` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// Prosody's internal_hashed (or internal_plain) data directory.
+    Prosody,
+    /// A XEP-0227 export from `ejabberdctl export_piefxis`.
+    Ejabberd,
+    /// A Dovecot passwd-file.
+    Dovecot,
+    /// /etc/shadow (with --passwd for the uids).
+    Shadow,
+    /// An Apache htpasswd file made with `htpasswd -B`.
+    Htpasswd,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,5 +239,32 @@ mod tests {
     fn socket_is_global() {
         let cli = Cli::try_parse_from(["qamctl", "status", "--socket", "/tmp/x.sock"]).unwrap();
         assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+    }
+}
+
+impl MoveInArgs {
+    /// The store `import --from` reads at `path`; `None` for a restore of qam's own export.
+    pub fn source(&self, path: &std::path::Path) -> Option<crate::migrate::Source> {
+        use crate::migrate::{Source, UidRange};
+        let file = path.to_owned();
+        Some(match self.from? {
+            SourceKind::Prosody => Source::Prosody {
+                dir: file,
+                host: self.host.clone().unwrap_or_default(),
+                hash: self.scram_hash,
+            },
+            SourceKind::Ejabberd => Source::Ejabberd { file },
+            SourceKind::Dovecot => Source::Dovecot { file },
+            SourceKind::Shadow => Source::Shadow {
+                file,
+                passwd: self.passwd.clone(),
+                uids: UidRange {
+                    min: self.min_uid,
+                    max: self.max_uid,
+                },
+                locked: self.locked,
+            },
+            SourceKind::Htpasswd => Source::Htpasswd { file },
+        })
     }
 }

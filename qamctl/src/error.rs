@@ -45,6 +45,9 @@ pub enum CtlError {
         place: String,
         written: u64,
     },
+    /// `import --from` refused entries (listed above it); nothing or only the rest was written.
+    #[error("{0} entr(ies) of the source were not imported (see the list above)")]
+    MoveInRefused(usize),
     /// The daemon's answers break the protocol (e.g. a page that does not advance).
     #[error("qamd's answer is not valid: {0}")]
     Protocol(String),

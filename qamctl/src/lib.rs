@@ -7,6 +7,7 @@
 pub mod cli;
 mod error;
 pub mod migrate;
+mod move_in;
 mod output;
 mod pages;
 mod prompt;
@@ -69,13 +70,49 @@ fn execute(cli: Cli) -> Result<(), CtlError> {
             }
             Ok(())
         }
-        Command::Import { file, replace } => {
-            let done = transfer::import(&mut connect(&cli)?, file, *replace)?;
-            output::emit(&format!(
-                "imported {} user(s), {} of them replaced",
-                done.imported, done.replaced
-            ))
-        }
+        Command::Import {
+            file,
+            replace,
+            from,
+        } => match from.source(file) {
+            Some(source) => move_in(&cli, &source, from, *replace),
+            None => {
+                let done = transfer::import(&mut connect(&cli)?, file, *replace)?;
+                output::emit(&format!(
+                    "imported {} user(s), {} of them replaced",
+                    done.imported, done.replaced
+                ))
+            }
+        },
+    }
+}
+
+/// `import --from`: the report, and exit status 1 unless every entry moved in (or, for a dry
+/// run, would).
+fn move_in(
+    cli: &Cli,
+    source: &migrate::Source,
+    args: &cli::MoveInArgs,
+    replace: bool,
+) -> Result<(), CtlError> {
+    let options = move_in::MoveInOptions {
+        dry_run: args.dry_run,
+        skip_bad: args.skip_bad,
+        allow_weak: args.allow_weak,
+        replace,
+    };
+    let report = move_in::import_from(&mut connect(cli)?, source, options)?;
+    let text = if args.json {
+        output::json(&report)?
+    } else {
+        move_in::describe(&report)
+    };
+    output::emit(&text)?;
+    let complete = report.refused.is_empty() || (report.written && args.skip_bad);
+    if complete {
+        Ok(())
+    } else {
+        Err(CtlError::MoveInRefused(report.refused.len()))
     }
 }
 

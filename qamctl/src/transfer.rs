@@ -4,10 +4,11 @@
 use crate::error::{CtlError, LineProblem};
 use crate::pages::each_page;
 use qam_client::wire::{encode_request, ExportPage, ExportRecord, ImportInfo, MAX_REQUEST_LINE};
-use qam_client::{Client, ClientError, Request};
+use qam_client::{Client, ClientError, Request, WireError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::ops::Range;
 use std::path::Path;
 
 /// Writes every record to `out`, one JSON object per line; returns how many.
@@ -94,14 +95,68 @@ struct Line {
     record: ExportRecord,
 }
 
-/// Bytes an `import` request takes around its records (the largest id, both flags `false`).
-fn request_overhead() -> usize {
+/// Bytes an `import` request takes around its records (the largest id, every flag `true`).
+pub(crate) fn request_overhead() -> usize {
     let empty = Request::Import {
         records: Vec::new(),
-        replace: false,
-        dry_run: false,
+        replace: true,
+        dry_run: true,
+        allow_weak: true,
+        system_users: true,
     };
     encode_request(Some(u64::MAX), &empty).len() - 1
+}
+
+/// Splits `records` into consecutive ranges whose `import` request stays within the request
+/// line limit (a record too long for any request gets a range of its own; qamd refuses it).
+pub(crate) fn batches(records: &[ExportRecord], overhead: usize) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut size = BatchSize::new(overhead);
+    for (index, record) in records.iter().enumerate() {
+        if size.starts_new(record) {
+            ranges.push(start..index);
+            start = index;
+        }
+    }
+    if start < records.len() {
+        ranges.push(start..records.len());
+    }
+    ranges
+}
+
+/// The size of the `import` request being filled, to know when a record must start the next.
+struct BatchSize {
+    /// What the request takes around its records.
+    overhead: usize,
+    /// The request's size with the records added so far.
+    size: usize,
+    /// Records added to the current request.
+    count: usize,
+}
+
+impl BatchSize {
+    fn new(overhead: usize) -> BatchSize {
+        BatchSize {
+            overhead,
+            size: overhead,
+            count: 0,
+        }
+    }
+
+    /// Adds `record`; true when it does not fit, so it opens a new request (a record too long
+    /// for any request still gets one of its own, which qamd refuses).
+    fn starts_new(&mut self, record: &ExportRecord) -> bool {
+        let cost = record_size(record);
+        let full = self.count > 0 && self.size.saturating_add(cost) > MAX_REQUEST_LINE;
+        if full {
+            self.size = self.overhead;
+            self.count = 0;
+        }
+        self.size = self.size.saturating_add(cost);
+        self.count += 1;
+        full
+    }
 }
 
 /// Bytes a record adds to an `import` request (its JSON and a separating comma).
@@ -209,7 +264,7 @@ fn each_batch(
 ) -> Result<(), CtlError> {
     let mut records = Vec::new();
     let mut numbers = Vec::new();
-    let mut size = overhead;
+    let mut size = BatchSize::new(overhead);
     for line in read_lines(path)? {
         let line = line?.map_err(|problem| {
             CtlError::Protocol(format!(
@@ -219,13 +274,10 @@ fn each_batch(
                 problem.reason
             ))
         })?;
-        let cost = record_size(&line.record);
-        if size + cost > MAX_REQUEST_LINE && !records.is_empty() {
+        if size.starts_new(&line.record) {
             batch(std::mem::take(&mut records), &numbers)?;
             numbers.clear();
-            size = overhead;
         }
-        size += cost;
         records.push(line.record);
         numbers.push(line.number);
     }
@@ -271,19 +323,29 @@ pub fn import(client: &mut Client, path: &Path, replace: bool) -> Result<ImportI
             records,
             replace,
             dry_run,
+            allow_weak: false,
+            system_users: false,
         })
     };
     each_batch(path, overhead, |records, numbers| {
-        call(client, records, true)
-            .map(drop)
-            .map_err(|source| CtlError::ImportRefused {
-                place: place(path, &source, numbers),
-                source,
-            })
+        let refused =
+            call(client, records, true).and_then(|info| match info.refused.into_iter().next() {
+                None => Ok(()),
+                Some(first) => Err(ClientError::Server(WireError::new(
+                    first.code,
+                    format!("record {}: {}", first.index, first.message),
+                ))),
+            });
+        refused.map_err(|source| CtlError::ImportRefused {
+            place: place(path, &source, numbers),
+            source,
+        })
     })?;
     let mut total = ImportInfo {
         imported: 0,
         replaced: 0,
+        schemes: Default::default(),
+        refused: Vec::new(),
     };
     each_batch(path, overhead, |records, numbers| {
         let done = call(client, records, false).map_err(|source| CtlError::ImportStopped {
@@ -309,6 +371,8 @@ mod tests {
             created: "2026-11-25".into(),
             locked: false,
             uid: None,
+            origin: None,
+            password: None,
         }
     }
 
@@ -329,6 +393,8 @@ mod tests {
             records: vec![],
             replace: true,
             dry_run: true,
+            allow_weak: true,
+            system_users: true,
         };
         assert!(encode_request(Some(1), &replace).len() - 1 <= overhead);
     }
@@ -348,6 +414,8 @@ mod tests {
                 records: records.clone(),
                 replace: false,
                 dry_run: false,
+                allow_weak: false,
+                system_users: false,
             };
             assert!(encode_request(Some(u64::MAX), &request).len() - 1 <= MAX_REQUEST_LINE);
             assert_eq!(records.len(), numbers.len());

@@ -508,6 +508,8 @@ fn record(name: &str, hash: &str, locked: bool) -> ExportRecord {
         created: "2020-02-29".into(),
         locked,
         uid: None,
+        origin: None,
+        password: None,
     }
 }
 

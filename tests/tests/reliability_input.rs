@@ -125,6 +125,8 @@ fn typed_request() -> impl Strategy<Value = Request> {
             created,
             locked,
             uid,
+            origin: None,
+            password: None,
         });
     prop_oneof![
         Just(Request::Hello),
@@ -159,6 +161,8 @@ fn typed_request() -> impl Strategy<Value = Request> {
                 records,
                 replace,
                 dry_run,
+                allow_weak: false,
+                system_users: false,
             }
         ),
     ]

@@ -419,6 +419,8 @@ fn export_then_import_round_trips_users_hashes_and_states() {
                 records: batch.to_vec(),
                 replace: false,
                 dry_run: false,
+                allow_weak: false,
+                system_users: false,
             })
             .unwrap();
         imported += info.imported;

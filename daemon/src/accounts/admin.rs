@@ -89,7 +89,7 @@ impl Accounts {
         }
         let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
         self.store
-            .update(&name, |record| record.hash = hash.clone())
+            .update(&name, |record| record.set_hash(hash.clone()))
             .await
             .map_err(store_failed)?
             .ok_or_else(|| not_found(&name))?;

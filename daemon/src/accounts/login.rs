@@ -62,10 +62,8 @@ impl Accounts {
             .map_err(rule_failed)?;
         let (name, checked) = self.check_password(user, old, source).await?;
         let hash = self.hasher.hash(new).await.map_err(hash_failed)?;
-        let changed = Record {
-            hash,
-            ..checked.record.clone()
-        };
+        let mut changed = checked.record.clone();
+        changed.set_hash(hash);
         if !self
             .store
             .replace(&name, &checked.record, &changed)
@@ -159,10 +157,8 @@ impl Accounts {
                 return;
             }
         };
-        let upgraded = Record {
-            hash,
-            ..checked.record.clone()
-        };
+        let mut upgraded = checked.record.clone();
+        upgraded.set_hash(hash);
         match self.store.replace(name, &checked.record, &upgraded).await {
             Ok(true) => tracing::info!(user = %name, "hash upgraded to current parameters"),
             Ok(false) => tracing::debug!(user = %name, "rehash skipped: record changed meanwhile"),

@@ -24,6 +24,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 pub use status::ServerFigures;
+pub use transfer::ImportBatch;
 
 /// The account settings a config reload may change while connections stay open.
 #[derive(Debug, Clone)]

@@ -3,10 +3,15 @@
 
 use super::{account, store_failed, system_ids, Accounts};
 use crate::hasher::StoredBounds;
+use crate::legacy::Legacy;
+use crate::system_names::known_to_system;
 use crate::store::{ImportOutcome, Record};
 use argon2::PasswordHash;
-use qam_client::wire::{ExportPage, ExportRecord, ImportInfo, ListPage, DEFAULT_PAGE, MAX_PAGE};
+use qam_client::wire::{
+    ExportPage, ExportRecord, ImportInfo, ListPage, RefusedRecord, DEFAULT_PAGE, MAX_PAGE,
+};
 use qam_client::{ErrorCode, WireError};
+use std::collections::{BTreeMap, HashSet};
 
 /// One page of records and the `after` of the next page.
 type Page = (Vec<(String, Record)>, Option<String>);
@@ -54,41 +59,79 @@ impl Accounts {
         Ok((page, next))
     }
 
-    /// Writes a batch of whole records (backup restore); all or nothing.
-    pub async fn import(
-        &self,
-        records: Vec<ExportRecord>,
-        replace: bool,
-        dry_run: bool,
-    ) -> Result<ImportInfo, WireError> {
-        let mut batch = self.check_import(records)?;
-        let exists_error = |index: usize, batch: &[(String, Record)]| {
-            WireError::new(
-                ErrorCode::Exists,
-                format!(
-                    "record {index}: `{}` exists (import with --replace to overwrite)",
-                    batch[index].0
-                ),
-            )
-        };
-        if dry_run {
-            let existing = batch
-                .iter()
-                .filter(|(name, _)| self.store.contains(name).unwrap_or(false))
-                .count() as u64;
-            if !replace {
-                if let Some(index) = self
-                    .store
-                    .first_existing(batch.iter().map(|(name, _)| name))
-                    .map_err(store_failed)?
-                {
-                    return Err(exists_error(index, &batch));
+    /// Writes a batch of whole records (backup restore, or accounts moved in from another
+    /// store); all or nothing. A dry run answers every refusal instead of the first.
+    pub async fn import(&self, batch: ImportBatch) -> Result<ImportInfo, WireError> {
+        let ImportBatch {
+            records,
+            replace,
+            dry_run,
+            ..
+        } = batch;
+        let settings = self.settings();
+        let mut schemes = BTreeMap::new();
+        let mut refused = Vec::new();
+        let mut checked = Vec::with_capacity(records.len());
+        let mut seen = HashSet::new();
+        for (index, record) in records.into_iter().enumerate() {
+            let outcome = self
+                .check_record(&settings, &record, batch.allow_weak, batch.system_users)
+                .and_then(|scheme| {
+                    if seen.insert(record.name.clone()) {
+                        Ok(scheme)
+                    } else {
+                        Err(WireError::new(
+                            ErrorCode::BadRequest,
+                            format!("`{}` appears twice in the batch", record.name),
+                        ))
+                    }
+                })
+                .and_then(|scheme| {
+                    let exists = self.store.contains(&record.name).map_err(store_failed)?;
+                    if exists && !replace {
+                        return Err(WireError::new(
+                            ErrorCode::Exists,
+                            format!(
+                                "`{}` exists (import with --replace to overwrite)",
+                                record.name
+                            ),
+                        ));
+                    }
+                    Ok(scheme)
+                });
+            match outcome {
+                Ok(scheme) => {
+                    *schemes.entry(scheme.to_owned()).or_insert(0) += 1;
+                    checked.push(record);
+                }
+                Err(err) if dry_run => refused.push(RefusedRecord {
+                    index,
+                    code: err.code,
+                    message: err.message,
+                }),
+                Err(err) => {
+                    return Err(WireError::new(
+                        err.code,
+                        format!("record {index}: {}", err.message),
+                    ))
                 }
             }
+        }
+        if dry_run {
+            let replaced = checked
+                .iter()
+                .filter(|record| self.store.contains(&record.name).unwrap_or(false))
+                .count() as u64;
             return Ok(ImportInfo {
-                imported: batch.len() as u64,
-                replaced: existing,
+                imported: checked.len() as u64,
+                replaced,
+                schemes,
+                refused,
             });
+        }
+        let mut batch = Vec::with_capacity(checked.len());
+        for record in checked {
+            batch.push((record.name.clone(), self.stored_record(record).await?));
         }
         self.give_import_uids(&mut batch).await?;
         match self
@@ -104,9 +147,20 @@ impl Accounts {
                     }
                 }
                 tracing::info!(imported, replaced, "records imported");
-                Ok(ImportInfo { imported, replaced })
+                Ok(ImportInfo {
+                    imported,
+                    replaced,
+                    schemes,
+                    refused,
+                })
             }
-            ImportOutcome::Exists { index } => Err(exists_error(index, &batch)),
+            ImportOutcome::Exists { index } => Err(WireError::new(
+                ErrorCode::Exists,
+                format!(
+                    "record {index}: `{}` exists (import with --replace to overwrite)",
+                    batch[index].0
+                ),
+            )),
         }
     }
 
@@ -141,58 +195,148 @@ impl Accounts {
         Ok(())
     }
 
-    fn check_import(&self, records: Vec<ExportRecord>) -> Result<Vec<(String, Record)>, WireError> {
-        let settings = self.settings();
-        let bounds = StoredBounds::around(&self.hasher.params());
-        let mut seen = std::collections::HashSet::new();
-        let mut batch = Vec::with_capacity(records.len());
-        for (index, record) in records.into_iter().enumerate() {
-            let bad = |why: String| {
-                WireError::new(ErrorCode::BadRequest, format!("record {index}: {why}"))
-            };
-            match settings.rules.username(&record.name) {
-                Ok(name) if name == record.name => {}
-                _ => {
-                    return Err(bad(format!(
-                        "`{}` is not a valid stored username",
+    /// Checks one record; answers the name of its verifier's scheme.
+    fn check_record(
+        &self,
+        settings: &super::Settings,
+        record: &ExportRecord,
+        allow_weak: bool,
+        system_users: bool,
+    ) -> Result<&'static str, WireError> {
+        let bad = |why: String| WireError::new(ErrorCode::BadRequest, why);
+        let moved_in = record.origin.is_some();
+        // A backup holds names qam accepted once; names moved in from another store are
+        // checked as a registration would check them.
+        let name = if moved_in {
+            settings.rules.new_username(&record.name)
+        } else {
+            settings.rules.username(&record.name)
+        };
+        match name {
+            Ok(name) if name == record.name => {}
+            Ok(name) => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidUsername,
+                    format!(
+                        "`{}` is not normalized (qam would store `{name}`)",
                         record.name
-                    )))
-                }
+                    ),
+                ))
             }
-            let phc_ok = PasswordHash::new(&record.hash)
-                .map(|hash| hash.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str())
-                .unwrap_or(false);
-            if !phc_ok {
-                return Err(bad("hash is not an argon2id PHC string".into()));
-            }
-            bounds.check(&record.hash).map_err(bad)?;
-            let format = time::macros::format_description!("[year]-[month]-[day]");
-            if time::Date::parse(&record.created, &format).is_err() {
+            Err(err) if moved_in => return Err(super::rule_failed(err)),
+            Err(_) => {
                 return Err(bad(format!(
-                    "created `{}` is not YYYY-MM-DD",
-                    record.created
-                )));
+                    "`{}` is not a valid stored username",
+                    record.name
+                )))
             }
-            if !seen.insert(record.name.clone()) {
-                return Err(bad(format!("`{}` appears twice in the batch", record.name)));
-            }
-            batch.push((
-                record.name,
-                Record {
-                    hash: record.hash,
-                    created: record.created,
-                    locked: record.locked,
-                    uid: record.uid,
-                },
+        }
+        if moved_in && !system_users && known_to_system(&record.name) {
+            return Err(WireError::new(
+                ErrorCode::InvalidUsername,
+                format!("`{}` names a user of this system", record.name),
             ));
         }
-        Ok(batch)
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        if time::Date::parse(&record.created, &format).is_err() {
+            return Err(bad(format!(
+                "created `{}` is not YYYY-MM-DD",
+                record.created
+            )));
+        }
+        match (&record.password, record.hash.as_str()) {
+            (Some(password), "") => {
+                settings
+                    .rules
+                    .new_password(password)
+                    .map_err(super::rule_failed)?;
+                Ok("plain")
+            }
+            (Some(_), _) => Err(bad("a record has a `hash` or a `password`, not both".into())),
+            (None, hash) if hash.starts_with("$argon2") => {
+                let argon2id = PasswordHash::new(hash)
+                    .map(|parsed| parsed.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str())
+                    .unwrap_or(false);
+                if argon2id {
+                    StoredBounds::around(&self.hasher.params())
+                        .check(hash)
+                        .map_err(bad)?;
+                    Ok("argon2id")
+                } else {
+                    Err(bad("hash is not an argon2id PHC string".into()))
+                }
+            }
+            (None, _) if !moved_in => Err(bad(
+                "hash is not an argon2id PHC string (legacy verifiers need an `origin`)".into(),
+            )),
+            (None, verifier) => {
+                let scheme = Legacy::parse(verifier)
+                    .map_err(|err| bad(err.to_string()))?
+                    .scheme();
+                if scheme.is_weak() && !allow_weak {
+                    return Err(bad(format!(
+                        "{scheme} is a weak scheme: refused unless weak schemes are allowed"
+                    )));
+                }
+                Ok(scheme.name())
+            }
+        }
     }
+
+    /// The stored form of a checked record: a plaintext password is hashed here, the only
+    /// moment qamd holds it.
+    async fn stored_record(&self, record: ExportRecord) -> Result<Record, WireError> {
+        let hash = match record.password {
+            Some(password) => self
+                .hasher
+                .hash(password)
+                .await
+                .map_err(super::hash_failed)?,
+            None => record.hash,
+        };
+        let legacy = !hash.starts_with("$argon2");
+        Ok(Record {
+            hash,
+            created: record.created,
+            locked: record.locked,
+            uid: record.uid,
+            origin: record.origin.filter(|_| legacy),
+        })
+    }
+}
+
+impl ImportBatch {
+    /// A restore of qam's own records: no weak schemes, no system users' names.
+    #[cfg(test)]
+    fn restore(records: Vec<ExportRecord>, replace: bool, dry_run: bool) -> ImportBatch {
+        ImportBatch {
+            records,
+            replace,
+            dry_run,
+            allow_weak: false,
+            system_users: false,
+        }
+    }
+}
+
+/// An `import` request's batch and flags, as the dispatcher hands them over.
+pub struct ImportBatch {
+    /// The records, in the request's order (refusals name their index).
+    pub records: Vec<ExportRecord>,
+    /// Overwrite existing accounts.
+    pub replace: bool,
+    /// Check only.
+    pub dry_run: bool,
+    /// Accept weak legacy schemes.
+    pub allow_weak: bool,
+    /// Accept moved-in names the system user database knows.
+    pub system_users: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testing::{password, verifies, with_alice};
+    use super::ImportBatch;
     use qam_client::ErrorCode;
 
     #[tokio::test]
@@ -222,18 +366,27 @@ mod tests {
         let (_dir, accounts) = with_alice().await;
         let records = accounts.export(None, None).unwrap().records;
         let (_other_dir, other) = super::super::testing::accounts(Default::default());
-        let dry = other.import(records.clone(), false, true).await.unwrap();
+        let dry = other
+            .import(ImportBatch::restore(records.clone(), false, true))
+            .await
+            .unwrap();
         assert_eq!((dry.imported, dry.replaced), (1, 0));
         assert!(!other.exists("alice").unwrap().exists);
-        let done = other.import(records.clone(), false, false).await.unwrap();
+        let done = other
+            .import(ImportBatch::restore(records.clone(), false, false))
+            .await
+            .unwrap();
         assert_eq!((done.imported, done.replaced), (1, 0));
         assert!(verifies(&other, "alice", "alice-password").await);
         let err = other
-            .import(records.clone(), false, false)
+            .import(ImportBatch::restore(records.clone(), false, false))
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::Exists);
-        let again = other.import(records, true, false).await.unwrap();
+        let again = other
+            .import(ImportBatch::restore(records, true, false))
+            .await
+            .unwrap();
         assert_eq!(again.replaced, 1);
     }
 
@@ -258,7 +411,10 @@ mod tests {
             }],
         ];
         for batch in bad_batches {
-            let err = accounts.import(batch, false, false).await.unwrap_err();
+            let err = accounts
+                .import(ImportBatch::restore(batch, false, false))
+                .await
+                .unwrap_err();
             assert_eq!(err.code, ErrorCode::BadRequest);
             assert!(!accounts.exists("bob").unwrap().exists);
         }

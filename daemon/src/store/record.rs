@@ -21,7 +21,7 @@ pub const RECORD_VERSION: u8 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
-    /// argon2id PHC string.
+    /// argon2id PHC string, or a verifier moved in from another store until the first login.
     pub hash: String,
     /// Creation date, `YYYY-MM-DD`.
     pub created: String,
@@ -31,6 +31,10 @@ pub struct Record {
     /// yet"), which get one once at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The store a legacy verifier in `hash` came from (`prosody`, …), until the first login
+    /// replaces it; absent from records that hold an argon2id hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// Why a record's bytes do not decode.
@@ -54,7 +58,14 @@ impl Record {
             created: today(),
             locked: false,
             uid: None,
+            origin: None,
         }
+    }
+
+    /// Replaces the verifier with a new argon2id hash; a legacy verifier's origin goes with it.
+    pub fn set_hash(&mut self, hash: String) {
+        self.hash = hash;
+        self.origin = None;
     }
 
     /// The record as `export` gives it.
@@ -65,6 +76,8 @@ impl Record {
             created: self.created.clone(),
             locked: self.locked,
             uid: self.uid,
+            origin: self.origin.clone(),
+            password: None,
         }
     }
 }

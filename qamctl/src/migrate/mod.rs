@@ -101,6 +101,19 @@ pub enum Source {
     Htpasswd { file: PathBuf },
 }
 
+impl Source {
+    /// The source's kind as records name their origin (`prosody`, `shadow`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Prosody { .. } => "prosody",
+            Source::Ejabberd { .. } => "ejabberd",
+            Source::Dovecot { .. } => "dovecot",
+            Source::Shadow { .. } => "shadow",
+            Source::Htpasswd { .. } => "htpasswd",
+        }
+    }
+}
+
 /// Why a source could not be read at all.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
