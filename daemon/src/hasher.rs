@@ -3,8 +3,8 @@
 
 use crate::config::{HashConfig, PeersConfig};
 use crate::hash_queue::{FairQueue, Refused, Taken};
-use crate::scheduling;
 use crate::legacy::Legacy;
+use crate::scheduling;
 use argon2::password_hash::phc::{Output, ParamsString, Salt};
 use argon2::password_hash::try_generate_salt;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};

@@ -33,18 +33,6 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    /// Every scheme, strongest family first (the order `status` lists them in).
-    pub const ALL: [Scheme; 8] = [
-        Scheme::ScramSha1,
-        Scheme::ScramSha256,
-        Scheme::ScramSha512,
-        Scheme::Yescrypt,
-        Scheme::Sha512Crypt,
-        Scheme::Sha256Crypt,
-        Scheme::Bcrypt,
-        Scheme::Md5Crypt,
-    ];
-
     /// The name shown to admins and used in `status`, e.g. `SCRAM-SHA-1`, `SHA512-CRYPT`.
     pub fn name(self) -> &'static str {
         match self {
@@ -259,22 +247,24 @@ fn crypt64_value(symbol: u8) -> Option<u64> {
         .map(|index| index as u64)
 }
 
+/// Checks the cost fields of a crypt string split at `$`.
+type CostCheck = fn(&[&str]) -> Result<(), LegacyError>;
+
 fn parse_crypt(setting: &str) -> Result<Legacy, LegacyError> {
     let fields: Vec<&str> = setting.split('$').collect();
     // A crypt string starts with `$`, so the first field is empty.
-    let (scheme, cost_check): (Scheme, fn(&[&str]) -> Result<(), LegacyError>) =
-        match fields.get(1).copied() {
-            Some("y") => (Scheme::Yescrypt, check_yescrypt),
-            Some("6") => (Scheme::Sha512Crypt, |f| {
-                check_sha_crypt(Scheme::Sha512Crypt, f)
-            }),
-            Some("5") => (Scheme::Sha256Crypt, |f| {
-                check_sha_crypt(Scheme::Sha256Crypt, f)
-            }),
-            Some("2y" | "2b" | "2a") => (Scheme::Bcrypt, check_bcrypt),
-            Some("1") => (Scheme::Md5Crypt, |_| Ok(())),
-            _ => return Err(LegacyError::UnknownScheme),
-        };
+    let (scheme, cost_check): (Scheme, CostCheck) = match fields.get(1).copied() {
+        Some("y") => (Scheme::Yescrypt, check_yescrypt),
+        Some("6") => (Scheme::Sha512Crypt, |f| {
+            check_sha_crypt(Scheme::Sha512Crypt, f)
+        }),
+        Some("5") => (Scheme::Sha256Crypt, |f| {
+            check_sha_crypt(Scheme::Sha256Crypt, f)
+        }),
+        Some("2y" | "2b" | "2a") => (Scheme::Bcrypt, check_bcrypt),
+        Some("1") => (Scheme::Md5Crypt, |_| Ok(())),
+        _ => return Err(LegacyError::UnknownScheme),
+    };
     let malformed = |why| LegacyError::Malformed { scheme, why };
     if !fields[0].is_empty() {
         return Err(malformed("a crypt string starts with `$`"));

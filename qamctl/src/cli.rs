@@ -203,6 +203,33 @@ pub struct OutputFormat {
     pub json: bool,
 }
 
+impl MoveInArgs {
+    /// The store `import --from` reads at `path`; `None` for a restore of qam's own export.
+    pub fn source(&self, path: &std::path::Path) -> Option<crate::migrate::Source> {
+        use crate::migrate::{Source, UidRange};
+        let file = path.to_owned();
+        Some(match self.from? {
+            SourceKind::Prosody => Source::Prosody {
+                dir: file,
+                host: self.host.clone().unwrap_or_default(),
+                hash: self.scram_hash,
+            },
+            SourceKind::Ejabberd => Source::Ejabberd { file },
+            SourceKind::Dovecot => Source::Dovecot { file },
+            SourceKind::Shadow => Source::Shadow {
+                file,
+                passwd: self.passwd.clone(),
+                uids: UidRange {
+                    min: self.min_uid,
+                    max: self.max_uid,
+                },
+                locked: self.locked,
+            },
+            SourceKind::Htpasswd => Source::Htpasswd { file },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,32 +266,5 @@ mod tests {
     fn socket_is_global() {
         let cli = Cli::try_parse_from(["qamctl", "status", "--socket", "/tmp/x.sock"]).unwrap();
         assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
-    }
-}
-
-impl MoveInArgs {
-    /// The store `import --from` reads at `path`; `None` for a restore of qam's own export.
-    pub fn source(&self, path: &std::path::Path) -> Option<crate::migrate::Source> {
-        use crate::migrate::{Source, UidRange};
-        let file = path.to_owned();
-        Some(match self.from? {
-            SourceKind::Prosody => Source::Prosody {
-                dir: file,
-                host: self.host.clone().unwrap_or_default(),
-                hash: self.scram_hash,
-            },
-            SourceKind::Ejabberd => Source::Ejabberd { file },
-            SourceKind::Dovecot => Source::Dovecot { file },
-            SourceKind::Shadow => Source::Shadow {
-                file,
-                passwd: self.passwd.clone(),
-                uids: UidRange {
-                    min: self.min_uid,
-                    max: self.max_uid,
-                },
-                locked: self.locked,
-            },
-            SourceKind::Htpasswd => Source::Htpasswd { file },
-        })
     }
 }

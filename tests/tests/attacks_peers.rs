@@ -356,9 +356,13 @@ fn imports_with_outlandish_argon2_parameters_are_refused() {
                 created: "2026-01-01".into(),
                 locked: false,
                 uid: None,
+                origin: None,
+                password: None,
             }],
             replace: true,
             dry_run: false,
+            allow_weak: false,
+            system_users: false,
         };
         match daemon.client().call::<ImportInfo>(&request) {
             Err(ClientError::Server(err)) if err.code.to_string() == "bad_request" => {}

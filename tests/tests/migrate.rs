@@ -51,7 +51,11 @@ fn peer_command(program: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|err| panic!("run {program}: {err}"));
-    assert!(output.status.success(), "{program} {args:?}: {}", text(&output));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        text(&output)
+    );
     output
 }
 
@@ -78,10 +82,21 @@ fn upgrades_on_first_login(
     );
     assert!(before.origin.is_some(), "{name} names where it came from");
     assert!(!login(name, "not the password"), "{name}: wrong password");
-    assert_eq!(record(daemon, name).hash, before.hash, "a failure changes nothing");
-    assert!(login(name, password), "{name} logs in with the old password");
+    assert_eq!(
+        record(daemon, name).hash,
+        before.hash,
+        "a failure changes nothing"
+    );
+    assert!(
+        login(name, password),
+        "{name} logs in with the old password"
+    );
     let after = record(daemon, name);
-    assert!(after.hash.starts_with("$argon2id$"), "{name}: {}", after.hash);
+    assert!(
+        after.hash.starts_with("$argon2id$"),
+        "{name}: {}",
+        after.hash
+    );
     assert_eq!(after.origin, None, "{name}: the legacy origin went with it");
     assert!(login(name, password), "{name} logs in again");
     assert!(!login(name, "not the password"), "{name}: wrong after");
@@ -106,7 +121,9 @@ fn raw_bytes(dir: &Path) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// pamtester through pam_qam, the way a shell or mail service logs users in.
@@ -141,7 +158,14 @@ fn prosody_accounts(hash: &str, users: &[(&str, &str)]) -> tempfile::TempDir {
     for (user, password) in users {
         peer_command(
             "/usr/bin/prosodyctl",
-            &["--config", &config.display().to_string(), "register", user, "example.org", password],
+            &[
+                "--config",
+                &config.display().to_string(),
+                "register",
+                user,
+                "example.org",
+                password,
+            ],
         );
     }
     dir
@@ -159,14 +183,40 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
         let data = prosody_data.path().join("data").display().to_string();
         let dry = qamctl(
             &daemon,
-            &["import", &data, "--from", "prosody", "--host", "example.org", "--scram-hash", flag, "--dry-run"],
+            &[
+                "import",
+                &data,
+                "--from",
+                "prosody",
+                "--host",
+                "example.org",
+                "--scram-hash",
+                flag,
+                "--dry-run",
+            ],
         );
         assert!(dry.status.success(), "{}", text(&dry));
-        assert!(text(&dry).contains(&format!("SCRAM-{hash}: 1")), "{}", text(&dry));
-        assert!(daemon.export().iter().all(|r| r.name != user), "a dry run writes nothing");
+        assert!(
+            text(&dry).contains(&format!("SCRAM-{hash}: 1")),
+            "{}",
+            text(&dry)
+        );
+        assert!(
+            daemon.export().iter().all(|r| r.name != user),
+            "a dry run writes nothing"
+        );
         let done = qamctl(
             &daemon,
-            &["import", &data, "--from", "prosody", "--host", "example.org", "--scram-hash", flag],
+            &[
+                "import",
+                &data,
+                "--from",
+                "prosody",
+                "--host",
+                "example.org",
+                "--scram-hash",
+                flag,
+            ],
         );
         assert!(done.status.success(), "{}", text(&done));
     }
@@ -191,7 +241,10 @@ fn ejabberd_export_moves_in_and_logs_in_through_pam() {
     let hosts = "hosts:\n  - example.org\nauth_method: [internal]\nauth_password_format: scram\n\
                  auth_scram_hash: sha256\n";
     let ejabberd = Ejabberd::start(EJABBERD_PORT, EJABBERD_NODE, hosts);
-    assert!(ejabberd.ctl(&["register", "carol", "example.org", "old ejabberd password"]).status.success());
+    assert!(ejabberd
+        .ctl(&["register", "carol", "example.org", "old ejabberd password"])
+        .status
+        .success());
     let export = shared_tempdir();
     peer_command("chown", &["ejabberd", &export.path().display().to_string()]);
     assert!(ejabberd
@@ -207,11 +260,19 @@ fn ejabberd_export_moves_in_and_logs_in_through_pam() {
         .find(|path| !path.display().to_string().contains('_'))
         .expect("the index file");
     let daemon = Daemon::start_with(GENEROUS);
-    let done = qamctl(&daemon, &["import", &index.display().to_string(), "--from", "ejabberd"]);
+    let done = qamctl(
+        &daemon,
+        &["import", &index.display().to_string(), "--from", "ejabberd"],
+    );
     assert!(done.status.success(), "{}", text(&done));
     assert!(text(&done).contains("SCRAM-SHA-256: 1"), "{}", text(&done));
     let service = PamService::new("migrate-ejabberd", &pam::module_args(&daemon));
-    upgrades_on_first_login(&daemon, "carol", "old ejabberd password", pam_login(&service));
+    upgrades_on_first_login(
+        &daemon,
+        "carol",
+        "old ejabberd password",
+        pam_login(&service),
+    );
 }
 
 /// `doveadm pw -s SCHEME -p PASSWORD`: the line Dovecot's passwd-file would hold.
@@ -242,14 +303,27 @@ fn dovecot_passwd_file_moves_in_each_scheme() {
         .collect();
     fs::write(&file, lines).unwrap();
     let daemon = Daemon::start_with(GENEROUS);
-    let done = qamctl(&daemon, &["import", &file.display().to_string(), "--from", "dovecot"]);
+    let done = qamctl(
+        &daemon,
+        &["import", &file.display().to_string(), "--from", "dovecot"],
+    );
     assert!(done.status.success(), "{}", text(&done));
-    for scheme in ["SHA512-CRYPT: 1", "BLF-CRYPT: 1", "SHA256-CRYPT: 1", "argon2id: 1"] {
+    for scheme in [
+        "SHA512-CRYPT: 1",
+        "BLF-CRYPT: 1",
+        "SHA256-CRYPT: 1",
+        "argon2id: 1",
+    ] {
         assert!(text(&done).contains(scheme), "{scheme}: {}", text(&done));
     }
     let service = PamService::new("migrate-dovecot", &pam::module_args(&daemon));
     for (user, _) in &users[..2] {
-        upgrades_on_first_login(&daemon, user, &format!("{user}'s dovecot password"), pam_login(&service));
+        upgrades_on_first_login(
+            &daemon,
+            user,
+            &format!("{user}'s dovecot password"),
+            pam_login(&service),
+        );
     }
     // Dovecot's own argon2id moves in as it is and is rehashed to qam's parameters at login.
     let mut login = pam_login(&service);
@@ -269,7 +343,10 @@ fn shadow_entries(users: &[(&str, &str, Option<&str>)]) -> (tempfile::TempDir, S
         if let Some(method) = method {
             chpasswd.args(["-c", method]);
         }
-        let mut child = chpasswd.stdin(Stdio::piped()).spawn().expect("run chpasswd");
+        let mut child = chpasswd
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run chpasswd");
         use std::io::Write;
         child
             .stdin
@@ -283,7 +360,11 @@ fn shadow_entries(users: &[(&str, &str, Option<&str>)]) -> (tempfile::TempDir, S
         fs::read_to_string(path)
             .unwrap()
             .lines()
-            .filter(|line| users.iter().any(|(user, ..)| line.starts_with(&format!("{user}:"))))
+            .filter(|line| {
+                users
+                    .iter()
+                    .any(|(user, ..)| line.starts_with(&format!("{user}:")))
+            })
             .map(|line| format!("{line}\n"))
             .collect()
     };
@@ -306,26 +387,51 @@ fn shadow_yescrypt_and_sha512_entries_move_in() {
         ("qammigy", "yescrypt unix password", None),
         ("qammigs", "sha512 unix password", Some("SHA512")),
     ]);
-    assert!(shadow.contains(":$y$"), "Debian 12 defaults to yescrypt: {shadow}");
+    assert!(
+        shadow.contains(":$y$"),
+        "Debian 12 defaults to yescrypt: {shadow}"
+    );
     assert!(shadow.contains(":$6$"), "{shadow}");
     let daemon = Daemon::start_with(GENEROUS);
     let file = dir.path().join("shadow").display().to_string();
     let passwd = dir.path().join("passwd").display().to_string();
-    let done = qamctl(&daemon, &["import", &file, "--from", "shadow", "--passwd", &passwd]);
+    let done = qamctl(
+        &daemon,
+        &["import", &file, "--from", "shadow", "--passwd", &passwd],
+    );
     assert!(done.status.success(), "{}", text(&done));
     assert!(text(&done).contains("YESCRYPT: 1"), "{}", text(&done));
     let service = PamService::new("migrate-shadow", &pam::module_args(&daemon));
-    upgrades_on_first_login(&daemon, "qammigy", "yescrypt unix password", pam_login(&service));
-    upgrades_on_first_login(&daemon, "qammigs", "sha512 unix password", pam_login(&service));
+    upgrades_on_first_login(
+        &daemon,
+        "qammigy",
+        "yescrypt unix password",
+        pam_login(&service),
+    );
+    upgrades_on_first_login(
+        &daemon,
+        "qammigs",
+        "sha512 unix password",
+        pam_login(&service),
+    );
 }
 
 #[test]
 fn system_accounts_in_shadow_stay_out() {
     let daemon = Daemon::start_with(GENEROUS);
-    let output = qamctl(&daemon, &["import", "/etc/shadow", "--from", "shadow", "--dry-run"]);
+    let output = qamctl(
+        &daemon,
+        &["import", "/etc/shadow", "--from", "shadow", "--dry-run"],
+    );
     let report = text(&output);
-    assert!(!report.contains("(root)") || report.contains("outside the people range"), "{report}");
-    assert!(daemon.export().is_empty(), "a dry run writes nothing: {report}");
+    assert!(
+        !report.contains("(root)") || report.contains("outside the people range"),
+        "{report}"
+    );
+    assert!(
+        daemon.export().is_empty(),
+        "a dry run writes nothing: {report}"
+    );
 }
 
 #[test]
@@ -335,7 +441,10 @@ fn htpasswd_bcrypt_entries_move_in() {
     }
     let dir = shared_tempdir();
     let file = dir.path().join("htpasswd").display().to_string();
-    peer_command("/usr/bin/htpasswd", &["-B", "-b", "-c", &file, "hal", "old web password"]);
+    peer_command(
+        "/usr/bin/htpasswd",
+        &["-B", "-b", "-c", &file, "hal", "old web password"],
+    );
     let daemon = Daemon::start_with(GENEROUS);
     let done = qamctl(&daemon, &["import", &file, "--from", "htpasswd"]);
     assert!(done.status.success(), "{}", text(&done));
@@ -363,12 +472,22 @@ fn conflicts_malformed_lines_and_crafted_costs_write_nothing() {
     let refused = qamctl(&daemon, &["import", &path, "--from", "dovecot"]);
     let report = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{report}");
-    for expected in ["line 1 (ivy): exists", "line 3", "line 4 (kim)", "line 5 (root)", "line 6 (lea)", "nothing written"] {
+    for expected in [
+        "line 1 (ivy): exists",
+        "line 3",
+        "line 4 (kim)",
+        "line 5 (root)",
+        "line 6 (lea)",
+        "nothing written",
+    ] {
         assert!(report.contains(expected), "{expected}: {report}");
     }
     let names: Vec<String> = daemon.export().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["ivy"], "nothing written: {report}");
-    let skipped = qamctl(&daemon, &["import", &path, "--from", "dovecot", "--skip-bad"]);
+    let skipped = qamctl(
+        &daemon,
+        &["import", &path, "--from", "dovecot", "--skip-bad"],
+    );
     assert!(skipped.status.success(), "{}", text(&skipped));
     let names: Vec<String> = daemon.export().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["ivy", "jon"], "{}", text(&skipped));
@@ -376,7 +495,17 @@ fn conflicts_malformed_lines_and_crafted_costs_write_nothing() {
         record(&daemon, "jon").hash.starts_with("$argon2id$"),
         "a plaintext password is hashed at import"
     );
-    let weak = qamctl(&daemon, &["import", &path, "--from", "dovecot", "--skip-bad", "--allow-weak"]);
+    let weak = qamctl(
+        &daemon,
+        &[
+            "import",
+            &path,
+            "--from",
+            "dovecot",
+            "--skip-bad",
+            "--allow-weak",
+        ],
+    );
     assert!(text(&weak).contains("MD5-CRYPT: 1"), "{}", text(&weak));
 }
 
@@ -392,7 +521,10 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
         .map(|n| format!("old{n}:{}\n", sha512_crypt(&format!("password {n}"))))
         .collect();
     fs::write(&file, lines).unwrap();
-    let done = qamctl(&daemon, &["import", &file.display().to_string(), "--from", "dovecot"]);
+    let done = qamctl(
+        &daemon,
+        &["import", &file.display().to_string(), "--from", "dovecot"],
+    );
     assert!(done.status.success(), "{}", text(&done));
     for n in 0..count {
         daemon.add_user(&format!("new{n}"), &format!("password {n}"));
@@ -427,8 +559,14 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
         median(normal)
     );
     // A denied legacy verify pays the current argon2 cost on top of its own: never cheaper.
-    assert!(legacy >= argon2.mul_f64(0.8), "legacy {legacy:?} vs argon2 {argon2:?}");
-    assert!(unknown >= argon2.mul_f64(0.8), "unknown {unknown:?} vs argon2 {argon2:?}");
+    assert!(
+        legacy >= argon2.mul_f64(0.8),
+        "legacy {legacy:?} vs argon2 {argon2:?}"
+    );
+    assert!(
+        unknown >= argon2.mul_f64(0.8),
+        "unknown {unknown:?} vs argon2 {argon2:?}"
+    );
 }
 
 /// A SHA512-CRYPT string of `password` from the system's libcrypt (via `doveadm pw` when
@@ -438,5 +576,8 @@ fn sha512_crypt(password: &str) -> String {
         .args(["passwd", "-6", password])
         .output()
         .expect("run openssl passwd");
-    format!("{{SHA512-CRYPT}}{}", String::from_utf8_lossy(&output.stdout).trim())
+    format!(
+        "{{SHA512-CRYPT}}{}",
+        String::from_utf8_lossy(&output.stdout).trim()
+    )
 }

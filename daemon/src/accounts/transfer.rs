@@ -4,8 +4,8 @@
 use super::{account, store_failed, system_ids, Accounts};
 use crate::hasher::StoredBounds;
 use crate::legacy::Legacy;
-use crate::system_names::known_to_system;
 use crate::store::{ImportOutcome, Record};
+use crate::system_names::known_to_system;
 use argon2::PasswordHash;
 use qam_client::wire::{
     ExportPage, ExportRecord, ImportInfo, ListPage, RefusedRecord, DEFAULT_PAGE, MAX_PAGE,
