@@ -514,6 +514,8 @@ fn replaced_and_deleted_hashes_leave_no_readable_byte_in_the_data_dir() {
                         records: vec![record],
                         replace: true,
                         dry_run: false,
+                        allow_weak: false,
+                        system_users: false,
                     })
                     .unwrap();
                 assert_eq!(info.replaced, 1);
