@@ -59,6 +59,68 @@ impl fmt::Display for Scheme {
     }
 }
 
+/// The kind of store a legacy verifier was moved in from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    Prosody,
+    Ejabberd,
+    Dovecot,
+    Shadow,
+    Htpasswd,
+}
+
+impl Origin {
+    /// Every origin `import` accepts.
+    const ALL: [Origin; 5] = [
+        Origin::Prosody,
+        Origin::Ejabberd,
+        Origin::Dovecot,
+        Origin::Shadow,
+        Origin::Htpasswd,
+    ];
+
+    /// The name records and `qamctl import --from` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Prosody => "prosody",
+            Origin::Ejabberd => "ejabberd",
+            Origin::Dovecot => "dovecot",
+            Origin::Shadow => "shadow",
+            Origin::Htpasswd => "htpasswd",
+        }
+    }
+
+    /// The origin named `name`, if qam knows it.
+    pub fn named(name: &str) -> Option<Origin> {
+        Origin::ALL.into_iter().find(|origin| origin.name() == name)
+    }
+}
+
+/// What an account still on a legacy verifier is on: where it came from and the scheme, as
+/// `status` counts and `list` shows them (`prosody SCRAM-SHA-1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegacyKind {
+    /// The store it was moved in from.
+    pub origin: Origin,
+    /// The verifier's scheme.
+    pub scheme: Scheme,
+}
+
+impl LegacyKind {
+    /// The kind of a stored record's verifier: `None` for argon2id or an unknown origin.
+    pub fn of(origin: Option<&str>, verifier: &str) -> Option<LegacyKind> {
+        let origin = Origin::named(origin?)?;
+        let scheme = Legacy::parse(verifier).ok()?.scheme();
+        Some(LegacyKind { origin, scheme })
+    }
+}
+
+impl fmt::Display for LegacyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.origin.name(), self.scheme)
+    }
+}
+
 /// Why a verifier string cannot be imported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LegacyError {

@@ -6,6 +6,7 @@
 //! writes made meanwhile go into it directly and mark the name, so the builder's scan never
 //! puts back a version older than theirs.
 
+use crate::legacy::LegacyKind;
 use compact_str::CompactString;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
@@ -18,6 +19,8 @@ pub struct Facts {
     pub created: time::Date,
     /// Whether the account is locked.
     pub locked: bool,
+    /// Where a legacy verifier came from and its scheme, until the first login replaces it.
+    pub legacy: Option<LegacyKind>,
 }
 
 impl Facts {
@@ -40,6 +43,8 @@ struct State {
     names: BTreeMap<CompactString, Facts>,
     /// Locked accounts among them (status).
     locked: u64,
+    /// Accounts still on a legacy verifier, by kind (status).
+    legacy: BTreeMap<LegacyKind, u64>,
     phase: Phase,
 }
 
@@ -65,6 +70,7 @@ impl Index {
             state: RwLock::new(State {
                 names: BTreeMap::new(),
                 locked: 0,
+                legacy: BTreeMap::new(),
                 phase: Phase::Building(HashSet::new()),
             }),
             built: (Mutex::new(false), Condvar::new()),
@@ -113,13 +119,13 @@ impl Index {
             .collect())
     }
 
-    /// (users, locked), once built.
-    pub fn counts(&self) -> Result<(u64, u64), String> {
+    /// (users, locked, legacy by kind), once built.
+    pub fn counts(&self) -> Result<(u64, u64, BTreeMap<LegacyKind, u64>), String> {
         self.wait_built();
         let state = self.read();
         match &state.phase {
             Phase::Failed(reason) => Err(reason.clone()),
-            _ => Ok((state.names.len() as u64, state.locked)),
+            _ => Ok((state.names.len() as u64, state.locked, state.legacy.clone())),
         }
     }
 
@@ -170,6 +176,10 @@ impl Index {
             }
         }
         state.locked = names.values().filter(|facts| facts.locked).count() as u64;
+        state.legacy = BTreeMap::new();
+        for kind in names.values().filter_map(|facts| facts.legacy) {
+            *state.legacy.entry(kind).or_insert(0) += 1;
+        }
         state.names = names;
     }
 
@@ -191,11 +201,24 @@ fn apply(state: &mut State, name: &str, facts: Option<Facts>) {
             if facts.locked {
                 state.locked += 1;
             }
+            if let Some(kind) = facts.legacy {
+                *state.legacy.entry(kind).or_insert(0) += 1;
+            }
             state.names.insert(CompactString::from(name), facts)
         }
         None => state.names.remove(name),
     };
-    if old.is_some_and(|old| old.locked) {
-        state.locked -= 1;
+    if let Some(old) = old {
+        if old.locked {
+            state.locked -= 1;
+        }
+        if let Some(kind) = old.legacy {
+            if let Some(count) = state.legacy.get_mut(&kind) {
+                *count -= 1;
+                if *count == 0 {
+                    state.legacy.remove(&kind);
+                }
+            }
+        }
     }
 }

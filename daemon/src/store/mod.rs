@@ -18,6 +18,8 @@ mod layout;
 mod migrate;
 mod record;
 
+use crate::legacy::LegacyKind;
+use std::collections::BTreeMap;
 pub use error::StoreError;
 pub use index::Facts;
 pub use record::{today, Record};
@@ -39,12 +41,14 @@ use std::sync::{Arc, Weak};
 const BUILD_CHUNK: usize = 1000;
 
 /// Counts for `status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Every account.
     pub users: u64,
     /// Locked accounts among them.
     pub locked: u64,
+    /// Accounts still on a legacy verifier, by kind.
+    pub legacy: BTreeMap<LegacyKind, u64>,
 }
 
 /// Outcome of writing an import batch.
@@ -93,6 +97,7 @@ fn facts_of(record: &Record) -> Result<Facts, StoreError> {
     Ok(Facts {
         created,
         locked: record.locked,
+        legacy: LegacyKind::of(record.origin.as_deref(), &record.hash),
     })
 }
 
@@ -357,8 +362,12 @@ impl Store {
 
     /// Counts all users and the locked ones (waits for the index: call off the async threads).
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let (users, locked) = self.shared.index.counts().map_err(corrupt)?;
-        Ok(Counts { users, locked })
+        let (users, locked, legacy) = self.shared.index.counts().map_err(corrupt)?;
+        Ok(Counts {
+            users,
+            locked,
+            legacy,
+        })
     }
 
     /// Writes a batch of records atomically, durable once. Unless `replace`, any existing
