@@ -281,6 +281,10 @@ pub struct StatusInfo {
     pub hashing: HashingStatus,
     /// Verify outcomes since start.
     pub verify: VerifyCounts,
+    /// Accounts still on a verifier moved in from another store, by origin and scheme
+    /// (`prosody SCRAM-SHA-1`); each is replaced by argon2id at its user's next login.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub legacy: BTreeMap<String, u64>,
 }
 
 /// The answer of an operation that returns nothing but success.

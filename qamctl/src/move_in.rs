@@ -62,6 +62,7 @@ fn record(moved: &Moved, origin: &str) -> ExportRecord {
         hash,
         created: time::OffsetDateTime::now_utc().date().to_string(),
         locked: moved.locked,
+        uid: None,
         origin: Some(origin.to_owned()),
         password,
     }

@@ -116,6 +116,19 @@ pub fn status(status: &StatusInfo) -> String {
         ("verify denied", verify.denied.to_string()),
         ("verify throttled", verify.throttled.to_string()),
         ("verify busy", verify.busy.to_string()),
+        (
+            "legacy verifiers",
+            if status.legacy.is_empty() {
+                "none".to_owned()
+            } else {
+                status
+                    .legacy
+                    .iter()
+                    .map(|(kind, count)| format!("{kind}: {count}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
     ])
 }
 

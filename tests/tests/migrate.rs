@@ -220,6 +220,16 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
         );
         assert!(done.status.success(), "{}", text(&done));
     }
+    let legacy = |daemon: &Daemon| {
+        let status = qamctl(daemon, &["status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status");
+        status["legacy"].clone()
+    };
+    assert_eq!(
+        legacy(&daemon),
+        serde_json::json!({"prosody SCRAM-SHA-1": 1, "prosody SCRAM-SHA-256": 1}),
+        "status counts what is still on a legacy verifier"
+    );
     let hosts = format!(
         "VirtualHost \"example.org\"\n  authentication = \"qam\"\n  qam_socket = \"{}\"\n",
         daemon.socket.display()
@@ -230,6 +240,11 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
             plain_login(prosody.port, "example.org", user, password).expect("c2s") == Login::Success
         });
     }
+    assert_eq!(
+        legacy(&daemon),
+        serde_json::Value::Null,
+        "nothing left on legacy verifiers"
+    );
 }
 
 #[test]

@@ -103,6 +103,8 @@ fn import_accounts(daemon: &Daemon, prefix: &str, count: usize) -> Vec<String> {
                 created: "2026-01-01".into(),
                 locked: false,
                 uid: None,
+                origin: None,
+                password: None,
             })
             .collect();
         daemon
@@ -111,6 +113,8 @@ fn import_accounts(daemon: &Daemon, prefix: &str, count: usize) -> Vec<String> {
                 records,
                 replace: false,
                 dry_run: false,
+                allow_weak: false,
+                system_users: false,
             })
             .expect("import");
     }
@@ -999,6 +1003,8 @@ fn a_restored_backup_keeps_uids_never_given_on_the_new_host() {
             records: backup,
             replace: false,
             dry_run: false,
+            allow_weak: false,
+            system_users: false,
         })
         .expect("import");
     let uid_of = |name: &str| {

@@ -46,6 +46,11 @@ impl Accounts {
                 throttled: count(&self.counters.throttled),
                 busy: count(&self.counters.busy),
             },
+            legacy: counts
+                .legacy
+                .iter()
+                .map(|(kind, count)| (kind.to_string(), *count))
+                .collect(),
         })
     }
 }

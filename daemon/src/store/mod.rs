@@ -19,10 +19,10 @@ mod migrate;
 mod record;
 
 use crate::legacy::LegacyKind;
-use std::collections::BTreeMap;
 pub use error::StoreError;
 pub use index::Facts;
 pub use record::{today, Record};
+use std::collections::BTreeMap;
 
 use commit::Committer;
 use erasure::{open as open_sealed, slot_of, KeyFile};

@@ -80,7 +80,8 @@ async fn pages_are_sorted_and_exclusive() {
         store.counts().unwrap(),
         Counts {
             users: 4,
-            locked: 0
+            locked: 0,
+            legacy: Default::default(),
         }
     );
 }
@@ -125,7 +126,8 @@ async fn records_survive_reopen_and_the_index_is_rebuilt() {
         store.counts().unwrap(),
         Counts {
             users: 2,
-            locked: 1
+            locked: 1,
+            legacy: Default::default(),
         }
     );
 }
