@@ -230,6 +230,10 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
         serde_json::json!({"prosody SCRAM-SHA-1": 1, "prosody SCRAM-SHA-256": 1}),
         "status counts what is still on a legacy verifier"
     );
+    let listed = qamctl(&daemon, &["user", "list", "--legacy", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list");
+    assert_eq!(listed[0]["legacy"], "prosody SCRAM-SHA-1", "{listed}");
+    assert_eq!(listed[1]["legacy"], "prosody SCRAM-SHA-256", "{listed}");
     let hosts = format!(
         "VirtualHost \"example.org\"\n  authentication = \"qam\"\n  qam_socket = \"{}\"\n",
         daemon.socket.display()
