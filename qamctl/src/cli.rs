@@ -182,6 +182,9 @@ pub enum UserCommand {
 
     /// List every account, sorted by name.
     List {
+        /// Only accounts still on a verifier moved in from another store, with its scheme.
+        #[arg(long)]
+        legacy: bool,
         #[command(flatten)]
         output: OutputFormat,
     },

@@ -163,7 +163,7 @@ fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
                 .ok_or_else(|| CtlError::NoSuchUser(name.clone()))?;
             show(*output, &account, output::account)
         }
-        UserCommand::List { output } => {
+        UserCommand::List { legacy, output } => {
             let mut accounts: Vec<Account> = Vec::new();
             pages::each_page::<ListPage>(
                 &mut connect(cli)?,
@@ -173,6 +173,9 @@ fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
                     Ok(())
                 },
             )?;
+            if *legacy {
+                accounts.retain(|account| account.legacy.is_some());
+            }
             show(*output, accounts.as_slice(), output::accounts)
         }
     }

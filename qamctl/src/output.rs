@@ -68,15 +68,25 @@ pub fn accounts(accounts: &[Account]) -> String {
     if accounts.is_empty() {
         return "no users".to_owned();
     }
+    // The verifier column appears only while some account is still on a legacy one.
+    let any_legacy = accounts.iter().any(|account| account.legacy.is_some());
     let mut table = plain_table();
-    table.set_header(vec!["NAME", "EMAIL", "CREATED", "LOCKED"]);
+    let mut header = vec!["NAME", "EMAIL", "CREATED", "LOCKED"];
+    if any_legacy {
+        header.push("VERIFIER");
+    }
+    table.set_header(header);
     for account in accounts {
-        table.add_row(vec![
+        let mut row = vec![
             account.name.as_str(),
             account.email.as_str(),
             account.created.as_str(),
             yes_no(account.locked),
-        ]);
+        ];
+        if any_legacy {
+            row.push(account.legacy.as_deref().unwrap_or("argon2id"));
+        }
+        table.add_row(row);
     }
     render(&table)
 }
@@ -161,6 +171,7 @@ mod tests {
             email: "alice@localhost".into(),
             created: "2026-11-25".into(),
             locked: false,
+            legacy: None,
         }
     }
 

@@ -230,6 +230,10 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
         serde_json::json!({"prosody SCRAM-SHA-1": 1, "prosody SCRAM-SHA-256": 1}),
         "status counts what is still on a legacy verifier"
     );
+    let listed = qamctl(&daemon, &["user", "list", "--legacy", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list");
+    assert_eq!(listed[0]["legacy"], "prosody SCRAM-SHA-1", "{listed}");
+    assert_eq!(listed[1]["legacy"], "prosody SCRAM-SHA-256", "{listed}");
     let hosts = format!(
         "VirtualHost \"example.org\"\n  authentication = \"qam\"\n  qam_socket = \"{}\"\n",
         daemon.socket.display()
@@ -533,7 +537,7 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
     let file = dir.path().join("users");
     let count = 15;
     let lines: String = (0..count)
-        .map(|n| format!("old{n}:{}\n", sha512_crypt(&format!("password {n}"))))
+        .map(|n| format!("old{n}:{}\n", sha512_crypt(&format!("moved-in secret {n} of qam"))))
         .collect();
     fs::write(&file, lines).unwrap();
     let done = qamctl(
@@ -542,7 +546,7 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
     );
     assert!(done.status.success(), "{}", text(&done));
     for n in 0..count {
-        daemon.add_user(&format!("new{n}"), &format!("password {n}"));
+        daemon.add_user(&format!("new{n}"), &format!("moved-in secret {n} of qam"));
     }
     let mut client = daemon.client();
     let mut time = |user: &str, password: &str| {
@@ -563,8 +567,8 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
     let mut upgrading = Vec::new();
     let mut normal = Vec::new();
     for n in 0..count {
-        upgrading.push(time(&format!("old{n}"), &format!("password {n}")));
-        normal.push(time(&format!("new{n}"), &format!("password {n}")));
+        upgrading.push(time(&format!("old{n}"), &format!("moved-in secret {n} of qam")));
+        normal.push(time(&format!("new{n}"), &format!("moved-in secret {n} of qam")));
     }
     let (legacy, argon2, unknown) = (median(legacy), median(argon2), median(unknown));
     println!(

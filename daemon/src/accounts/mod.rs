@@ -211,6 +211,7 @@ fn account(settings: &Settings, name: String, created: String, locked: bool) -> 
         name,
         created,
         locked,
+        legacy: None,
     }
 }
 

@@ -3,12 +3,12 @@
 
 use super::{account, store_failed, system_ids, Accounts};
 use crate::hasher::StoredBounds;
-use crate::legacy::Legacy;
+use crate::legacy::{Legacy, LegacyKind};
 use crate::store::{ImportOutcome, Record};
 use crate::system_names::known_to_system;
 use argon2::PasswordHash;
 use qam_client::wire::{
-    ExportPage, ExportRecord, ImportInfo, ListPage, RefusedRecord, DEFAULT_PAGE, MAX_PAGE,
+    Account, ExportPage, ExportRecord, ImportInfo, ListPage, RefusedRecord, DEFAULT_PAGE, MAX_PAGE,
 };
 use qam_client::{ErrorCode, WireError};
 use std::collections::{BTreeMap, HashSet};
@@ -23,7 +23,13 @@ impl Accounts {
         Ok(ListPage {
             users: page
                 .into_iter()
-                .map(|(name, record)| account(&settings, name, record.created, record.locked))
+                .map(|(name, record)| {
+                    let legacy = LegacyKind::of(record.origin.as_deref(), &record.hash);
+                    Account {
+                        legacy: legacy.map(|kind| kind.to_string()),
+                        ..account(&settings, name, record.created, record.locked)
+                    }
+                })
                 .collect(),
             next,
         })
