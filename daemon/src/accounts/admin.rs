@@ -34,7 +34,7 @@ impl Accounts {
         let name = settings.rules.new_username(user).map_err(rule_failed)?;
         settings
             .rules
-            .new_password(&password)
+            .new_password(&password, &name)
             .map_err(rule_failed)?;
         // With NSS served, a name the system knows would shadow the account: no forcing it.
         if (!force || self.refuse_system_names) && self.system_knows(&name, user).await {
@@ -82,7 +82,7 @@ impl Accounts {
         let name = settings.rules.username(user).map_err(rule_failed)?;
         settings
             .rules
-            .new_password(&password)
+            .new_password(&password, &name)
             .map_err(rule_failed)?;
         if !self.store.contains(&name).map_err(store_failed)? {
             return Err(not_found(&name));
@@ -94,6 +94,7 @@ impl Accounts {
             .map_err(store_failed)?
             .ok_or_else(|| not_found(&name))?;
         self.throttle.forget(&name);
+        self.forget_reset(&name).await;
         tracing::info!(user = %name, "password set by admin");
         Ok(Done {})
     }
@@ -101,6 +102,10 @@ impl Accounts {
     /// Removes every byte of an account from the store's current state.
     pub async fn delete(&self, user: &str) -> Result<Done, WireError> {
         let name = self.settings().rules.username(user).map_err(rule_failed)?;
+        self.store
+            .drop_reset_of(&name)
+            .await
+            .map_err(store_failed)?;
         let uid = self
             .store
             .get(&name)
