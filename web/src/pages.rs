@@ -146,14 +146,14 @@ fn read_posted(
     pages: &Pages,
     body: Bytes,
     again: Again,
-) -> Result<(Form, String, Password), Response> {
+) -> Result<(Form, String, Password), Box<Response>> {
     let Some(form) = decode(body) else {
         let notice = NoticePage {
             site: &pages.config.site_name,
             heading: "The form could not be read",
             text: "Go back and send the form again.",
         };
-        return Err(page(400, &notice));
+        return Err(Box::new(page(400, &notice)));
     };
     let user = form.text("user");
     let password = form.password("password");
@@ -162,7 +162,7 @@ fn read_posted(
             400,
             "The two new passwords are not the same. Type the new password twice.",
         );
-        return Err(again(refused, user));
+        return Err(Box::new(again(refused, user)));
     }
     Ok((form, user, password))
 }
@@ -269,7 +269,7 @@ async fn join_open(State(pages): State<Pages>, body: Bytes) -> Response {
     let again = |refused, user| join_form(&pages, "/join", Some(refused), user);
     let (_, user, password) = match read_posted(&pages, body, &again) {
         Ok(posted) => posted,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     match open_registration(&pages).await {
         Ok(true) => {}
@@ -309,7 +309,7 @@ async fn join_invite(
     let again = |refused, user| join_form(&pages, &action, Some(refused), user);
     let (_, user, password) = match read_posted(&pages, body, &again) {
         Ok(posted) => posted,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let made = pages
         .qamd
@@ -339,7 +339,7 @@ async fn change_password(State(pages): State<Pages>, body: Bytes) -> Response {
     let again = |refused, user| password_page(&pages, Some(refused), user);
     let (form, user, new) = match read_posted(&pages, body, &again) {
         Ok(posted) => posted,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let current = form.password("current_password");
     let changed = pages.qamd.change_password(user.clone(), current, new).await;
@@ -381,7 +381,7 @@ async fn reset_password(
     let again = |refused, name| reset_page(&pages, &action, Some(refused), name);
     let (_, name, password) = match read_posted(&pages, body, &again) {
         Ok(posted) => posted,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let set = pages
         .qamd
