@@ -8,6 +8,11 @@ use crate::system_names::known_to_system;
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 
+/// The answer for a name that is already an account's.
+pub(super) fn taken(name: &str) -> WireError {
+    WireError::new(ErrorCode::Exists, format!("`{name}` is taken"))
+}
+
 impl Accounts {
     /// Creates an account. `admin` bypasses `registration_open`; `force` (admins only) lets a
     /// name the system's user or group database knows be taken.
@@ -31,6 +36,32 @@ impl Accounts {
                 "registration is closed on this host",
             ));
         }
+        let (name, record) = self.new_account(user, password, force).await?;
+        if !self
+            .store
+            .insert_new(&name, &record)
+            .await
+            .map_err(store_failed)?
+        {
+            return Err(taken(&name));
+        }
+        if let Some(uid) = record.uid {
+            self.uids.note(uid, &name);
+        }
+        tracing::info!(user = %name, uid = record.uid, "account created");
+        Ok(NameInfo { name })
+    }
+
+    /// The name and record of a new account: the name and password pass the rules, the name
+    /// is not the system's (unless an admin `force`s it) and is free (for now: the write that
+    /// creates it checks again), the password is hashed.
+    pub(super) async fn new_account(
+        &self,
+        user: &str,
+        password: Password,
+        force: bool,
+    ) -> Result<(String, Record), WireError> {
+        let settings = self.settings();
         let name = settings.rules.new_username(user).map_err(rule_failed)?;
         settings
             .rules
@@ -40,29 +71,18 @@ impl Accounts {
         if (!force || self.refuse_system_names) && self.system_knows(&name, user).await {
             return Err(rule_failed(RuleError::SystemName(name)));
         }
-        let taken = || WireError::new(ErrorCode::Exists, format!("`{name}` is taken"));
         if self.store.contains(&name).map_err(store_failed)? {
-            return Err(taken());
+            return Err(taken(&name));
         }
         let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
         let uid = self.allocate_uids(1).await?.first().copied();
-        let record = Record {
-            uid,
-            ..Record::new(hash)
-        };
-        if !self
-            .store
-            .insert_new(&name, &record)
-            .await
-            .map_err(store_failed)?
-        {
-            return Err(taken());
-        }
-        if let Some(uid) = uid {
-            self.uids.note(uid, &name);
-        }
-        tracing::info!(user = %name, uid, "account created");
-        Ok(NameInfo { name })
+        Ok((
+            name,
+            Record {
+                uid,
+                ..Record::new(hash)
+            },
+        ))
     }
 
     /// The user or group database knows the new name, or the name as typed (NSS may block:

@@ -1,8 +1,9 @@
 //! Invite and reset links: admins make them, the self-service page redeems them. A token is
 //! 18 random bytes (144 bits) in base64url; qamd keeps only its hash, expiry and uses left.
 
+use super::admin::taken;
 use super::{hash_failed, rule_failed, store_failed, Accounts};
-use crate::store::{unix_now, Invite, Record, Redeemed, Reset, TokenHash};
+use crate::store::{unix_now, Invite, Redeemed, Reset, TokenHash};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use blake2::{Blake2s256, Digest};
 use qam_client::wire::{Done, InviteInfo, InviteList, LinkInfo, NameInfo};
@@ -207,18 +208,7 @@ impl Accounts {
         self.invite_info(token)?;
         let hash_of_token = token_hash(token);
         let now = unix_now();
-        let settings = self.settings();
-        let name = settings.rules.new_username(user).map_err(rule_failed)?;
-        settings
-            .rules
-            .new_password(&password, &name)
-            .map_err(rule_failed)?;
-        let taken = || WireError::new(ErrorCode::Exists, format!("`{name}` is taken"));
-        if self.store.contains(&name).map_err(store_failed)? {
-            return Err(taken());
-        }
-        let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
-        let record = Record::new(hash);
+        let (name, record) = self.new_account(user, password, false).await?;
         match self
             .store
             .redeem_invite(&hash_of_token, now, &name, &record)
@@ -226,10 +216,13 @@ impl Accounts {
             .map_err(store_failed)?
         {
             Redeemed::Made => {
-                tracing::info!(user = %name, "account created with an invite");
+                if let Some(uid) = record.uid {
+                    self.uids.note(uid, &name);
+                }
+                tracing::info!(user = %name, uid = record.uid, "account created with an invite");
                 Ok(NameInfo { name })
             }
-            Redeemed::Taken => Err(taken()),
+            Redeemed::Taken => Err(taken(&name)),
             Redeemed::NoToken => Err(invalid_token()),
         }
     }
