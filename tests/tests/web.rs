@@ -9,7 +9,7 @@ use qam_tests::web::{
     form, http, screenshot_dir, wait_for, ChromeDriver, Nginx, QamWeb, Session, CHROMEDRIVER,
     CHROMIUM, NGINX, WEB_GRANTS, WEB_USER,
 };
-use qam_tests::xmpp::{plain_login, Login, Prosody};
+use qam_tests::xmpp::{plain_login, Login, Prosody, PRODUCTION_HASH};
 use qam_tests::{bin, require_peer, workspace_root, Daemon};
 use serde_json::{json, Value};
 use std::fs;
@@ -968,8 +968,8 @@ fn spread(mut times: Vec<Duration>) -> (Duration, Duration) {
 
 /// What the page adds on top of qamd's own operation: a join and a password change through
 /// nginx and qam-web (HTTP, as a browser sends them) against the bare qamd call, alternating in
-/// the same run, with production argon2 parameters. Run:
-/// `cargo test -p qam-tests --test web -- --ignored --nocapture`
+/// the same run, with production argon2 parameters (or tiny ones with QAM_BENCH_CHEAP_HASH=1).
+/// Run: `cargo test -p qam-tests --test web -- --ignored --nocapture`
 #[test]
 #[ignore = "benchmark: prints medians and p99"]
 fn bench_page_overhead() {
@@ -978,9 +978,14 @@ fn bench_page_overhead() {
     };
     drop(stack);
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // QAM_BENCH_CHEAP_HASH=1: tiny argon2 costs, so the page's own share stands out.
+    let hash = if std::env::var_os("QAM_BENCH_CHEAP_HASH").is_some() {
+        qam_tests::CHEAP_HASH
+    } else {
+        PRODUCTION_HASH
+    };
     let qamd = Daemon::start_with(&format!(
-        "socket_group = \"nogroup\"\nmail_domain = \"example.org\"\n\
-         [hash]\nm_cost = 19456\nt_cost = 2\np_cost = 1\n\
+        "socket_group = \"nogroup\"\nmail_domain = \"example.org\"\n{hash}\
          [password]\nmin_strength = 3\n[throttle]\nfree_failures = 100000\n\
          [permissions.users]\n{WEB_USER} = {WEB_GRANTS}\n"
     ));
