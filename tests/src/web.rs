@@ -263,19 +263,6 @@ impl Drop for QamWeb {
     }
 }
 
-/// README's nginx block for qam-web, as written there (between its marker and the fence).
-pub fn readme_nginx_block() -> String {
-    let readme =
-        fs::read_to_string(crate::workspace_root().join("README.md")).expect("read README.md");
-    let start = readme
-        .find("<!-- nginx-qam-web")
-        .expect("README marks its nginx block");
-    let block = &readme[start..];
-    let open = block.find("```nginx\n").expect("```nginx fence") + "```nginx\n".len();
-    let close = block[open..].find("```").expect("closing fence") + open;
-    block[open..close].to_owned()
-}
-
 /// nginx (master as root, workers as www-data) on 127.0.0.1:`port`, with README's block.
 pub struct Nginx {
     pub dir: tempfile::TempDir,
@@ -287,7 +274,8 @@ impl Nginx {
     pub fn start(port: u16, web_socket: &Path) -> Nginx {
         let dir = crate::shared_tempdir();
         let d = dir.path().display().to_string();
-        let block = readme_nginx_block()
+        // README's nginx block for qam-web, as written there.
+        let block = crate::readme::block_after("<!-- nginx-qam-web")
             .replace("/run/qam-web/web.sock", &web_socket.display().to_string())
             .replace("/var/log/nginx/", &format!("{d}/"));
         // TLS is left out (README leaves it to the proxy's own setup); the rest is README's.
