@@ -2,15 +2,16 @@
 //! expiry and uses left. Redeeming a token and writing the account it makes or changes is one
 //! sled transaction, durable before it returns, so two racing redeemers get one outcome.
 
-use super::{count_write, transaction_failed, Record, Store, StoreError};
+use super::error::EngineResult;
+use super::generation::{
+    count_write, cover_slot, ConflictableTransactionError, TransactionError, Transactional,
+    TransactionalTree,
+};
+use super::{facts_of, seal_record, slot_of, Record, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-
-/// The tree holding invites, resets and the reset-by-account index.
-pub(super) const TOKENS_TREE: &str = "tokens";
 
 /// Key prefixes in the tokens tree: an invite by token hash, a reset by token hash, and the
-/// live reset of an account by its name.
+/// live reset of an account by the keyed hash of its name.
 const INVITE_PREFIX: &[u8] = b"i:";
 const RESET_PREFIX: &[u8] = b"r:";
 const RESET_OF_PREFIX: &[u8] = b"u:";
@@ -57,15 +58,9 @@ fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     [prefix, rest].concat()
 }
 
-fn corrupt(key: &[u8], err: &serde_json::Error) -> StoreError {
-    StoreError::Corrupt {
-        name: String::from_utf8_lossy(key).into_owned(),
-        reason: err.to_string(),
-    }
-}
-
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| corrupt(key, &err))
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| StoreError::Corrupt(format!("a token entry is unreadable: {err}")))
 }
 
 /// Encodes a token record (structs of strings and numbers always serialize).
@@ -75,28 +70,28 @@ fn encode(value: &impl Serialize) -> Vec<u8> {
 
 /// Whether a token entry is past its expiry at `now` (entries that cannot be read count as
 /// expired, so pruning removes them).
-pub(super) fn is_expired(key: &[u8], value: &[u8], now: u64) -> bool {
+fn is_expired(key: &[u8], value: &[u8], now: u64) -> bool {
     let expires = if key.starts_with(INVITE_PREFIX) {
-        decode::<Invite>(key, value).map(|invite| invite.expires)
+        decode::<Invite>(value).map(|invite| invite.expires)
     } else if key.starts_with(RESET_PREFIX) {
-        decode::<Reset>(key, value).map(|reset| reset.expires)
+        decode::<Reset>(value).map(|reset| reset.expires)
     } else {
         return false;
     };
     expires.map_or(true, |expires| expires <= now)
 }
 
-/// A transaction's own failure, carried out through sled's abort.
-type Abort = sled::transaction::ConflictableTransactionError<StoreError>;
+/// A transaction's own failure, carried out through the engine's abort.
+type Abort = ConflictableTransactionError<StoreError>;
 
-fn read<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, Abort> {
-    decode(key, bytes).map_err(Abort::Abort)
+fn read<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Abort> {
+    decode(bytes).map_err(Abort::Abort)
 }
 
-fn aborted(err: sled::transaction::TransactionError<StoreError>) -> StoreError {
+fn aborted(err: TransactionError<StoreError>) -> StoreError {
     match err {
-        sled::transaction::TransactionError::Abort(inner) => inner,
-        other => transaction_failed(other),
+        TransactionError::Abort(inner) => inner,
+        TransactionError::Storage(err) => StoreError::Engine(err.to_string()),
     }
 }
 
@@ -116,8 +111,8 @@ impl Store {
         let generation = self.generation();
         let mut invites = Vec::new();
         for entry in generation.tokens.scan_prefix(INVITE_PREFIX) {
-            let (key, value) = entry?;
-            let invite: Invite = decode(&key, &value)?;
+            let (_, value) = entry.engine()?;
+            let invite: Invite = decode(&value)?;
             if invite.expires > now {
                 invites.push(invite);
             }
@@ -129,9 +124,9 @@ impl Store {
     /// Whether a live invite has this token at `now`.
     pub fn invites_contain(&self, token: &TokenHash, now: u64) -> Result<bool, StoreError> {
         let invite_key = key(INVITE_PREFIX, token);
-        match self.generation().tokens.get(&invite_key)? {
+        match self.generation().tokens.get(&invite_key).engine()? {
             Some(bytes) => {
-                let invite: Invite = decode(&invite_key, &bytes)?;
+                let invite: Invite = decode(&bytes)?;
                 Ok(invite.expires > now && invite.uses_left > 0)
             }
             None => Ok(false),
@@ -143,8 +138,8 @@ impl Store {
         let generation = self.generation();
         let mut found = None;
         for entry in generation.tokens.scan_prefix(INVITE_PREFIX) {
-            let (key, value) = entry?;
-            if decode::<Invite>(&key, &value)?.id == id {
+            let (key, value) = entry.engine()?;
+            if decode::<Invite>(&value)?.id == id {
                 found = Some(key);
             }
         }
@@ -170,22 +165,26 @@ impl Store {
     ) -> Result<Redeemed, StoreError> {
         let _writing = self.shared.writes.read().await;
         let generation = self.generation();
+        let keys = self.keys()?;
         let invite_key = key(INVITE_PREFIX, token);
-        let account = record.encode();
-        let outcome = (&generation.users, &generation.meta, &generation.tokens)
+        let facts = facts_of(record)?;
+        let sealed = seal_record(keys, name, record)?;
+        let outcome = generation
+            .token_trees()
             .transaction(|(users, meta, tokens)| {
                 let Some(bytes) = tokens.get(&invite_key)? else {
                     return Ok((Redeemed::NoToken, 0));
                 };
-                let mut invite: Invite = read(&invite_key, &bytes)?;
+                let mut invite: Invite = read(&bytes)?;
                 if invite.expires <= now || invite.uses_left == 0 {
                     tokens.remove(invite_key.as_slice())?;
                     return Ok((Redeemed::NoToken, count_write(meta)?));
                 }
-                if users.get(name)?.is_some() {
+                if users.get(sealed.key)?.is_some() {
                     return Ok((Redeemed::Taken, 0));
                 }
-                users.insert(name.as_bytes(), account.as_slice())?;
+                users.insert(&sealed.key, sealed.value.as_slice())?;
+                cover_slot(meta, sealed.slot)?;
                 invite.uses_left -= 1;
                 if invite.uses_left == 0 {
                     tokens.remove(invite_key.as_slice())?;
@@ -193,19 +192,36 @@ impl Store {
                     tokens.insert(invite_key.as_slice(), encode(&invite))?;
                 }
                 Ok((Redeemed::Made, count_write(meta)?))
-            })
-            .map_err(aborted)?;
-        let (redeemed, number) = outcome;
+            });
+        let (redeemed, number) = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                keys.erase(sealed.slot)?;
+                keys.release([sealed.slot]);
+                return Err(aborted(err));
+            }
+        };
+        if redeemed == Redeemed::Made {
+            self.shared.index.set(name, Some(facts));
+        } else {
+            keys.erase(sealed.slot)?;
+            keys.release([sealed.slot]);
+        }
         if number > 0 {
-            self.acknowledge(&generation, number).await?;
+            self.shared.committer.durable(number, Vec::new()).await?;
         }
         Ok(redeemed)
+    }
+
+    /// The key of the live reset of account `name` in the tokens tree.
+    fn reset_of(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(key(RESET_OF_PREFIX, &self.keys()?.name_key(name)))
     }
 
     /// Stores a reset for `reset.user`, replacing that account's earlier one; durable.
     pub async fn put_reset(&self, token: &TokenHash, reset: &Reset) -> Result<(), StoreError> {
         let bytes = encode(reset);
-        let index = key(RESET_OF_PREFIX, reset.user.as_bytes());
+        let index = self.reset_of(&reset.user)?;
         self.write_tokens(|tokens| {
             if let Some(old) = tokens.get(&index)? {
                 tokens.remove(key(RESET_PREFIX, &old))?;
@@ -220,9 +236,9 @@ impl Store {
     /// The account a live reset token is for.
     pub fn reset(&self, token: &TokenHash, now: u64) -> Result<Option<String>, StoreError> {
         let reset_key = key(RESET_PREFIX, token);
-        match self.generation().tokens.get(&reset_key)? {
+        match self.generation().tokens.get(&reset_key).engine()? {
             Some(bytes) => {
-                let reset: Reset = decode(&reset_key, &bytes)?;
+                let reset: Reset = decode(&bytes)?;
                 Ok((reset.expires > now).then_some(reset.user))
             }
             None => Ok(None),
@@ -230,47 +246,89 @@ impl Store {
     }
 
     /// Sets the account's hash with the reset `token` and removes the token, in one durable
-    /// transaction. `None` when no live reset has this token (or its account is gone).
+    /// transaction that erases the replaced version (its key slot zeroed) before it returns.
+    /// `None` when no live reset has this token (or its account is gone).
     pub async fn redeem_reset(
         &self,
         token: &TokenHash,
         now: u64,
         hash: &str,
     ) -> Result<Option<String>, StoreError> {
-        let _writing = self.shared.writes.read().await;
-        let generation = self.generation();
         let reset_key = key(RESET_PREFIX, token);
-        let outcome = (&generation.users, &generation.meta, &generation.tokens)
-            .transaction(|(users, meta, tokens)| {
-                let Some(bytes) = tokens.get(&reset_key)? else {
-                    return Ok(None);
-                };
-                let reset: Reset = read(&reset_key, &bytes)?;
-                tokens.remove(reset_key.as_slice())?;
-                tokens.remove(key(RESET_OF_PREFIX, reset.user.as_bytes()))?;
-                let account = match users.get(reset.user.as_bytes())? {
-                    Some(bytes) if reset.expires > now => bytes,
-                    _ => return Ok(Some((None, count_write(meta)?))),
-                };
-                let mut record =
-                    Record::decode(reset.user.as_bytes(), &account).map_err(Abort::Abort)?;
-                record.hash = hash.to_owned();
-                users.insert(reset.user.as_bytes(), record.encode())?;
-                Ok(Some((Some(reset.user), count_write(meta)?)))
-            })
-            .map_err(aborted)?;
-        let Some((user, number)) = outcome else {
-            return Ok(None);
-        };
-        self.acknowledge(&generation, number).await?;
-        Ok(user)
+        loop {
+            let Some(reset_bytes) = self.generation().tokens.get(&reset_key).engine()? else {
+                return Ok(None);
+            };
+            let reset: Reset = decode(&reset_bytes)?;
+            let index = self.reset_of(&reset.user)?;
+            let account = match self.read(&reset.user)? {
+                Some(account) if reset.expires > now => Some(account),
+                _ => None,
+            };
+            let _writing = self.shared.writes.read().await;
+            let keys = self.keys()?;
+            let replacement = match &account {
+                Some((_, current)) => {
+                    let mut changed = current.clone();
+                    changed.hash = hash.to_owned();
+                    Some((
+                        facts_of(&changed)?,
+                        seal_record(keys, &reset.user, &changed)?,
+                    ))
+                }
+                None => None,
+            };
+            let name_key = keys.name_key(&reset.user);
+            let outcome = self
+                .generation()
+                .token_trees()
+                .transaction(|(users, meta, tokens)| {
+                    if tokens.get(&reset_key)?.as_ref() != Some(&reset_bytes) {
+                        return Ok(None);
+                    }
+                    if users.get(name_key)?.as_ref() != account.as_ref().map(|(bytes, _)| bytes) {
+                        return Ok(None);
+                    }
+                    tokens.remove(reset_key.as_slice())?;
+                    tokens.remove(index.as_slice())?;
+                    if let Some((_, sealed)) = &replacement {
+                        users.insert(&sealed.key, sealed.value.as_slice())?;
+                        cover_slot(meta, sealed.slot)?;
+                    }
+                    Ok(Some(count_write(meta)?))
+                });
+            let written = outcome.map_err(aborted);
+            let number = match written {
+                Ok(Some(number)) => number,
+                lost_or_failed => {
+                    if let Some((_, sealed)) = &replacement {
+                        keys.erase(sealed.slot)?;
+                        keys.release([sealed.slot]);
+                    }
+                    // Another write changed the reset or the account meanwhile: read again.
+                    lost_or_failed?;
+                    continue;
+                }
+            };
+            let Some((facts, _)) = replacement else {
+                self.shared.committer.durable(number, Vec::new()).await?;
+                return Ok(None);
+            };
+            self.shared.index.set(&reset.user, Some(facts));
+            let erase = account
+                .and_then(|(old, _)| slot_of(&old))
+                .into_iter()
+                .collect();
+            self.shared.committer.durable(number, erase).await?;
+            return Ok(Some(reset.user));
+        }
     }
 
     /// Removes the live reset of account `name`, if any (its password changed, or it is
     /// being deleted); durable.
     pub async fn drop_reset_of(&self, name: &str) -> Result<(), StoreError> {
-        let index = key(RESET_OF_PREFIX, name.as_bytes());
-        if !self.generation().tokens.contains_key(&index)? {
+        let index = self.reset_of(name)?;
+        if !self.generation().tokens.contains_key(&index).engine()? {
             return Ok(());
         }
         self.write_tokens(|tokens| {
@@ -287,20 +345,29 @@ impl Store {
         let generation = self.generation();
         let mut expired = Vec::new();
         for entry in generation.tokens.iter() {
-            let (key, value) = entry?;
+            let (key, value) = entry.engine()?;
             if is_expired(&key, &value, now) {
-                expired.push(key);
+                let index = if key.starts_with(RESET_PREFIX) {
+                    decode::<Reset>(&value)
+                        .ok()
+                        .map(|reset| self.reset_of(&reset.user))
+                        .transpose()?
+                } else {
+                    None
+                };
+                expired.push((key, index));
             }
         }
         if expired.is_empty() {
             return Ok(());
         }
         self.write_tokens(|tokens| {
-            for key in &expired {
-                if let Some(bytes) = tokens.remove(key)? {
-                    if key.starts_with(RESET_PREFIX) {
-                        if let Ok(reset) = serde_json::from_slice::<Reset>(&bytes) {
-                            tokens.remove(self::key(RESET_OF_PREFIX, reset.user.as_bytes()))?;
+            for (key, index) in &expired {
+                if tokens.remove(key)?.is_some() {
+                    if let Some(index) = index {
+                        // Only if it still points at this reset (not a newer one).
+                        if tokens.get(index)?.as_deref() == key.get(RESET_PREFIX.len()..) {
+                            tokens.remove(index.as_slice())?;
                         }
                     }
                 }
@@ -313,17 +380,18 @@ impl Store {
     /// Runs `change` on the tokens tree in a transaction that counts one write; durable.
     async fn write_tokens(
         &self,
-        change: impl Fn(&sled::transaction::TransactionalTree) -> Result<(), Abort>,
+        change: impl Fn(&TransactionalTree) -> Result<(), Abort>,
     ) -> Result<(), StoreError> {
         let _writing = self.shared.writes.read().await;
-        let generation = self.generation();
-        let number = (&generation.meta, &generation.tokens)
+        let number = self
+            .generation()
+            .meta_and_tokens()
             .transaction(|(meta, tokens)| {
                 change(tokens)?;
                 count_write(meta)
             })
             .map_err(aborted)?;
-        self.acknowledge(&generation, number).await
+        self.shared.committer.durable(number, Vec::new()).await
     }
 }
 
