@@ -4,8 +4,8 @@
 use crate::ops_macro::{operations, user_field};
 use crate::secret::{ClientKey, Password};
 use crate::wire::{
-    Done, ExistsInfo, ExportPage, ExportRecord, HelloInfo, ImportInfo, ListPage, LookupInfo,
-    NameInfo, StatusInfo, WireError,
+    Done, ExistsInfo, ExportPage, ExportRecord, HelloInfo, ImportInfo, InviteList, LinkInfo,
+    ListPage, LookupInfo, NameInfo, StatusInfo, WireError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -66,6 +66,59 @@ operations! {
         /// The password replacing it.
         new_password: Password,
     } -> Done, grant: Default, audited: false;
+    /// Creates an account with one use of an invite (registration need not be open).
+    RegisterInvite register_invite {
+        /// The invite's secret, from its link.
+        token: Password,
+        /// The account's name as typed; qamd normalizes it.
+        user: String,
+        /// The new account's password.
+        password: Password,
+    } -> NameInfo, grant: Named, audited: false;
+    /// Whether an invite token still works.
+    InviteInfo invite_info {
+        /// The invite's secret, from its link.
+        token: Password,
+    } -> Done, grant: Named, audited: false;
+    /// The account a reset token is for.
+    ResetInfo reset_info {
+        /// The reset link's secret.
+        token: Password,
+    } -> NameInfo, grant: Named, audited: false;
+    /// Sets a new password with a reset token, which it uses up.
+    ResetPassword reset_password {
+        /// The reset link's secret.
+        token: Password,
+        /// The new password.
+        password: Password,
+    } -> NameInfo, grant: Named, audited: false;
+    /// Makes an invite link.
+    InviteCreate invite_create {
+        /// Lifetime in seconds; 7 days when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_seconds: Option<u64>,
+        /// Accounts it may make; 1 when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        uses: Option<u32>,
+        /// The admin's words about whom it is for.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    } -> LinkInfo, grant: Named, audited: true;
+    /// Every live invite, never their tokens.
+    InviteList invite_list -> InviteList, grant: Named, audited: false;
+    /// Withdraws an invite.
+    InviteRevoke invite_revoke {
+        /// The invite's id, as `invite_list` shows it.
+        invite: String,
+    } -> Done, grant: Named, audited: true;
+    /// Makes a reset link for an account, replacing its earlier one.
+    ResetCreate reset_create {
+        /// The account's name as typed; qamd normalizes it.
+        user: String,
+        /// Lifetime in seconds; 24 hours when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_seconds: Option<u64>,
+    } -> LinkInfo, grant: Named, audited: true;
     /// An admin sets a password without knowing the old one.
     SetPassword set_password {
         /// The account's name as typed; qamd normalizes it.
@@ -158,6 +211,16 @@ pub(crate) struct RequestFields {
     allow_weak: Option<bool>,
     /// `import`: accept moved-in names of system users.
     system_users: Option<bool>,
+    /// Invites and resets: the secret from the link.
+    token: Option<Password>,
+    /// `invite_create`, `reset_create`: lifetime in seconds.
+    expires_seconds: Option<u64>,
+    /// `invite_create`: accounts the invite may make.
+    uses: Option<u32>,
+    /// `invite_create`: the admin's note.
+    note: Option<String>,
+    /// `invite_revoke`: the invite's id.
+    invite: Option<String>,
 }
 
 /// How a field read from the line becomes a request's field; the request field's type says

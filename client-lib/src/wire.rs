@@ -113,7 +113,9 @@ error_codes! {
     Forbidden = "forbidden",
     InvalidUsername = "invalid_username",
     InvalidPassword = "invalid_password",
+    WeakPassword = "weak_password",
     RegistrationClosed = "registration_closed",
+    InvalidToken = "invalid_token",
     Busy = "busy",
     Internal = "internal",
 }
@@ -289,6 +291,42 @@ pub struct StatusInfo {
     /// (`prosody SCRAM-SHA-1`); each is replaced by argon2id at its user's next login.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub legacy: BTreeMap<String, u64>,
+}
+
+/// Answer to `invite_create` and `reset_create`: the link to hand over, shown only once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// The invite's id (for `invite_revoke`); absent for a reset. (Not `id`: that name is
+    /// the answer's echo of the request id.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+    /// The secret part of the link.
+    pub token: Password,
+    /// `<web_url>/join/<token>` or `<web_url>/reset/<token>`.
+    pub url: Password,
+    /// Expiry, RFC 3339 UTC.
+    pub expires: String,
+}
+
+/// One live invite as `invite_list` shows it (never its token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    /// The handle `invite_revoke` takes.
+    pub id: String,
+    /// Expiry, RFC 3339 UTC.
+    pub expires: String,
+    /// Accounts it may still make.
+    pub uses_left: u32,
+    /// The admin's words about whom it is for.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Answer to `invite_list`: every live invite, soonest expiry first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteList {
+    /// The live invites.
+    pub invites: Vec<InviteInfo>,
 }
 
 /// The answer of an operation that returns nothing but success.

@@ -47,6 +47,9 @@ pub struct Config {
     pub mail_domain: String,
     /// Whether peers granted `register` may create accounts.
     pub registration_open: bool,
+    /// Address of the self-service page (qam-web), e.g. `https://account.example.org`; invite
+    /// and reset links are `<web_url>/join/<token>` and `<web_url>/reset/<token>`.
+    pub web_url: String,
     /// Connections served at once; more are answered `busy` and closed.
     pub max_connections: usize,
     /// A connection without a complete request (or not reading answers) this long is closed.
@@ -127,6 +130,8 @@ pub struct PasswordConfig {
     pub min_length: usize,
     /// Maximum length in bytes (argon2 input).
     pub max_bytes: usize,
+    /// zxcvbn score (0 to 4) a new password needs on every door; 0 turns the check off.
+    pub min_strength: u8,
 }
 
 /// The failure ladders: one per (username, source), and a ceiling per username.
@@ -192,6 +197,7 @@ impl Default for Config {
             admin_group: "qam-admin".into(),
             mail_domain: "localhost".into(),
             registration_open: false,
+            web_url: String::new(),
             max_connections: 256,
             idle_timeout_seconds: 30,
             sync_interval_seconds: 5,
@@ -366,6 +372,7 @@ impl Default for PasswordConfig {
         PasswordConfig {
             min_length: 8,
             max_bytes: 1024,
+            min_strength: 3,
         }
     }
 }
@@ -495,6 +502,9 @@ impl Config {
         }
         if self.password.min_length > self.password.max_bytes {
             return invalid("password.min_length exceeds password.max_bytes".into());
+        }
+        if self.password.min_strength > 4 {
+            return invalid("password.min_strength is a zxcvbn score: 0 to 4".into());
         }
         if self.throttle.max_tracked == 0 {
             return invalid("throttle.max_tracked must be at least 1".into());

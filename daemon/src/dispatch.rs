@@ -7,8 +7,8 @@ use crate::state::State;
 use crate::throttle::Source;
 use qam_client::wire::{
     decode_request, encode_error, encode_success, Answer, Done, ExistsInfo, ExportPage,
-    ExportRecord, HelloInfo, ImportInfo, ListPage, LookupInfo, NameInfo, Serve, StatusInfo,
-    PROTOCOL_VERSION,
+    ExportRecord, HelloInfo, ImportInfo, InviteList, LinkInfo, ListPage, LookupInfo, NameInfo,
+    Serve, StatusInfo, PROTOCOL_VERSION,
 };
 use qam_client::{ClientKey, ErrorCode, Password, Request, WireError};
 use tracing::Instrument;
@@ -124,6 +124,61 @@ impl Serve for Call<'_> {
                 new_password,
                 Source::peer(self.peer.uid),
             )
+            .await
+    }
+
+    async fn register_invite(
+        &self,
+        token: Password,
+        user: String,
+        password: Password,
+    ) -> Result<NameInfo, WireError> {
+        let accounts = &self.state.accounts;
+        accounts.register_invite(&token, &user, password).await
+    }
+
+    async fn invite_info(&self, token: Password) -> Result<Done, WireError> {
+        self.state.accounts.invite_info(&token)
+    }
+
+    async fn reset_info(&self, token: Password) -> Result<NameInfo, WireError> {
+        self.state.accounts.reset_info(&token)
+    }
+
+    async fn reset_password(
+        &self,
+        token: Password,
+        password: Password,
+    ) -> Result<NameInfo, WireError> {
+        self.state.accounts.reset_password(&token, password).await
+    }
+
+    async fn invite_create(
+        &self,
+        expires_seconds: Option<u64>,
+        uses: Option<u32>,
+        note: Option<String>,
+    ) -> Result<LinkInfo, WireError> {
+        let accounts = &self.state.accounts;
+        accounts.invite_create(expires_seconds, uses, note).await
+    }
+
+    async fn invite_list(&self) -> Result<InviteList, WireError> {
+        self.state.accounts.invite_list().await
+    }
+
+    async fn invite_revoke(&self, invite: String) -> Result<Done, WireError> {
+        self.state.accounts.invite_revoke(&invite).await
+    }
+
+    async fn reset_create(
+        &self,
+        user: String,
+        expires_seconds: Option<u64>,
+    ) -> Result<LinkInfo, WireError> {
+        self.state
+            .accounts
+            .reset_create(&user, expires_seconds)
             .await
     }
 

@@ -23,6 +23,41 @@ pub enum RuleError {
     PasswordTooLong(usize),
     #[error("password must not contain a NUL character")]
     PasswordHasNul,
+    #[error("{0}")]
+    Weak(WeakPassword),
+}
+
+/// A password that zxcvbn scores below the host's minimum, with its advice in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeakPassword {
+    /// zxcvbn's score of the password, 0 to 4.
+    pub score: u8,
+    /// The minimum the host asks for.
+    pub needed: u8,
+    /// What makes it guessable, when zxcvbn can say.
+    pub warning: Option<String>,
+    /// How to do better.
+    pub suggestions: Vec<String>,
+}
+
+impl std::fmt::Display for WeakPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "This password is too easy to guess (strength {} of 4; at least {} is needed).",
+            self.score, self.needed
+        )?;
+        if let Some(warning) = &self.warning {
+            write!(f, " {warning}")?;
+        }
+        for suggestion in &self.suggestions {
+            write!(f, " {suggestion}")?;
+        }
+        if self.suggestions.is_empty() {
+            write!(f, " Add another word or two; uncommon words are better.")?;
+        }
+        Ok(())
+    }
 }
 
 /// Characters that separate parts of a name: `root.`, `mailer_daemon` and `mailer-daemon` differ
@@ -43,15 +78,27 @@ pub struct Rules {
     reserved: HashSet<String>,
     min_password_chars: usize,
     max_password_bytes: usize,
+    /// zxcvbn score (0-4) a new password needs.
+    min_strength: u8,
+    /// Words of the host's own name, counted as guessable in every password.
+    site_words: Vec<String>,
 }
 
 impl Rules {
     /// Compiles the configured rules (the config was validated, so the pattern compiles). The
     /// pattern must match the whole name, however it is written.
+    /// `site` (the host's domain) and its labels are counted as guessable in passwords.
     pub fn new(
         username: &UsernameConfig,
         password: &PasswordConfig,
+        site: &str,
     ) -> Result<Rules, regex::Error> {
+        let mut site_words: Vec<String> = site
+            .split('.')
+            .filter(|label| label.len() > 2)
+            .map(str::to_lowercase)
+            .collect();
+        site_words.push(site.to_lowercase());
         Ok(Rules {
             pattern: anchored(&username.pattern)?,
             reserved: username
@@ -61,6 +108,8 @@ impl Rules {
                 .collect(),
             min_password_chars: password.min_length,
             max_password_bytes: password.max_bytes,
+            min_strength: password.min_strength,
+            site_words,
         })
     }
 
@@ -88,8 +137,9 @@ impl Rules {
         Ok(name)
     }
 
-    /// Checks a new password (JSON already guarantees valid UTF-8).
-    pub fn new_password(&self, password: &Password) -> Result<(), RuleError> {
+    /// Checks a new password for account `user` (JSON already guarantees valid UTF-8): its
+    /// length, and its strength with the username and the site's name counted as guessable.
+    pub fn new_password(&self, password: &Password, user: &str) -> Result<(), RuleError> {
         let text = password.expose();
         if text.contains('\0') {
             return Err(RuleError::PasswordHasNul);
@@ -100,7 +150,33 @@ impl Rules {
         if text.chars().count() < self.min_password_chars {
             return Err(RuleError::PasswordTooShort(self.min_password_chars));
         }
-        Ok(())
+        if self.min_strength == 0 {
+            return Ok(());
+        }
+        let mut guessable: Vec<&str> = self.site_words.iter().map(String::as_str).collect();
+        guessable.push(user);
+        let estimate = zxcvbn::zxcvbn(text, &guessable);
+        let score = u8::from(estimate.score());
+        if score >= self.min_strength {
+            return Ok(());
+        }
+        let feedback = estimate.feedback();
+        Err(RuleError::Weak(WeakPassword {
+            score,
+            needed: self.min_strength,
+            warning: feedback
+                .and_then(|feedback| feedback.warning())
+                .map(|warning| warning.to_string()),
+            suggestions: feedback
+                .map(|feedback| {
+                    feedback
+                        .suggestions()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }))
     }
 }
 
@@ -114,7 +190,12 @@ mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        Rules::new(&UsernameConfig::default(), &PasswordConfig::default()).unwrap()
+        Rules::new(
+            &UsernameConfig::default(),
+            &PasswordConfig::default(),
+            "example.org",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -158,6 +239,14 @@ mod tests {
         assert!(rules().username("postmaster").is_ok());
     }
 
+    fn rules_of_strength(min_strength: u8) -> Rules {
+        let password = PasswordConfig {
+            min_strength,
+            ..PasswordConfig::default()
+        };
+        Rules::new(&UsernameConfig::default(), &password, "example.org").unwrap()
+    }
+
     #[test]
     fn names_spelled_like_reserved_ones_cannot_be_created() {
         for lookalike in [
@@ -182,7 +271,7 @@ mod tests {
             pattern: "[a-z0-9]{1,32}".into(),
             ..UsernameConfig::default()
         };
-        let rules = Rules::new(&username, &PasswordConfig::default()).unwrap();
+        let rules = Rules::new(&username, &PasswordConfig::default(), "example.org").unwrap();
         let long = "a".repeat(40);
         for bad in ["bob\nroot", "../../etc", long.as_str()] {
             assert_eq!(rules.username(bad), Err(RuleError::BadUsername), "{bad:?}");
@@ -191,23 +280,47 @@ mod tests {
     }
 
     #[test]
-    fn password_rules() {
-        let r = rules();
-        assert!(r.new_password(&"12345678".into()).is_ok());
-        assert_eq!(
-            r.new_password(&"1234567".into()),
-            Err(RuleError::PasswordTooShort(8))
-        );
+    fn password_length_rules() {
+        let r = rules_of_strength(0);
+        let check = |password: &str| r.new_password(&password.into(), "alice");
+        assert!(check("12345678").is_ok());
+        assert_eq!(check("1234567"), Err(RuleError::PasswordTooShort(8)));
         // eight characters, more bytes: length counts characters
-        assert!(r.new_password(&"ééééèèèè".into()).is_ok());
+        assert!(check("ééééèèèè").is_ok());
+        assert_eq!(check("abcd\0efgh"), Err(RuleError::PasswordHasNul));
         assert_eq!(
-            r.new_password(&"abcd\0efgh".into()),
-            Err(RuleError::PasswordHasNul)
-        );
-        assert_eq!(
-            r.new_password(&"x".repeat(1025).as_str().into()),
+            check(&"x".repeat(1025)),
             Err(RuleError::PasswordTooLong(1024))
         );
-        assert!(r.new_password(&"x".repeat(1024).as_str().into()).is_ok());
+        assert!(check(&"x".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_advice() {
+        let r = rules();
+        let Err(RuleError::Weak(weak)) = r.new_password(&"password1".into(), "alice") else {
+            panic!("a common password passed");
+        };
+        assert!(weak.score < 3);
+        let advice = weak.to_string();
+        assert!(advice.contains("too easy to guess"), "{advice}");
+        assert!(advice.len() > 60, "advice says how to do better: {advice}");
+        assert!(r
+            .new_password(&"copper kettle drifts over lantern moss".into(), "alice")
+            .is_ok());
+    }
+
+    #[test]
+    fn the_username_and_site_name_count_as_guessable() {
+        let r = rules_of_strength(3);
+        for guessable in ["bartholomew-zz9", "example.org-zz9"] {
+            assert!(
+                matches!(
+                    r.new_password(&guessable.into(), "bartholomew"),
+                    Err(RuleError::Weak(_))
+                ),
+                "{guessable}"
+            );
+        }
     }
 }

@@ -28,6 +28,10 @@ pub enum Command {
     #[command(subcommand)]
     User(UserCommand),
 
+    /// Make, list and withdraw invite links to the self-service page.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+
     /// Check a user's password: exit 0 when accepted, 1 when denied.
     Verify {
         /// The user name.
@@ -187,6 +191,50 @@ pub enum UserCommand {
         legacy: bool,
         #[command(flatten)]
         output: OutputFormat,
+    },
+
+    /// Make a link with which the user sets a new password on the self-service page.
+    ///
+    /// Prints `<web_url>/reset/<token>`. The link works once; a newer link for the same
+    /// account replaces it, and changing the password any other way withdraws it.
+    Reset {
+        /// The user name.
+        name: String,
+        /// How long the link works, e.g. `24h`, `3d` (at most 7 days).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+        #[command(flatten)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Make an invite link: prints `<web_url>/join/<token>` (shown this once only).
+    Create {
+        /// How long the link works, e.g. `7d`, `12h` (at most 90 days).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+        /// How many accounts it may make.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// A note for admins (whom it is for); never shown on the page.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        #[command(flatten)]
+        output: OutputFormat,
+    },
+
+    /// List live invites: id, expiry, uses left, note (never their tokens).
+    List {
+        #[command(flatten)]
+        output: OutputFormat,
+    },
+
+    /// Withdraw an invite by the id `invite list` shows.
+    Revoke {
+        /// The invite's id.
+        id: String,
     },
 }
 

@@ -15,9 +15,11 @@ mod transfer;
 
 pub use error::{CtlError, LineProblem};
 
-use cli::{Cli, Command, OutputFormat, UserCommand};
+use cli::{Cli, Command, InviteCommand, OutputFormat, UserCommand};
 use prompt::Purpose;
-use qam_client::wire::{Account, Done, ListPage, LookupInfo, NameInfo, StatusInfo};
+use qam_client::wire::{
+    Account, Done, InviteList, LinkInfo, ListPage, LookupInfo, NameInfo, StatusInfo,
+};
 use qam_client::{Client, ClientOptions, Request, TrustedDaemon};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +50,7 @@ fn connect(cli: &Cli) -> Result<Client, CtlError> {
 fn execute(cli: Cli) -> Result<(), CtlError> {
     match &cli.command {
         Command::User(command) => user(&cli, command),
+        Command::Invite(command) => invite(&cli, command),
         Command::Verify { name, password } => {
             // Read the password before connecting: a prompt may take the sysadmin a while.
             let password = prompt::password(*password, name, Purpose::Check)?;
@@ -177,6 +180,45 @@ fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
                 accounts.retain(|account| account.legacy.is_some());
             }
             show(*output, accounts.as_slice(), output::accounts)
+        }
+        UserCommand::Reset {
+            name,
+            expires,
+            output,
+        } => {
+            let request = Request::ResetCreate {
+                user: name.clone(),
+                expires_seconds: Some(expires.as_secs()),
+            };
+            let link: LinkInfo = connect(cli)?.call(&request)?;
+            show(*output, &link, output::link)
+        }
+    }
+}
+
+fn invite(cli: &Cli, command: &InviteCommand) -> Result<(), CtlError> {
+    match command {
+        InviteCommand::Create {
+            expires,
+            uses,
+            note,
+            output,
+        } => {
+            let request = Request::InviteCreate {
+                expires_seconds: Some(expires.as_secs()),
+                uses: Some(*uses),
+                note: note.clone(),
+            };
+            let link: LinkInfo = connect(cli)?.call(&request)?;
+            show(*output, &link, output::link)
+        }
+        InviteCommand::List { output } => {
+            let list: InviteList = connect(cli)?.call(&Request::InviteList)?;
+            show(*output, &list, output::invites)
+        }
+        InviteCommand::Revoke { id } => {
+            admin(cli, Request::InviteRevoke { invite: id.clone() })?;
+            output::emit(&format!("revoked invite {id}"))
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::CtlError;
 use comfy_table::{presets, Table};
-use qam_client::wire::{Account, StatusInfo};
+use qam_client::wire::{Account, InviteList, LinkInfo, StatusInfo};
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -61,6 +61,33 @@ pub fn account(account: &Account) -> String {
         ("created", account.created.clone()),
         ("locked", yes_no(account.locked).to_owned()),
     ])
+}
+
+/// A new invite or reset link: the link alone on the first line (to copy), then its expiry.
+pub fn link(link: &LinkInfo) -> String {
+    let mut text = format!("{}\nexpires {}", link.url.expose(), link.expires);
+    if let Some(id) = &link.invite {
+        text.push_str(&format!(" (invite {id})"));
+    }
+    text
+}
+
+/// Live invites as a table.
+pub fn invites(list: &InviteList) -> String {
+    if list.invites.is_empty() {
+        return "no invites".to_owned();
+    }
+    let mut table = plain_table();
+    table.set_header(vec!["ID", "EXPIRES", "USES LEFT", "NOTE"]);
+    for invite in &list.invites {
+        table.add_row(vec![
+            invite.id.clone(),
+            invite.expires.clone(),
+            invite.uses_left.to_string(),
+            invite.note.clone(),
+        ]);
+    }
+    render(&table)
 }
 
 /// Accounts as a table with a header row, one account per line.

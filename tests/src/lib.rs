@@ -4,6 +4,7 @@
 pub mod deployment;
 pub mod readme;
 pub mod sshd;
+pub mod web;
 pub mod xmpp;
 
 use qam_client::wire::{Done, NameInfo};
@@ -18,6 +19,10 @@ use std::time::{Duration, Instant};
 /// Cheap argon2 parameters for tests where the hash cost is not what is tested.
 pub const CHEAP_HASH: &str =
     "[hash]\nm_cost = 256\nt_cost = 1\np_cost = 1\nworkers = 2\nqueue_limit = 64\n";
+
+/// Tests of other behaviour use short memorable passwords: no strength check unless a test
+/// sets its own `[password]` table.
+pub const ANY_STRENGTH: &str = "[password]\nmin_strength = 0\n";
 
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
@@ -112,9 +117,14 @@ impl Daemon {
         } else {
             CHEAP_HASH
         };
+        let strength = if extra.contains("[password]") {
+            ""
+        } else {
+            ANY_STRENGTH
+        };
         let (top, tables) = split_top_level(extra);
         let text = format!(
-            "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = {level:?}\n{top}\n{hash}\n{tables}\n",
+            "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = {level:?}\n{top}\n{hash}\n{strength}\n{tables}\n",
             level = test_log_level("debug"),
             socket = socket.display().to_string(),
             data_dir = data_dir.display().to_string(),

@@ -537,7 +537,12 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
     let file = dir.path().join("users");
     let count = 15;
     let lines: String = (0..count)
-        .map(|n| format!("old{n}:{}\n", sha512_crypt(&format!("moved-in secret {n} of qam"))))
+        .map(|n| {
+            format!(
+                "old{n}:{}\n",
+                sha512_crypt(&format!("moved-in secret {n} of qam"))
+            )
+        })
         .collect();
     fs::write(&file, lines).unwrap();
     let done = qamctl(
@@ -567,8 +572,14 @@ fn denied_legacy_verifies_cost_what_argon2_denials_cost() {
     let mut upgrading = Vec::new();
     let mut normal = Vec::new();
     for n in 0..count {
-        upgrading.push(time(&format!("old{n}"), &format!("moved-in secret {n} of qam")));
-        normal.push(time(&format!("new{n}"), &format!("moved-in secret {n} of qam")));
+        upgrading.push(time(
+            &format!("old{n}"),
+            &format!("moved-in secret {n} of qam"),
+        ));
+        normal.push(time(
+            &format!("new{n}"),
+            &format!("moved-in secret {n} of qam"),
+        ));
     }
     let (legacy, argon2, unknown) = (median(legacy), median(argon2), median(unknown));
     println!(

@@ -8,9 +8,53 @@ use reliability_support::{code_of, figure, raw_lines, raw_with_setpriv, UnixAcco
 use std::collections::BTreeSet;
 use std::process::Command;
 
+/// Live invite and reset tokens for one peer's requests (made by root beforehand).
+#[derive(Default)]
+struct Links {
+    /// An invite with two uses: `register_invite` takes one, `invite_info` sees the other.
+    invite: String,
+    /// The id of another invite, for `invite_revoke`.
+    revocable: String,
+    /// A reset link of the peer's doomed user (the target's own is withdrawn by its
+    /// `change_password` before `reset_info` runs).
+    reset: String,
+}
+
+impl Links {
+    fn make(daemon: &Daemon, who: &str) -> Links {
+        let invite = |uses| -> qam_client::wire::LinkInfo {
+            daemon
+                .client()
+                .call(&qam_client::Request::InviteCreate {
+                    expires_seconds: None,
+                    uses: Some(uses),
+                    note: None,
+                })
+                .unwrap()
+        };
+        let reset: qam_client::wire::LinkInfo = daemon
+            .client()
+            .call(&qam_client::Request::ResetCreate {
+                user: format!("doomed-{who}"),
+                expires_seconds: None,
+            })
+            .unwrap();
+        Links {
+            invite: invite(2).token.expose().to_owned(),
+            revocable: invite(1).invite.unwrap_or_default(),
+            reset: reset.token.expose().to_owned(),
+        }
+    }
+}
+
 /// Every operation, in protocol.md's order, with arguments valid for `who`'s target user.
-fn requests(who: &str) -> Vec<(&'static str, String)> {
+fn requests(who: &str, links: &Links) -> Vec<(&'static str, String)> {
     let target = format!("target-{who}");
+    let Links {
+        invite,
+        revocable,
+        reset,
+    } = links;
     vec![
         ("hello", r#"{"op":"hello"}"#.into()),
         (
@@ -28,6 +72,34 @@ fn requests(who: &str) -> Vec<(&'static str, String)> {
             format!(
                 r#"{{"op":"change_password","user":"{target}","old_password":"target-password","new_password":"changed-password"}}"#
             ),
+        ),
+        (
+            "register_invite",
+            format!(
+                r#"{{"op":"register_invite","token":"{invite}","user":"invited-{who}","password":"invited-password"}}"#
+            ),
+        ),
+        (
+            "invite_info",
+            format!(r#"{{"op":"invite_info","token":"{invite}"}}"#),
+        ),
+        (
+            "reset_info",
+            format!(r#"{{"op":"reset_info","token":"{reset}"}}"#),
+        ),
+        (
+            "reset_password",
+            format!(r#"{{"op":"reset_password","token":"{reset}","password":"reset-password"}}"#),
+        ),
+        ("invite_create", r#"{"op":"invite_create"}"#.into()),
+        ("invite_list", r#"{"op":"invite_list"}"#.into()),
+        (
+            "invite_revoke",
+            format!(r#"{{"op":"invite_revoke","invite":"{revocable}"}}"#),
+        ),
+        (
+            "reset_create",
+            format!(r#"{{"op":"reset_create","user":"{target}"}}"#),
         ),
         (
             "set_password",
@@ -79,7 +151,10 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
          [permissions.groups]\n\"{svc_group}\" = {group_grant:?}\n"
     ));
     let default: BTreeSet<&str> = ["hello", "verify", "exists", "lookup", "change_password"].into();
-    let everything: BTreeSet<&str> = requests("x").iter().map(|(op, _)| *op).collect();
+    let everything: BTreeSet<&str> = requests("x", &Links::default())
+        .iter()
+        .map(|(op, _)| *op)
+        .collect();
     let known: BTreeSet<&str> = qam_client::wire::Op::ALL.map(|op| op.as_str()).into();
     assert_eq!(everything, known, "requests() has one line per operation");
     let with_grants: BTreeSet<&str> = default
@@ -130,7 +205,7 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
         for name in [format!("target-{who}"), format!("doomed-{who}")] {
             daemon.add_user(&name, "target-password");
         }
-        let requests = requests(who);
+        let requests = requests(who, &Links::make(&daemon, who));
         let lines: Vec<&str> = requests.iter().map(|(_, line)| line.as_str()).collect();
         let answers = if identity.is_empty() {
             let bytes: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();

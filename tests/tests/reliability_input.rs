@@ -585,6 +585,7 @@ fn every_protocol_error_code_is_triggered() {
             br#"{"op":"register","user":"shortpw","password":"short"}"#,
             br#"{"op":"verify","user":"alice","password":"wrong-again"}"#,
             br#"{"op":"verify","user":"alice","password":"alice-password"}"#,
+            br#"{"op":"reset_info","token":"no-such-token"}"#,
         ],
     );
     for (answer, code) in root.iter().zip([
@@ -597,9 +598,17 @@ fn every_protocol_error_code_is_triggered() {
         "invalid_password",
         "denied",
         "throttled",
+        "invalid_token",
     ]) {
         expect(code, answer);
     }
+    // The strength check is off in the harness's default config: on here.
+    let strict = Daemon::start_with("[password]\nmin_strength = 3\n");
+    let weak = raw_lines(
+        &strict.socket,
+        &[br#"{"op":"register","user":"weakling","password":"password1"}"#],
+    );
+    expect("weak_password", &weak[0]);
     // An over-long line: `too_large`, then the connection is closed.
     {
         use std::io::BufRead;

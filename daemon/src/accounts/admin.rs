@@ -8,6 +8,11 @@ use crate::system_names::known_to_system;
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 
+/// The answer for a name that is already an account's.
+pub(super) fn taken(name: &str) -> WireError {
+    WireError::new(ErrorCode::Exists, format!("`{name}` is taken"))
+}
+
 impl Accounts {
     /// Creates an account. `admin` bypasses `registration_open`; `force` (admins only) lets a
     /// name the system's user or group database knows be taken.
@@ -31,38 +36,53 @@ impl Accounts {
                 "registration is closed on this host",
             ));
         }
-        let name = settings.rules.new_username(user).map_err(rule_failed)?;
-        settings
-            .rules
-            .new_password(&password)
-            .map_err(rule_failed)?;
-        // With NSS served, a name the system knows would shadow the account: no forcing it.
-        if (!force || self.refuse_system_names) && self.system_knows(&name, user).await {
-            return Err(rule_failed(RuleError::SystemName(name)));
-        }
-        let taken = || WireError::new(ErrorCode::Exists, format!("`{name}` is taken"));
-        if self.store.contains(&name).map_err(store_failed)? {
-            return Err(taken());
-        }
-        let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
-        let uid = self.allocate_uids(1).await?.first().copied();
-        let record = Record {
-            uid,
-            ..Record::new(hash)
-        };
+        let (name, record) = self.new_account(user, password, force).await?;
         if !self
             .store
             .insert_new(&name, &record)
             .await
             .map_err(store_failed)?
         {
-            return Err(taken());
+            return Err(taken(&name));
         }
-        if let Some(uid) = uid {
+        if let Some(uid) = record.uid {
             self.uids.note(uid, &name);
         }
-        tracing::info!(user = %name, uid, "account created");
+        tracing::info!(user = %name, uid = record.uid, "account created");
         Ok(NameInfo { name })
+    }
+
+    /// The name and record of a new account: the name and password pass the rules, the name
+    /// is not the system's (unless an admin `force`s it) and is free (for now: the write that
+    /// creates it checks again), the password is hashed.
+    pub(super) async fn new_account(
+        &self,
+        user: &str,
+        password: Password,
+        force: bool,
+    ) -> Result<(String, Record), WireError> {
+        let settings = self.settings();
+        let name = settings.rules.new_username(user).map_err(rule_failed)?;
+        settings
+            .rules
+            .new_password(&password, &name)
+            .map_err(rule_failed)?;
+        // With NSS served, a name the system knows would shadow the account: no forcing it.
+        if (!force || self.refuse_system_names) && self.system_knows(&name, user).await {
+            return Err(rule_failed(RuleError::SystemName(name)));
+        }
+        if self.store.contains(&name).map_err(store_failed)? {
+            return Err(taken(&name));
+        }
+        let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
+        let uid = self.allocate_uids(1).await?.first().copied();
+        Ok((
+            name,
+            Record {
+                uid,
+                ..Record::new(hash)
+            },
+        ))
     }
 
     /// The user or group database knows the new name, or the name as typed (NSS may block:
@@ -82,7 +102,7 @@ impl Accounts {
         let name = settings.rules.username(user).map_err(rule_failed)?;
         settings
             .rules
-            .new_password(&password)
+            .new_password(&password, &name)
             .map_err(rule_failed)?;
         if !self.store.contains(&name).map_err(store_failed)? {
             return Err(not_found(&name));
@@ -94,6 +114,7 @@ impl Accounts {
             .map_err(store_failed)?
             .ok_or_else(|| not_found(&name))?;
         self.throttle.forget(&name);
+        self.forget_reset(&name).await;
         tracing::info!(user = %name, "password set by admin");
         Ok(Done {})
     }
@@ -101,6 +122,10 @@ impl Accounts {
     /// Removes every byte of an account from the store's current state.
     pub async fn delete(&self, user: &str) -> Result<Done, WireError> {
         let name = self.settings().rules.username(user).map_err(rule_failed)?;
+        self.store
+            .drop_reset_of(&name)
+            .await
+            .map_err(store_failed)?;
         let uid = self
             .store
             .get(&name)

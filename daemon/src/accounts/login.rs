@@ -58,7 +58,7 @@ impl Accounts {
     ) -> Result<Done, WireError> {
         self.settings()
             .rules
-            .new_password(&new)
+            .new_password(&new, &user.to_lowercase())
             .map_err(rule_failed)?;
         let (name, checked) = self.check_password(user, old, source).await?;
         let hash = self.hasher.hash(new).await.map_err(hash_failed)?;
@@ -73,6 +73,7 @@ impl Accounts {
             tracing::info!(user = %name, "password change refused: the account changed meanwhile");
             return Err(denied());
         }
+        self.forget_reset(&name).await;
         tracing::info!(user = %name, "password changed by its user");
         Ok(Done {})
     }

@@ -2,11 +2,12 @@
 //! into typed answers or wire errors. Authorization happens before (see `dispatch`).
 //!
 //! One file per family of requests: `login` (verify, change_password), `facts` (exists,
-//! lookup), `admin` (register, set_password, delete, lock), `transfer` (list, export, import)
-//! and `status`.
+//! lookup), `admin` (register, set_password, delete, lock), `links` (invites and reset links),
+//! `transfer` (list, export, import) and `status`.
 
 mod admin;
 mod facts;
+mod links;
 mod login;
 mod status;
 mod transfer;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub registration_open: bool,
     /// The domain of the mock e-mail address in an account's public facts.
     pub mail_domain: String,
+    /// The base of invite and reset links (`web_url`).
+    pub web_url: String,
     /// What a username and a new password must look like.
     pub rules: Rules,
 }
@@ -43,7 +46,8 @@ impl Settings {
         Ok(Settings {
             registration_open: config.registration_open,
             mail_domain: config.mail_domain.clone(),
-            rules: Rules::new(&config.username, &config.password)?,
+            web_url: config.web_url.clone(),
+            rules: Rules::new(&config.username, &config.password, &config.mail_domain)?,
         })
     }
 }
@@ -119,6 +123,7 @@ fn rule_failed(err: RuleError) -> WireError {
         RuleError::BadUsername | RuleError::Reserved(_) | RuleError::SystemName(_) => {
             ErrorCode::InvalidUsername
         }
+        RuleError::Weak(_) => ErrorCode::WeakPassword,
         _ => ErrorCode::InvalidPassword,
     };
     WireError::new(code, err.to_string())
@@ -231,7 +236,9 @@ mod testing {
     pub const SOURCE: Source<'static> = Source::peer(0);
 
     /// Accounts on a fresh store in a temporary directory (kept alive by the caller).
-    pub fn accounts(config: Config) -> (tempfile::TempDir, Accounts) {
+    pub fn accounts(mut config: Config) -> (tempfile::TempDir, Accounts) {
+        // Unit tests of other rules use short memorable passwords.
+        config.password.min_strength = 0;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let hasher = Hasher::start(&cheap_hashing(64), &config.peers).unwrap();

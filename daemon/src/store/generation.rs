@@ -15,6 +15,8 @@ pub const STORE_FORMAT: u64 = 2;
 const CACHE_BYTES: u64 = 1024 * 1024;
 
 const USERS_TREE: &str = "users";
+/// Invite and reset tokens (see `tokens.rs`).
+const TOKENS_TREE: &str = "tokens";
 /// The tree of the numbers below, so a generation whose files were emptied is refused
 /// instead of opened as an empty store.
 const META_TREE: &str = "meta";
@@ -46,14 +48,20 @@ pub struct Generation {
     pub users: sled::Tree,
     /// The numbers that let damage be detected.
     pub meta: sled::Tree,
+    /// Invite and reset tokens by the hash of each token (see `tokens.rs`).
+    pub tokens: sled::Tree,
     /// The record keys (format 2); None while a format-1 store is read for its migration.
     pub keys: Option<KeyFile>,
 }
 
 /// A transaction over the users and meta trees.
 pub type Trees<'a> = (&'a sled::Tree, &'a sled::Tree);
+/// A transaction over the users, meta and tokens trees.
+pub type TokenTrees<'a> = (&'a sled::Tree, &'a sled::Tree, &'a sled::Tree);
 pub type TxResult<T, E = ()> = sled::transaction::ConflictableTransactionResult<T, E>;
-pub use sled::transaction::{abort, TransactionError, TransactionalTree};
+pub use sled::transaction::{
+    abort, ConflictableTransactionError, TransactionError, TransactionalTree,
+};
 pub use sled::{Batch, IVec, Transactional};
 
 /// Reads a big-endian number from a transactional `meta` tree.
@@ -123,12 +131,14 @@ impl Generation {
         let db = open_db(path)?;
         let users = db.open_tree(USERS_TREE).map_err(|err| err.to_string())?;
         let meta = db.open_tree(META_TREE).map_err(|err| err.to_string())?;
+        let tokens = db.open_tree(TOKENS_TREE).map_err(|err| err.to_string())?;
         Ok(Generation {
             number,
             path: path.to_owned(),
             db,
             users,
             meta,
+            tokens,
             keys: None,
         })
     }
@@ -235,6 +245,15 @@ impl Generation {
 
     pub fn trees(&self) -> Trees<'_> {
         (&self.users, &self.meta)
+    }
+
+    pub fn token_trees(&self) -> TokenTrees<'_> {
+        (&self.users, &self.meta, &self.tokens)
+    }
+
+    /// The meta and tokens trees, for writes that touch no record.
+    pub fn meta_and_tokens(&self) -> Trees<'_> {
+        (&self.meta, &self.tokens)
     }
 
     /// sled's flush (`sync_file_range`: survives SIGKILL, not yet power loss).

@@ -58,6 +58,12 @@ pub fn migrate(dir: &Path, from: Option<Generation>) -> Result<Generation, Store
             }
         }
         fresh.users.apply_batch(batch).engine()?;
+        let mut tokens = Batch::default();
+        for entry in old.tokens.iter() {
+            let (key, value) = entry.engine()?;
+            tokens.insert(key, value);
+        }
+        fresh.tokens.apply_batch(tokens).engine()?;
         tracing::info!(
             from = old.number,
             to = number,

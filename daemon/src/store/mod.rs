@@ -4,8 +4,8 @@
 //! One file per job: `record.rs` the record and its versions, `erasure.rs` the key file and
 //! sealing, `commit.rs` group commit, `layout.rs` the data dir (`CURRENT`, `WRITES`),
 //! `generation.rs` the engine (sled), `migrate.rs` upgrades at open, `index.rs` the
-//! in-memory index of names. This file is the API the rest of qamd uses; no engine type
-//! crosses it, so the engine can change behind it.
+//! in-memory index of names, `tokens.rs` invites and password resets. This file is the
+//! API the rest of qamd uses; no engine type crosses it, so the engine can change behind it.
 //!
 //! Every write is durable (and the version it replaced erased) before it returns.
 
@@ -17,12 +17,14 @@ mod index;
 mod layout;
 mod migrate;
 mod record;
+mod tokens;
 
 use crate::legacy::LegacyKind;
 pub use error::StoreError;
 pub use index::Facts;
 pub use record::{today, Record};
 use std::collections::BTreeMap;
+pub use tokens::{unix_now, Invite, Redeemed, Reset, TokenHash};
 
 use commit::Committer;
 use erasure::{open as open_sealed, slot_of, KeyFile};

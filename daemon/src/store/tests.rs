@@ -1,5 +1,6 @@
 //! The store's unit tests: the API, erasure of removed and replaced records by raw bytes,
-//! damaged layouts refused, the 0.1.0 fixture upgraded, a newer format refused.
+//! damaged layouts refused, the 0.1.0 fixture upgraded, a newer format refused, invites
+//! and resets redeemed.
 
 use super::erasure::key_in;
 use super::layout::{CURRENT_FILE, WRITES_FILE};
@@ -387,4 +388,55 @@ async fn a_store_of_release_0_1_0_is_upgraded_once_and_keeps_every_record() {
         .as_path()
         .to_string_lossy()
         .is_empty());
+}
+
+#[tokio::test]
+async fn invites_make_one_account_per_use_and_resets_erase_the_replaced_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = tokens::unix_now();
+    let invite = Invite {
+        id: "inv1".into(),
+        expires: now + 3600,
+        uses_left: 1,
+        note: String::new(),
+    };
+    let token_hash = [7u8; 32];
+    store.put_invite(&token_hash, &invite).await.unwrap();
+    let old = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$b2xkLWhhc2gtYmVmb3JlLXJlc2V0";
+    let made = store
+        .redeem_invite(&token_hash, now, "erasable-name", &record(old))
+        .await
+        .unwrap();
+    assert_eq!(made, Redeemed::Made);
+    assert_eq!(store.get("erasable-name").unwrap().unwrap().hash, old);
+    // The only use is spent: a second redeemer gets no account and no record is written.
+    let again = store
+        .redeem_invite(&token_hash, now, "keeper", &record("other"))
+        .await
+        .unwrap();
+    assert_eq!(again, Redeemed::NoToken);
+    assert!(store.get("keeper").unwrap().is_none());
+    let reset_token = [9u8; 32];
+    let reset = Reset {
+        user: "erasable-name".into(),
+        expires: now + 3600,
+    };
+    store.put_reset(&reset_token, &reset).await.unwrap();
+    let new = "$argon2id$v=19$m=64,t=1,p=1$c2FsdDJzYWx0$bmV3LWhhc2gtYWZ0ZXItcmVzZXQ";
+    let user = store.redeem_reset(&reset_token, now, new).await.unwrap();
+    assert_eq!(user.as_deref(), Some("erasable-name"));
+    assert_eq!(store.get("erasable-name").unwrap().unwrap().hash, new);
+    // The token is spent, and the replaced hash is unreadable in the data dir.
+    assert!(store
+        .redeem_reset(&reset_token, now, old)
+        .await
+        .unwrap()
+        .is_none());
+    let opened = readable_plaintexts(&store);
+    assert!(!opened.iter().any(|p| contains(p, digest(old))));
+    assert!(opened.iter().any(|p| contains(p, digest(new))));
+    drop(store);
+    let reopened = open_built(dir.path());
+    assert_eq!(reopened.get("erasable-name").unwrap().unwrap().hash, new);
 }

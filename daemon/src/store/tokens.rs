@@ -1,0 +1,403 @@
+//! Invite and reset tokens in the store's own `tokens` tree: only a hash of each token, its
+//! expiry and uses left. Redeeming a token and writing the account it makes or changes is one
+//! sled transaction, durable before it returns, so two racing redeemers get one outcome.
+
+use super::error::EngineResult;
+use super::generation::{
+    count_write, cover_slot, ConflictableTransactionError, TransactionError, Transactional,
+    TransactionalTree,
+};
+use super::{facts_of, seal_record, slot_of, Record, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// Key prefixes in the tokens tree: an invite by token hash, a reset by token hash, and the
+/// live reset of an account by the keyed hash of its name.
+const INVITE_PREFIX: &[u8] = b"i:";
+const RESET_PREFIX: &[u8] = b"r:";
+const RESET_OF_PREFIX: &[u8] = b"u:";
+
+/// The hash a token is stored under (a fast hash suffices: tokens have ≥ 128 random bits).
+pub type TokenHash = [u8; 32];
+
+/// A live invite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invite {
+    /// Short public handle for listing and revoking (not derived from the token).
+    pub id: String,
+    /// Unix time after which it is refused.
+    pub expires: u64,
+    /// Accounts it may still make.
+    pub uses_left: u32,
+    /// The admin's own words about whom it is for.
+    pub note: String,
+}
+
+/// A live password reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reset {
+    /// The account whose password it sets.
+    pub user: String,
+    /// Unix time after which it is refused.
+    pub expires: u64,
+}
+
+/// The outcome of redeeming an invite for a new account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The account exists now and the invite lost one use.
+    Made,
+    /// No live invite has this token (unknown, used up, expired or revoked).
+    NoToken,
+    /// The name is taken; the invite keeps its use.
+    Taken,
+}
+
+fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    [prefix, rest].concat()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| StoreError::Corrupt(format!("a token entry is unreadable: {err}")))
+}
+
+/// Encodes a token record (structs of strings and numbers always serialize).
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Whether a token entry is past its expiry at `now` (entries that cannot be read count as
+/// expired, so pruning removes them).
+fn is_expired(key: &[u8], value: &[u8], now: u64) -> bool {
+    let expires = if key.starts_with(INVITE_PREFIX) {
+        decode::<Invite>(value).map(|invite| invite.expires)
+    } else if key.starts_with(RESET_PREFIX) {
+        decode::<Reset>(value).map(|reset| reset.expires)
+    } else {
+        return false;
+    };
+    expires.map_or(true, |expires| expires <= now)
+}
+
+/// A transaction's own failure, carried out through the engine's abort.
+type Abort = ConflictableTransactionError<StoreError>;
+
+fn read<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Abort> {
+    decode(bytes).map_err(Abort::Abort)
+}
+
+fn aborted(err: TransactionError<StoreError>) -> StoreError {
+    match err {
+        TransactionError::Abort(inner) => inner,
+        TransactionError::Storage(err) => StoreError::Engine(err.to_string()),
+    }
+}
+
+impl Store {
+    /// Stores a new invite; durable before it returns.
+    pub async fn put_invite(&self, token: &TokenHash, invite: &Invite) -> Result<(), StoreError> {
+        let bytes = encode(invite);
+        self.write_tokens(|tokens| {
+            tokens.insert(key(INVITE_PREFIX, token), bytes.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every stored invite not expired at `now`, soonest expiry first.
+    pub fn invites(&self, now: u64) -> Result<Vec<Invite>, StoreError> {
+        let generation = self.generation();
+        let mut invites = Vec::new();
+        for entry in generation.tokens.scan_prefix(INVITE_PREFIX) {
+            let (_, value) = entry.engine()?;
+            let invite: Invite = decode(&value)?;
+            if invite.expires > now {
+                invites.push(invite);
+            }
+        }
+        invites.sort_by_key(|invite| invite.expires);
+        Ok(invites)
+    }
+
+    /// Whether a live invite has this token at `now`.
+    pub fn invites_contain(&self, token: &TokenHash, now: u64) -> Result<bool, StoreError> {
+        let invite_key = key(INVITE_PREFIX, token);
+        match self.generation().tokens.get(&invite_key).engine()? {
+            Some(bytes) => {
+                let invite: Invite = decode(&bytes)?;
+                Ok(invite.expires > now && invite.uses_left > 0)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Removes the invite with public id `id`; false when there is none.
+    pub async fn revoke_invite(&self, id: &str) -> Result<bool, StoreError> {
+        let generation = self.generation();
+        let mut found = None;
+        for entry in generation.tokens.scan_prefix(INVITE_PREFIX) {
+            let (key, value) = entry.engine()?;
+            if decode::<Invite>(&value)?.id == id {
+                found = Some(key);
+            }
+        }
+        let Some(found) = found else {
+            return Ok(false);
+        };
+        self.write_tokens(|tokens| {
+            tokens.remove(&found)?;
+            Ok(())
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// Creates account `name` with `record` using one use of the invite `token`, in one
+    /// durable transaction: the last use goes to exactly one of several racing redeemers.
+    pub async fn redeem_invite(
+        &self,
+        token: &TokenHash,
+        now: u64,
+        name: &str,
+        record: &Record,
+    ) -> Result<Redeemed, StoreError> {
+        let _writing = self.shared.writes.read().await;
+        let generation = self.generation();
+        let keys = self.keys()?;
+        let invite_key = key(INVITE_PREFIX, token);
+        let facts = facts_of(record)?;
+        let sealed = seal_record(keys, name, record)?;
+        let outcome = generation
+            .token_trees()
+            .transaction(|(users, meta, tokens)| {
+                let Some(bytes) = tokens.get(&invite_key)? else {
+                    return Ok((Redeemed::NoToken, 0));
+                };
+                let mut invite: Invite = read(&bytes)?;
+                if invite.expires <= now || invite.uses_left == 0 {
+                    tokens.remove(invite_key.as_slice())?;
+                    return Ok((Redeemed::NoToken, count_write(meta)?));
+                }
+                if users.get(sealed.key)?.is_some() {
+                    return Ok((Redeemed::Taken, 0));
+                }
+                users.insert(&sealed.key, sealed.value.as_slice())?;
+                cover_slot(meta, sealed.slot)?;
+                invite.uses_left -= 1;
+                if invite.uses_left == 0 {
+                    tokens.remove(invite_key.as_slice())?;
+                } else {
+                    tokens.insert(invite_key.as_slice(), encode(&invite))?;
+                }
+                Ok((Redeemed::Made, count_write(meta)?))
+            });
+        let (redeemed, number) = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                keys.erase(sealed.slot)?;
+                keys.release([sealed.slot]);
+                return Err(aborted(err));
+            }
+        };
+        if redeemed == Redeemed::Made {
+            self.shared.index.set(name, Some(facts));
+        } else {
+            keys.erase(sealed.slot)?;
+            keys.release([sealed.slot]);
+        }
+        if number > 0 {
+            self.shared.committer.durable(number, Vec::new()).await?;
+        }
+        Ok(redeemed)
+    }
+
+    /// The key of the live reset of account `name` in the tokens tree.
+    fn reset_of(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        Ok(key(RESET_OF_PREFIX, &self.keys()?.name_key(name)))
+    }
+
+    /// Stores a reset for `reset.user`, replacing that account's earlier one; durable.
+    pub async fn put_reset(&self, token: &TokenHash, reset: &Reset) -> Result<(), StoreError> {
+        let bytes = encode(reset);
+        let index = self.reset_of(&reset.user)?;
+        self.write_tokens(|tokens| {
+            if let Some(old) = tokens.get(&index)? {
+                tokens.remove(key(RESET_PREFIX, &old))?;
+            }
+            tokens.insert(index.as_slice(), token.as_slice())?;
+            tokens.insert(key(RESET_PREFIX, token), bytes.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The account a live reset token is for.
+    pub fn reset(&self, token: &TokenHash, now: u64) -> Result<Option<String>, StoreError> {
+        let reset_key = key(RESET_PREFIX, token);
+        match self.generation().tokens.get(&reset_key).engine()? {
+            Some(bytes) => {
+                let reset: Reset = decode(&bytes)?;
+                Ok((reset.expires > now).then_some(reset.user))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the account's hash with the reset `token` and removes the token, in one durable
+    /// transaction that erases the replaced version (its key slot zeroed) before it returns.
+    /// `None` when no live reset has this token (or its account is gone).
+    pub async fn redeem_reset(
+        &self,
+        token: &TokenHash,
+        now: u64,
+        hash: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let reset_key = key(RESET_PREFIX, token);
+        loop {
+            let Some(reset_bytes) = self.generation().tokens.get(&reset_key).engine()? else {
+                return Ok(None);
+            };
+            let reset: Reset = decode(&reset_bytes)?;
+            let index = self.reset_of(&reset.user)?;
+            let account = match self.read(&reset.user)? {
+                Some(account) if reset.expires > now => Some(account),
+                _ => None,
+            };
+            let _writing = self.shared.writes.read().await;
+            let keys = self.keys()?;
+            let replacement = match &account {
+                Some((_, current)) => {
+                    let mut changed = current.clone();
+                    changed.hash = hash.to_owned();
+                    Some((
+                        facts_of(&changed)?,
+                        seal_record(keys, &reset.user, &changed)?,
+                    ))
+                }
+                None => None,
+            };
+            let name_key = keys.name_key(&reset.user);
+            let outcome = self
+                .generation()
+                .token_trees()
+                .transaction(|(users, meta, tokens)| {
+                    if tokens.get(&reset_key)?.as_ref() != Some(&reset_bytes) {
+                        return Ok(None);
+                    }
+                    if users.get(name_key)?.as_ref() != account.as_ref().map(|(bytes, _)| bytes) {
+                        return Ok(None);
+                    }
+                    tokens.remove(reset_key.as_slice())?;
+                    tokens.remove(index.as_slice())?;
+                    if let Some((_, sealed)) = &replacement {
+                        users.insert(&sealed.key, sealed.value.as_slice())?;
+                        cover_slot(meta, sealed.slot)?;
+                    }
+                    Ok(Some(count_write(meta)?))
+                });
+            let written = outcome.map_err(aborted);
+            let number = match written {
+                Ok(Some(number)) => number,
+                lost_or_failed => {
+                    if let Some((_, sealed)) = &replacement {
+                        keys.erase(sealed.slot)?;
+                        keys.release([sealed.slot]);
+                    }
+                    // Another write changed the reset or the account meanwhile: read again.
+                    lost_or_failed?;
+                    continue;
+                }
+            };
+            let Some((facts, _)) = replacement else {
+                self.shared.committer.durable(number, Vec::new()).await?;
+                return Ok(None);
+            };
+            self.shared.index.set(&reset.user, Some(facts));
+            let erase = account
+                .and_then(|(old, _)| slot_of(&old))
+                .into_iter()
+                .collect();
+            self.shared.committer.durable(number, erase).await?;
+            return Ok(Some(reset.user));
+        }
+    }
+
+    /// Removes the live reset of account `name`, if any (its password changed, or it is
+    /// being deleted); durable.
+    pub async fn drop_reset_of(&self, name: &str) -> Result<(), StoreError> {
+        let index = self.reset_of(name)?;
+        if !self.generation().tokens.contains_key(&index).engine()? {
+            return Ok(());
+        }
+        self.write_tokens(|tokens| {
+            if let Some(token) = tokens.remove(index.as_slice())? {
+                tokens.remove(key(RESET_PREFIX, &token))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes every token entry expired at `now`, and the index of resets removed; durable.
+    pub async fn prune_tokens(&self, now: u64) -> Result<(), StoreError> {
+        let generation = self.generation();
+        let mut expired = Vec::new();
+        for entry in generation.tokens.iter() {
+            let (key, value) = entry.engine()?;
+            if is_expired(&key, &value, now) {
+                let index = if key.starts_with(RESET_PREFIX) {
+                    decode::<Reset>(&value)
+                        .ok()
+                        .map(|reset| self.reset_of(&reset.user))
+                        .transpose()?
+                } else {
+                    None
+                };
+                expired.push((key, index));
+            }
+        }
+        if expired.is_empty() {
+            return Ok(());
+        }
+        self.write_tokens(|tokens| {
+            for (key, index) in &expired {
+                if tokens.remove(key)?.is_some() {
+                    if let Some(index) = index {
+                        // Only if it still points at this reset (not a newer one).
+                        if tokens.get(index)?.as_deref() == key.get(RESET_PREFIX.len()..) {
+                            tokens.remove(index.as_slice())?;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `change` on the tokens tree in a transaction that counts one write; durable.
+    async fn write_tokens(
+        &self,
+        change: impl Fn(&TransactionalTree) -> Result<(), Abort>,
+    ) -> Result<(), StoreError> {
+        let _writing = self.shared.writes.read().await;
+        let number = self
+            .generation()
+            .meta_and_tokens()
+            .transaction(|(meta, tokens)| {
+                change(tokens)?;
+                count_write(meta)
+            })
+            .map_err(aborted)?;
+        self.shared.committer.durable(number, Vec::new()).await
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
