@@ -1,7 +1,7 @@
 //! A Dovecot passwd-file (`user:{SCHEME}hash:uid:gid:gecos:home:shell:extra`): crypt schemes,
 //! ARGON2ID, SCRAM and PLAIN entries become qam records; other schemes are refused by name.
 
-use super::{text, text_lines, Credential, Moved, Reading};
+use super::{read_user_lines, Credential, Reading};
 use qam_client::Password;
 
 /// The credential of one password field, or why qam cannot take it.
@@ -29,32 +29,7 @@ fn credential(field: &str) -> Result<Credential, String> {
 
 /// Reads every entry of a passwd-file.
 pub fn read(file: &[u8]) -> Reading {
-    let mut reading = Reading::default();
-    for (number, line) in text_lines(file) {
-        let place = format!("line {number}");
-        let line = match text(line) {
-            Ok(line) => line,
-            Err(reason) => {
-                reading.refuse(place, reason);
-                continue;
-            }
-        };
-        let mut fields = line.splitn(3, ':');
-        let (Some(name), Some(password)) = (fields.next(), fields.next()) else {
-            reading.refuse(place, "expected user:password[:…]");
-            continue;
-        };
-        match credential(password) {
-            Ok(credential) => reading.accounts.push(Moved {
-                place,
-                name: name.to_owned(),
-                credential,
-                locked: false,
-            }),
-            Err(reason) => reading.refuse(place, reason),
-        }
-    }
-    reading
+    read_user_lines(file, credential)
 }
 
 #[cfg(test)]

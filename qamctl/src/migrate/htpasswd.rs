@@ -1,32 +1,17 @@
 //! An Apache htpasswd file (`user:$2y$…`, made by `htpasswd -B`): bcrypt entries become qam
 //! records; Apache's own MD5 (`$apr1$`), SHA1 and crypt entries are refused by name.
 
-use super::{text, text_lines, Credential, Moved, Reading};
+use super::{read_user_lines, Credential, Reading};
 
 /// Reads every entry of an htpasswd file.
 pub fn read(file: &[u8]) -> Reading {
-    let mut reading = Reading::default();
-    for (number, line) in text_lines(file) {
-        let place = format!("line {number}");
-        let entry = text(line).map_err(str::to_owned).and_then(|line| {
-            let (name, hash) = line.split_once(':').ok_or("expected user:hash")?;
-            if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
-                Ok((name, hash))
-            } else {
-                Err("only bcrypt entries (htpasswd -B) can be moved in; reset this user".to_owned())
-            }
-        });
-        match entry {
-            Ok((name, hash)) => reading.accounts.push(Moved {
-                place,
-                name: name.to_owned(),
-                credential: Credential::Verifier(hash.to_owned()),
-                locked: false,
-            }),
-            Err(reason) => reading.refuse(place, reason),
+    read_user_lines(file, |hash| {
+        if hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$") {
+            Ok(Credential::Verifier(hash.to_owned()))
+        } else {
+            Err("only bcrypt entries (htpasswd -B) can be moved in; reset this user".to_owned())
         }
-    }
-    reading
+    })
 }
 
 #[cfg(test)]

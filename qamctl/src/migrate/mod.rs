@@ -161,6 +161,35 @@ fn text_lines(text: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         })
 }
 
+/// Reads `user:secret[:…]` lines (Dovecot's passwd-file, htpasswd): each secret becomes a
+/// credential through `credential`, or a refusal with its line number.
+fn read_user_lines(
+    file: &[u8],
+    credential: impl Fn(&str) -> Result<Credential, String>,
+) -> Reading {
+    let mut reading = Reading::default();
+    for (number, line) in text_lines(file) {
+        let place = format!("line {number}");
+        let entry = text(line).map_err(str::to_owned).and_then(|line| {
+            let mut fields = line.splitn(3, ':');
+            match (fields.next(), fields.next()) {
+                (Some(name), Some(secret)) => Ok((name, credential(secret)?)),
+                _ => Err("expected user:password[:…]".to_owned()),
+            }
+        });
+        match entry {
+            Ok((name, credential)) => reading.accounts.push(Moved {
+                place,
+                name: name.to_owned(),
+                credential,
+                locked: false,
+            }),
+            Err(reason) => reading.refuse(place, reason),
+        }
+    }
+    reading
+}
+
 /// A source's field as UTF-8 text, or the reason it is not.
 fn text(field: &[u8]) -> Result<&str, &'static str> {
     std::str::from_utf8(field).map_err(|_| "not UTF-8")
