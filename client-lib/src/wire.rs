@@ -179,7 +179,7 @@ pub struct Account {
     pub created: String,
     /// A locked account no longer verifies.
     pub locked: bool,
-    /// `list` only (an admin's view): where a legacy verifier came from and its scheme
+    /// An admin's `list` and `lookup` only: where a legacy verifier came from and its scheme
     /// (`prosody SCRAM-SHA-1`) while the account still has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<String>,

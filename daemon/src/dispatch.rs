@@ -96,7 +96,7 @@ impl Serve for Call<'_> {
     }
 
     async fn lookup(&self, user: String) -> Result<LookupInfo, WireError> {
-        self.state.accounts.lookup(&user)
+        self.state.accounts.lookup(&user, self.grants.is_admin())
     }
 
     async fn register(

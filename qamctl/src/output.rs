@@ -55,12 +55,19 @@ fn fields(rows: &[(&str, String)]) -> String {
 
 /// One account as `field  value` lines.
 pub fn account(account: &Account) -> String {
-    fields(&[
+    let mut lines = vec![
         ("name", account.name.clone()),
         ("email", account.email.clone()),
         ("created", account.created.clone()),
         ("locked", yes_no(account.locked).to_owned()),
-    ])
+    ];
+    if let Some(legacy) = &account.legacy {
+        lines.push((
+            "verifier",
+            format!("legacy ({legacy}): upgraded at next login"),
+        ));
+    }
+    fields(&lines)
 }
 
 /// A new invite or reset link: the link alone on the first line (to copy), then its expiry.

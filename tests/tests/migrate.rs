@@ -234,6 +234,11 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list");
     assert_eq!(listed[0]["legacy"], "prosody SCRAM-SHA-1", "{listed}");
     assert_eq!(listed[1]["legacy"], "prosody SCRAM-SHA-256", "{listed}");
+    let shown = text(&qamctl(&daemon, &["user", "show", "alice"]));
+    assert!(
+        shown.contains("legacy (prosody SCRAM-SHA-1): upgraded at next login"),
+        "{shown}"
+    );
     let hosts = format!(
         "VirtualHost \"example.org\"\n  authentication = \"qam\"\n  qam_socket = \"{}\"\n",
         daemon.socket.display()

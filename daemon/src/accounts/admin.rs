@@ -233,7 +233,14 @@ mod tests {
             .unwrap();
         assert!(verifies(&accounts, "alice", "admin-chosen").await);
         accounts.set_locked("alice", true).await.unwrap();
-        assert!(accounts.lookup("alice").unwrap().account.unwrap().locked);
+        assert!(
+            accounts
+                .lookup("alice", true)
+                .unwrap()
+                .account
+                .unwrap()
+                .locked
+        );
         assert!(!verifies(&accounts, "alice", "admin-chosen").await);
         accounts.set_locked("alice", false).await.unwrap();
         assert!(verifies(&accounts, "alice", "admin-chosen").await);
