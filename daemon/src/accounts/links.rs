@@ -3,7 +3,7 @@
 
 use super::admin::taken;
 use super::{hash_failed, rule_failed, store_failed, Accounts};
-use crate::store::{unix_now, Invite, Redeemed, Reset, TokenHash};
+use crate::store::{unix_now, Invite, Redeemed, TokenHash};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use blake2::{Blake2s256, Digest};
 use qam_client::wire::{Done, InviteInfo, InviteList, LinkInfo, NameInfo};
@@ -180,12 +180,9 @@ impl Accounts {
         let now = unix_now();
         self.store.prune_tokens(now).await.map_err(store_failed)?;
         let (token, hash) = new_token()?;
-        let reset = Reset {
-            user: name.clone(),
-            expires: now + lifetime,
-        };
+        let expires = now + lifetime;
         self.store
-            .put_reset(&hash, &reset)
+            .put_reset(&hash, &name, expires)
             .await
             .map_err(store_failed)?;
         tracing::info!(user = %name, "reset link created");
@@ -193,7 +190,7 @@ impl Accounts {
             invite: None,
             url: self.link("/reset/", &token),
             token,
-            expires: rfc3339(reset.expires),
+            expires: rfc3339(expires),
         })
     }
 

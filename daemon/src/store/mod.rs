@@ -24,10 +24,10 @@ pub use error::StoreError;
 pub use index::Facts;
 pub use record::{today, Record};
 use std::collections::BTreeMap;
-pub use tokens::{unix_now, Invite, Redeemed, Reset, TokenHash};
+pub use tokens::{unix_now, Invite, Redeemed, TokenHash};
 
 use commit::Committer;
-use erasure::{open as open_sealed, slot_of, KeyFile};
+use erasure::{open as open_sealed, slot_of, KeyFile, NameKey};
 use error::EngineResult;
 use generation::{
     abort, count_write, cover_slot, transaction_failed, Generation, IVec, TransactionError,
@@ -193,16 +193,24 @@ impl Store {
 
     /// The stored bytes and record of `name`, read from the engine.
     fn read(&self, name: &str) -> Result<Option<(IVec, Record)>, StoreError> {
+        match self.read_sealed(&self.keys()?.name_key(name))? {
+            Some((_, stored, _)) if stored != name => {
+                Err(corrupt("a record is stored under another name"))
+            }
+            Some((bytes, _, record)) => Ok(Some((bytes, record))),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored bytes, name and record under the keyed hash of a name: how a reset, which
+    /// keeps only that hash, finds its account.
+    fn read_sealed(&self, key: &NameKey) -> Result<Option<(IVec, String, Record)>, StoreError> {
         let keys = self.keys()?;
-        let key = keys.name_key(name);
         let users = &self.generation().users;
         let mut value = users.get(key).engine()?;
         while let Some(bytes) = value {
-            if let Some((stored, record)) = unseal(&key, &bytes, |slot| Ok(keys.key(slot)?))? {
-                if stored != name {
-                    return Err(corrupt("a record is stored under another name"));
-                }
-                return Ok(Some((bytes, record)));
+            if let Some((stored, record)) = unseal(key, &bytes, |slot| Ok(keys.key(slot)?))? {
+                return Ok(Some((bytes, stored, record)));
             }
             // Its key was erased meanwhile by a write replacing it: read the new version.
             let again = users.get(key).engine()?;

@@ -418,11 +418,17 @@ async fn invites_make_one_account_per_use_and_resets_erase_the_replaced_hash() {
     assert_eq!(again, Redeemed::NoToken);
     assert!(store.get("keeper").unwrap().is_none());
     let reset_token = [9u8; 32];
-    let reset = Reset {
-        user: "erasable-name".into(),
-        expires: now + 3600,
-    };
-    store.put_reset(&reset_token, &reset).await.unwrap();
+    store
+        .put_reset(&reset_token, "erasable-name", now + 3600)
+        .await
+        .unwrap();
+    store.sync_all(dir.path()).unwrap();
+    // A live reset keeps the name only inside the account's sealed record.
+    assert!(!files_contain(dir.path(), b"erasable-name"));
+    assert_eq!(
+        store.reset(&reset_token, now).unwrap().as_deref(),
+        Some("erasable-name")
+    );
     let new = "$argon2id$v=19$m=64,t=1,p=1$c2FsdDJzYWx0$bmV3LWhhc2gtYWZ0ZXItcmVzZXQ";
     let user = store.redeem_reset(&reset_token, now, new).await.unwrap();
     assert_eq!(user.as_deref(), Some("erasable-name"));

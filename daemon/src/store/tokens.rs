@@ -2,6 +2,7 @@
 //! expiry and uses left. Redeeming a token and writing the account it makes or changes is one
 //! sled transaction, durable before it returns, so two racing redeemers get one outcome.
 
+use super::erasure::NameKey;
 use super::error::EngineResult;
 use super::generation::{
     count_write, cover_slot, ConflictableTransactionError, TransactionError, Transactional,
@@ -33,14 +34,15 @@ pub struct Invite {
     pub note: String,
 }
 
-/// A live password reset.
+/// A live password reset, stored without the name: the account's name is only ever inside
+/// its sealed record, so a reset leaves nothing readable once the account is erased.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Reset {
-    /// The account whose password it sets.
-    pub user: String,
+struct Reset {
+    /// The keyed hash of the account's name: its key in the users tree.
+    account: NameKey,
     /// Unix time after which it is refused.
-    pub expires: u64,
+    expires: u64,
 }
 
 /// The outcome of redeeming an invite for a new account.
@@ -213,15 +215,17 @@ impl Store {
         Ok(redeemed)
     }
 
-    /// The key of the live reset of account `name` in the tokens tree.
-    fn reset_of(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        Ok(key(RESET_OF_PREFIX, &self.keys()?.name_key(name)))
-    }
-
-    /// Stores a reset for `reset.user`, replacing that account's earlier one; durable.
-    pub async fn put_reset(&self, token: &TokenHash, reset: &Reset) -> Result<(), StoreError> {
-        let bytes = encode(reset);
-        let index = self.reset_of(&reset.user)?;
+    /// Stores a reset of account `name` until `expires`, replacing that account's earlier
+    /// one; durable.
+    pub async fn put_reset(
+        &self,
+        token: &TokenHash,
+        name: &str,
+        expires: u64,
+    ) -> Result<(), StoreError> {
+        let account = self.keys()?.name_key(name);
+        let bytes = encode(&Reset { account, expires });
+        let index = key(RESET_OF_PREFIX, &account);
         self.write_tokens(|tokens| {
             if let Some(old) = tokens.get(&index)? {
                 tokens.remove(key(RESET_PREFIX, &old))?;
@@ -236,13 +240,14 @@ impl Store {
     /// The account a live reset token is for.
     pub fn reset(&self, token: &TokenHash, now: u64) -> Result<Option<String>, StoreError> {
         let reset_key = key(RESET_PREFIX, token);
-        match self.generation().tokens.get(&reset_key).engine()? {
-            Some(bytes) => {
-                let reset: Reset = decode(&bytes)?;
-                Ok((reset.expires > now).then_some(reset.user))
-            }
-            None => Ok(None),
+        let Some(bytes) = self.generation().tokens.get(&reset_key).engine()? else {
+            return Ok(None);
+        };
+        let reset: Reset = decode(&bytes)?;
+        if reset.expires <= now {
+            return Ok(None);
         }
+        Ok(self.read_sealed(&reset.account)?.map(|(_, name, _)| name))
     }
 
     /// Sets the account's hash with the reset `token` and removes the token, in one durable
@@ -260,25 +265,26 @@ impl Store {
                 return Ok(None);
             };
             let reset: Reset = decode(&reset_bytes)?;
-            let index = self.reset_of(&reset.user)?;
-            let account = match self.read(&reset.user)? {
+            let index = key(RESET_OF_PREFIX, &reset.account);
+            let account = match self.read_sealed(&reset.account)? {
                 Some(account) if reset.expires > now => Some(account),
                 _ => None,
             };
             let _writing = self.shared.writes.read().await;
             let keys = self.keys()?;
             let replacement = match &account {
-                Some((_, current)) => {
+                Some((_, name, current)) => {
                     let mut changed = current.clone();
                     changed.hash = hash.to_owned();
                     Some((
+                        name.clone(),
                         facts_of(&changed)?,
-                        seal_record(keys, &reset.user, &changed)?,
+                        seal_record(keys, name, &changed)?,
                     ))
                 }
                 None => None,
             };
-            let name_key = keys.name_key(&reset.user);
+            let name_key = reset.account;
             let outcome = self
                 .generation()
                 .token_trees()
@@ -286,12 +292,12 @@ impl Store {
                     if tokens.get(&reset_key)?.as_ref() != Some(&reset_bytes) {
                         return Ok(None);
                     }
-                    if users.get(name_key)?.as_ref() != account.as_ref().map(|(bytes, _)| bytes) {
+                    if users.get(name_key)?.as_ref() != account.as_ref().map(|(bytes, ..)| bytes) {
                         return Ok(None);
                     }
                     tokens.remove(reset_key.as_slice())?;
                     tokens.remove(index.as_slice())?;
-                    if let Some((_, sealed)) = &replacement {
+                    if let Some((_, _, sealed)) = &replacement {
                         users.insert(&sealed.key, sealed.value.as_slice())?;
                         cover_slot(meta, sealed.slot)?;
                     }
@@ -301,7 +307,7 @@ impl Store {
             let number = match written {
                 Ok(Some(number)) => number,
                 lost_or_failed => {
-                    if let Some((_, sealed)) = &replacement {
+                    if let Some((_, _, sealed)) = &replacement {
                         keys.erase(sealed.slot)?;
                         keys.release([sealed.slot]);
                     }
@@ -310,24 +316,24 @@ impl Store {
                     continue;
                 }
             };
-            let Some((facts, _)) = replacement else {
+            let Some((name, facts, _)) = replacement else {
                 self.shared.committer.durable(number, Vec::new()).await?;
                 return Ok(None);
             };
-            self.shared.index.set(&reset.user, Some(facts));
+            self.shared.index.set(&name, Some(facts));
             let erase = account
-                .and_then(|(old, _)| slot_of(&old))
+                .and_then(|(old, ..)| slot_of(&old))
                 .into_iter()
                 .collect();
             self.shared.committer.durable(number, erase).await?;
-            return Ok(Some(reset.user));
+            return Ok(Some(name));
         }
     }
 
     /// Removes the live reset of account `name`, if any (its password changed, or it is
     /// being deleted); durable.
     pub async fn drop_reset_of(&self, name: &str) -> Result<(), StoreError> {
-        let index = self.reset_of(name)?;
+        let index = key(RESET_OF_PREFIX, &self.keys()?.name_key(name));
         if !self.generation().tokens.contains_key(&index).engine()? {
             return Ok(());
         }
@@ -347,14 +353,11 @@ impl Store {
         for entry in generation.tokens.iter() {
             let (key, value) = entry.engine()?;
             if is_expired(&key, &value, now) {
-                let index = if key.starts_with(RESET_PREFIX) {
-                    decode::<Reset>(&value)
-                        .ok()
-                        .map(|reset| self.reset_of(&reset.user))
-                        .transpose()?
-                } else {
-                    None
-                };
+                let index = key
+                    .starts_with(RESET_PREFIX)
+                    .then(|| decode::<Reset>(&value).ok())
+                    .flatten()
+                    .map(|reset| self::key(RESET_OF_PREFIX, &reset.account));
                 expired.push((key, index));
             }
         }
