@@ -181,20 +181,16 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
     for (hash, flag, user) in [("SHA-1", "sha-1", "alice"), ("SHA-256", "sha-256", "bob")] {
         let prosody_data = prosody_accounts(hash, &[(user, "old prosody password")]);
         let data = prosody_data.path().join("data").display().to_string();
-        let dry = qamctl(
-            &daemon,
-            &[
-                "import",
-                &data,
-                "--from",
-                "prosody",
-                "--host",
-                "example.org",
-                "--scram-hash",
-                flag,
-                "--dry-run",
-            ],
-        );
+        let import = [
+            "import",
+            &data,
+            "--from",
+            "prosody",
+            "--host",
+            "example.org",
+        ];
+        let args = [&import[..], &["--scram-hash", flag]].concat();
+        let dry = qamctl(&daemon, &[&args[..], &["--dry-run"]].concat());
         assert!(dry.status.success(), "{}", text(&dry));
         assert!(
             text(&dry).contains(&format!("SCRAM-{hash}: 1")),
@@ -205,19 +201,7 @@ fn prosody_accounts_move_in_and_log_in_through_prosody() {
             daemon.export().iter().all(|r| r.name != user),
             "a dry run writes nothing"
         );
-        let done = qamctl(
-            &daemon,
-            &[
-                "import",
-                &data,
-                "--from",
-                "prosody",
-                "--host",
-                "example.org",
-                "--scram-hash",
-                flag,
-            ],
-        );
+        let done = qamctl(&daemon, &args);
         assert!(done.status.success(), "{}", text(&done));
     }
     let legacy = |daemon: &Daemon| {
