@@ -1,7 +1,7 @@
-//! JSON-lines framing over a Unix stream: the server reads whole request lines (bounded at
-//! 64 KiB) and writes whole answer lines, never raw bytes. Received bytes may hold passwords:
-//! they only ever live in buffers that are wiped when they are dropped or outgrown.
+//! A framed client connection over a Unix stream: whole messages in (JSON request lines on the
+//! main socket, varlink calls on the userdb door), whole answers out, never raw bytes.
 
+use crate::framing::{Framer, Step};
 use qam_client::wire::MAX_REQUEST_LINE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -13,11 +13,11 @@ const CHUNK: usize = 4096;
 /// What one read produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// A complete line, newline stripped.
+    /// A complete message, delimiter stripped.
     Line(&'a [u8]),
-    /// The line exceeded the limit; the connection must be closed after answering.
+    /// The message exceeded the limit; the connection must be closed after answering.
     TooLarge,
-    /// The client closed its side (a line cut short by the close is dropped).
+    /// The client closed its side (a message cut short by the close is dropped).
     Closed,
 }
 
@@ -25,66 +25,43 @@ pub enum Frame<'a> {
 pub struct Connection {
     /// The client's socket.
     stream: UnixStream,
-    /// Received bytes: the current line, then whatever followed it.
-    received: Zeroizing<Vec<u8>>,
-    /// Length of the line (with its newline) handed out by the last `read_frame`.
-    consumed: usize,
+    /// Received bytes, cut into messages.
+    framer: Framer,
 }
 
 impl Connection {
+    /// A connection of JSON request lines, each at most `MAX_REQUEST_LINE` bytes.
     pub fn new(stream: UnixStream) -> Connection {
-        Connection {
-            stream,
-            received: Zeroizing::new(Vec::with_capacity(512)),
-            consumed: 0,
-        }
+        Connection::framed(stream, Framer::new(b'\n', MAX_REQUEST_LINE))
     }
 
-    /// Reads the next request line. Cancel-safe: bytes already received stay buffered.
+    /// A connection whose messages `framer` cuts.
+    pub fn framed(stream: UnixStream, framer: Framer) -> Connection {
+        Connection { stream, framer }
+    }
+
+    /// Reads the next message. Cancel-safe: bytes already received stay buffered.
     pub async fn read_frame(&mut self) -> std::io::Result<Frame<'_>> {
-        self.received.drain(..self.consumed);
-        self.consumed = 0;
-        let limit = MAX_REQUEST_LINE + 1;
         let mut chunk = Zeroizing::new([0u8; CHUNK]);
-        // Bytes already searched for a newline: each byte is looked at once, however
-        // small the pieces a client sends a line in.
-        let mut scanned = 0;
         loop {
-            let window_end = self.received.len().min(limit);
-            let window = &self.received[scanned..window_end];
-            if let Some(at) = window.iter().position(|&byte| byte == b'\n') {
-                let end = scanned + at;
-                self.consumed = end + 1;
-                return Ok(Frame::Line(&self.received[..end]));
-            }
-            scanned = window_end;
-            if self.received.len() >= limit {
-                return Ok(Frame::TooLarge);
+            match self.framer.advance() {
+                Step::Message => return Ok(Frame::Line(self.framer.message())),
+                Step::TooLarge => return Ok(Frame::TooLarge),
+                Step::NeedMore => {}
             }
             let read = self.stream.read(&mut chunk[..]).await?;
             if read == 0 {
                 return Ok(Frame::Closed);
             }
-            append_wiping(&mut self.received, &chunk[..read]);
+            self.framer.push(&chunk[..read]);
         }
     }
 
-    /// Writes one answer line and flushes it.
+    /// Writes one answer and flushes it.
     pub async fn write_answer(&mut self, answer: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(answer).await?;
         self.stream.flush().await
     }
-}
-
-/// Appends `bytes`; when the buffer must grow, the old allocation is wiped, not just freed.
-fn append_wiping(buffer: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
-    let needed = buffer.len() + bytes.len();
-    if needed > buffer.capacity() {
-        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.next_power_of_two()));
-        bigger.extend_from_slice(buffer);
-        *buffer = bigger;
-    }
-    buffer.extend_from_slice(bytes);
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod connection;
 mod cpu_budget;
 pub mod daemon;
 mod dispatch;
+pub mod framing;
 mod hash_queue;
 pub mod hasher;
 mod legacy;

@@ -3,12 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qamd::userdb::codec::{Framer, Next, MAX_MESSAGE};
-use qamd::userdb::varlink::{decode_call, encode_error};
+use qamd::framing::{Framer, Next};
+use qamd::userdb::varlink::{decode_call, encode_error, MAX_MESSAGE};
 
 fuzz_target!(|bytes: &[u8]| {
     let cut = bytes.first().map_or(0, |&b| usize::from(b)).min(bytes.len());
-    let mut framer = Framer::default();
+    let mut framer = Framer::new(0, MAX_MESSAGE);
     for piece in [&bytes[..cut], &bytes[cut..]] {
         framer.push(piece);
         loop {

@@ -575,8 +575,8 @@ fn readme_ways_to_keep_qam_users_out_of_ssh_work() {
 #[test]
 fn calls_split_anywhere_decode_to_the_query_sent() {
     use proptest::prelude::*;
-    use qamd::userdb::codec::{Framer, Next};
-    use qamd::userdb::varlink::{decode_call, Method, VarlinkError};
+    use qamd::framing::{Framer, Next};
+    use qamd::userdb::varlink::{decode_call, Method, VarlinkError, MAX_MESSAGE};
     let query = (
         0..3u8,
         proptest::option::of(any::<u32>()),
@@ -647,7 +647,7 @@ fn calls_split_anywhere_decode_to_the_query_sent() {
                     });
                 }
                 let cut = cut % (bytes.len() + 1);
-                let mut framer = Framer::default();
+                let mut framer = Framer::new(0, MAX_MESSAGE);
                 let mut decoded = Vec::new();
                 for piece in [&bytes[..cut], &bytes[cut..]] {
                     framer.push(piece);

@@ -5,7 +5,6 @@
 //! a NUL byte; `GetUserRecord`, `GetGroupRecord` and `GetMemberships`, enumeration with
 //! `more`. The socket is 0666 because every process resolves users; it serves public facts only.
 
-pub mod codec;
 mod directory;
 mod server;
 pub mod varlink;

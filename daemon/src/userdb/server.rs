@@ -2,9 +2,12 @@
 //! on every read and write, and answers to each call (enumerations streamed page by page), so
 //! no userdb client can hold up the main socket's clients or another userdb client.
 
-use super::codec::{Incoming, MessageStream};
 use super::directory::{Directory, Listing};
-use super::varlink::{decode_call, encode_error, encode_reply, Call, Method, VarlinkError};
+use super::varlink::{
+    decode_call, encode_error, encode_reply, Call, Method, VarlinkError, MAX_MESSAGE,
+};
+use crate::connection::{Connection, Frame};
+use crate::framing::Framer;
 use crate::shutdown::Shutdown;
 use crate::store::{Record, StoreError};
 use serde_json::{json, Value};
@@ -205,7 +208,7 @@ impl Listener {
                         continue;
                     };
                     let handler = Handler {
-                        stream: MessageStream::new(stream),
+                        stream: Connection::framed(stream, Framer::new(0, MAX_MESSAGE)),
                         directory: Arc::clone(&self.directory),
                         timeout: self.timeout,
                         shutdown: shutdown.clone(),
@@ -231,7 +234,7 @@ impl Listener {
 /// One userdb connection: calls answered in order until the client closes or stalls.
 struct Handler {
     /// The framed connection.
-    stream: MessageStream,
+    stream: Connection,
     /// Where the answers come from.
     directory: Arc<Directory>,
     /// Bound on waiting for a call and on each write.
@@ -251,18 +254,18 @@ impl Handler {
     async fn serve_one(&mut self) -> Result<(), Closed> {
         let mut shutdown = self.shutdown.clone();
         let read = tokio::select! {
-            read = tokio::time::timeout(self.timeout, self.stream.read_message()) => read,
+            read = tokio::time::timeout(self.timeout, self.stream.read_frame()) => read,
             () = shutdown.recv() => return Err(Closed),
         };
         let message = match read {
-            Ok(Ok(Incoming::Message(message))) => message,
-            Ok(Ok(Incoming::TooLarge)) => {
+            Ok(Ok(Frame::Line(message))) => message,
+            Ok(Ok(Frame::TooLarge)) => {
                 tracing::debug!("userdb message too large; connection closed");
                 return Err(Closed);
             }
             _ => return Err(Closed),
         };
-        let call = match decode_call(&message, self.directory.service()) {
+        let call = match decode_call(message, self.directory.service()) {
             Ok(call) => call,
             Err(error) => return self.send_error(&error).await,
         };
@@ -347,7 +350,7 @@ impl Handler {
 
     /// Writes replies; a client that does not read them within the timeout is dropped.
     async fn send(&mut self, out: &[u8]) -> Result<(), Closed> {
-        match tokio::time::timeout(self.timeout, self.stream.write(out)).await {
+        match tokio::time::timeout(self.timeout, self.stream.write_answer(out)).await {
             Ok(Ok(())) => Ok(()),
             _ => {
                 tracing::debug!("userdb client not reading; connection closed");

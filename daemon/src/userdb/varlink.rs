@@ -3,6 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
+/// Longest call accepted (a userdb call is under 200 bytes); longer closes the connection.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
 /// The interface served.
 pub const INTERFACE: &str = "io.systemd.UserDatabase";
 
