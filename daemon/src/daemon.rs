@@ -69,10 +69,7 @@ pub async fn run(
             socket::socket_gid(config.socket_group.as_deref())?,
         )?,
     };
-    std_listener
-        .set_nonblocking(true)
-        .map_err(StartError::Listen)?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(StartError::Listen)?;
+    let listener = socket::into_async(std_listener).map_err(StartError::Listen)?;
 
     let (trigger, shutdown) = shutdown::channel();
     spawn_signal_handler(trigger)?;

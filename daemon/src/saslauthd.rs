@@ -134,10 +134,7 @@ pub fn start(
         }
         (None, None) => return Ok(Served::nothing("saslauthd")),
     };
-    std_listener
-        .set_nonblocking(true)
-        .map_err(StartError::Listen)?;
-    let listener = UnixListener::from_std(std_listener).map_err(StartError::Listen)?;
+    let listener = socket::into_async(std_listener).map_err(StartError::Listen)?;
     let door = Door::new(
         Arc::clone(state),
         config.saslauthd_realms.clone(),

@@ -64,6 +64,12 @@ pub fn socket_gid(configured: Option<&str>) -> Result<Option<Gid>, SetupError> {
 /// (not list), others may not. qamd's umask 077 alone would shut the group out.
 const SOCKET_DIR_MODE: u32 = 0o710;
 
+/// A bound or passed listener, made ready for the async accept loops.
+pub fn into_async(listener: UnixListener) -> std::io::Result<tokio::net::UnixListener> {
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
 /// Binds `path` as a 0660 socket owned by `gid`, replacing only a stale socket of ours.
 pub fn bind(path: &Path, gid: Option<Gid>) -> Result<UnixListener, SetupError> {
     remove_stale(path)?;

@@ -444,7 +444,7 @@ fn a_refusal_costs_the_current_parameters_whatever_the_stored_hash() {
     }
     let (old, current) = (quantile(&mut old, 0.5), quantile(&mut current, 0.5));
     figure(format!(
-        "7 timing: wrong password for an account hashed at m=256,t=1 {old:?}, at the current m=19456,t=2 {current:?}"
+        "7 timing: a mistyped password for an account hashed at m=256,t=1 {old:?}, at the current m=19456,t=2 {current:?}"
     ));
     // Without the top-up the cheap refusal takes about 1 % of the current one.
     assert!(

@@ -59,10 +59,7 @@ pub fn start(
             )
         }
     };
-    std_listener
-        .set_nonblocking(true)
-        .map_err(StartError::Listen)?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(StartError::Listen)?;
+    let listener = socket::into_async(std_listener).map_err(StartError::Listen)?;
     tracing::info!(service = %service, "userdb socket open: accounts visible to the system");
     let directory = Directory::new(Arc::clone(state), config.nss.clone(), service);
     let door = server::Listener::new(listener, directory, config.idle_timeout());
