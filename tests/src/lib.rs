@@ -1,8 +1,12 @@
 //! Shared harness for qam's end-to-end and real-peer tests: starts real `qamd` processes on a
 //! temporary socket and data dir with cheap hash parameters, and finds the built binaries.
 
+pub mod container;
 pub mod deployment;
+pub mod dovecot;
+pub mod pam;
 pub mod readme;
+pub mod reliability;
 pub mod sshd;
 pub mod web;
 pub mod xmpp;
@@ -13,7 +17,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cheap argon2 parameters for tests where the hash cost is not what is tested.
@@ -45,6 +49,25 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Exit status, stdout and stderr of a command, for failure messages.
+pub fn shown(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `command` to completion and asserts that it succeeded; answers its output.
+pub fn run_ok(command: &mut Command) -> Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(out.status.success(), "{command:?}: {}", shown(&out));
+    out
 }
 
 /// True when a real peer's program exists. Missing under `CI=true` is a failure, not a skip;

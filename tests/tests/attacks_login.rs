@@ -1,12 +1,10 @@
 //! Attacks on logins and account names, each performed against a real qamd: every test passes
 //! only because the attack fails. Figures (`FIGURE attacks …`) go to stderr for BENCHMARKS.md.
 
-mod reliability_support;
-
 use qam_client::wire::{Done, NameInfo, StatusInfo};
 use qam_client::{Client, ClientError, ErrorCode, Password, Request};
+use qam_tests::reliability::{code_of, quantile, raw_with_setpriv, socket_gid};
 use qam_tests::{bin, Daemon};
-use reliability_support::{code_of, quantile, raw_with_setpriv, socket_gid};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -2,16 +2,10 @@
 //! `common-auth` (pam_unix) and real unix accounts, driven by pamtester; each test passes only
 //! because the attack fails. Creates system users: run under the peer-tests lock.
 
-#[path = "support/dovecot.rs"]
-mod dovecot;
-#[path = "support/pam.rs"]
-mod pam_service;
-
-use dovecot::shown;
-use pam_service::{pamtester_present, PamService, UnixUser};
 use qam_client::wire::NameInfo;
 use qam_client::{Password, Request};
-use qam_tests::Daemon;
+use qam_tests::pam::{pamtester_present, PamService, UnixUser};
+use qam_tests::{shown, Daemon};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,12 +1,10 @@
 //! Attacks of one local peer on the others, each performed against a real qamd: connections,
 //! hashing, unknown names, the saslauthd door, argon2 parameters, groups, a set-uid client.
 
-mod reliability_support;
-
 use qam_client::wire::{ExportRecord, ImportInfo, StatusInfo};
 use qam_client::{Client, ClientError, Password, Request};
+use qam_tests::reliability::{closed_within, code_of, figure, quantile, raw_with_setpriv};
 use qam_tests::{Daemon, Flood, HostilePeer};
-use reliability_support::{closed_within, code_of, figure, quantile, raw_with_setpriv};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -449,7 +447,7 @@ fn groups_are_those_the_connecting_process_holds() {
         format!("qamt-pmem{tag}"),
         format!("qamt-pout{tag}"),
     );
-    let mut accounts = reliability_support::UnixAccounts::default();
+    let mut accounts = qam_tests::reliability::UnixAccounts::default();
     accounts.group(&admins);
     accounts.user(&member, &[&admins]);
     accounts.user(&outsider, &["nogroup"]);

@@ -2,11 +2,8 @@
 //! and its environment) and by real Dovecot 2.3 (`doveadm auth test`, `doveadm auth lookup`)
 //! running it as user `dovecot`.
 
-#[path = "support/dovecot.rs"]
-mod dovecot;
-
-use dovecot::{checkpassword_auth, shown, Dovecot, DOVECOT};
-use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
+use qam_tests::dovecot::{checkpassword_auth, Dovecot, DOVECOT};
+use qam_tests::{bin, require_peer, shared_tempdir, shown, Daemon};
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};

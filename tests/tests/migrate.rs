@@ -2,11 +2,8 @@
 //! `useradd` + `chpasswd`, `htpasswd -B`) imported with `qamctl import --from`, then logged in
 //! with their old passwords through real services, and upgraded to argon2id on that login.
 
-#[path = "support/pam.rs"]
-mod pam;
-
-use pam::PamService;
 use qam_client::wire::ExportRecord;
+use qam_tests::pam::{self, PamService};
 use qam_tests::xmpp::{median, plain_login, Ejabberd, Login, Prosody, PRODUCTION_HASH};
 use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
 use std::fs;

@@ -3,15 +3,9 @@
 //!
 //! Each test writes its own /etc/pam.d service (unique name) and removes it when done.
 
-#[path = "support/dovecot.rs"]
-mod dovecot;
-
-#[path = "support/pam.rs"]
-mod pam_service;
-
-use dovecot::{shown, Dovecot, DOVECOT};
-use pam_service::{module_args, pamtester_present, PamService};
-use qam_tests::{bin, require_peer, Daemon};
+use qam_tests::dovecot::{self, Dovecot, DOVECOT};
+use qam_tests::pam::{module_args, pamtester_present, PamService};
+use qam_tests::{bin, require_peer, shown, Daemon};
 use std::process::Output;
 use std::time::{Duration, Instant};
 

@@ -3,15 +3,12 @@
 //! both passdbs, and SMTP AUTH PLAIN and LOGIN (python's smtplib) into Postfix through the
 //! saslauthd door. Each path is timed beside the same server on its own password store.
 
-#[path = "support/dovecot.rs"]
-mod dovecot;
-
-use dovecot::{checkpassword_auth, pam_dovecot_file, pam_passdb, shown, Dovecot};
 use qam_tests::deployment::{join_qam, sysadmin};
+use qam_tests::dovecot::{self, checkpassword_auth, pam_dovecot_file, pam_passdb, Dovecot};
 use qam_tests::readme;
 use qam_tests::sshd::{self, Sshd};
 use qam_tests::xmpp::{median, PRODUCTION_HASH};
-use qam_tests::{bin, require_peer, shared_tempdir, Daemon};
+use qam_tests::{bin, require_peer, shared_tempdir, shown, Daemon};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -207,7 +204,7 @@ fn mail_logins(
     password: &str,
     count: usize,
 ) -> Vec<(bool, Duration)> {
-    let script = qam_tests::workspace_root().join("tests/tests/support/mail_login.py");
+    let script = qam_tests::workspace_root().join("tests/src/mail_login.py");
     let mut child = Command::new(PYTHON)
         .arg(script)
         .args([protocol, &port.to_string(), user, &count.to_string()])

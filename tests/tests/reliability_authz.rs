@@ -1,10 +1,8 @@
 //! Authorization matrix: every operation × {root, admin-group member,
 //! service user with grants, service user without, unrelated uid}, with real unix users.
 
-mod reliability_support;
-
+use qam_tests::reliability::{code_of, figure, raw_lines, raw_with_setpriv, UnixAccounts};
 use qam_tests::Daemon;
-use reliability_support::{code_of, figure, raw_lines, raw_with_setpriv, UnixAccounts};
 use std::collections::BTreeSet;
 use std::process::Command;
 
@@ -164,7 +162,7 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
         .copied()
         .collect();
     let unrelated_uid = format!("{}", 60_000 + tag % 5_000);
-    let sock_gid = reliability_support::socket_gid(&daemon.socket);
+    let sock_gid = qam_tests::reliability::socket_gid(&daemon.socket);
     let peers: Vec<(&str, Vec<&str>, &BTreeSet<&str>)> = vec![
         ("root", vec![], &everything),
         (

@@ -1,15 +1,13 @@
 //! Hostile input: generated and random input for the request decoder, the
 //! saslauthd framing, qam-extauth and qam-checkpassword; every protocol error code triggered.
 
-mod reliability_support;
-
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use qam_client::wire::{decode_request, encode_request, ExportRecord};
 use qam_client::{ErrorCode, Password, Request};
+use qam_tests::reliability::{code_of, figure, raw_lines, size, Rng};
 use qam_tests::{bin, Daemon};
-use reliability_support::{code_of, figure, raw_lines, size, Rng};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -563,7 +561,7 @@ fn qam_checkpassword_never_crashes_on_fd3_input() {
 
 #[test]
 fn every_protocol_error_code_is_triggered() {
-    use reliability_support::{raw_as, socket_gid};
+    use qam_tests::reliability::{raw_as, socket_gid};
     let daemon = Daemon::start_with(
         "[throttle]\nfree_failures = 2\nbase_delay_ms = 60000\n[permissions.users]\nnobody = [\"register\"]\n",
     );

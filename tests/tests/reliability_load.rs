@@ -1,11 +1,9 @@
 //! Load, guessing and timing: idle, slow and non-reading
 //! clients, a password-guessing run against the throttle, and the timing of every `denied`.
 
-mod reliability_support;
-
 use qam_client::{Client, Password};
+use qam_tests::reliability::{closed_within, cpu_seconds, figure, quantile, size, status_kib};
 use qam_tests::Daemon;
-use reliability_support::{closed_within, cpu_seconds, figure, quantile, size, status_kib};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;

@@ -1,12 +1,10 @@
 //! Secrets: at trace log level no password reaches a log, an answer or a
 //! tool's output; qamd cannot dump core; no password stays in qamd's memory after use.
 
-mod reliability_support;
-
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{Password, Request};
+use qam_tests::reliability::{figure, raw_lines};
 use qam_tests::{bin, shared_tempdir, Daemon};
-use reliability_support::{figure, raw_lines};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};

@@ -1,12 +1,10 @@
 //! Reliability of the account store: acknowledged writes survive SIGKILL, damaged stores are
 //! refused loudly, backups round-trip, replaced and deleted hashes are erased.
 
-mod reliability_support;
-
 use qam_client::wire::{Done, ExportRecord, ImportInfo, NameInfo};
 use qam_client::{Client, ClientError, Password, Request};
+use qam_tests::reliability::{export_all, figure, occurrences, size, Rng};
 use qam_tests::{bin, Daemon};
-use reliability_support::{export_all, figure, occurrences, size, Rng};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

@@ -7,12 +7,9 @@
 //! starts from is built once from its commit and cached there too. A unit the package gains
 //! is one more row in `UNITS`.
 
-#[path = "support/container.rs"]
-mod container;
-
-use container::{Container, Script};
 use qam_client::wire::{HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request, TrustedDaemon};
+use qam_tests::container::{self, Container, Script};
 use qam_tests::xmpp;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;

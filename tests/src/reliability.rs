@@ -1,7 +1,7 @@
 //! Shared pieces of the reliability tests (`reliability_*.rs`): run size (CI or `QAM_FULL=1`),
 //! admin calls, raw socket lines, byte searches in a data dir, and process figures from /proc.
-#![allow(dead_code)] // each test target uses its own part of this module
 
+use crate::run_ok;
 use qam_client::wire::{ExportPage, ExportRecord, MAX_PAGE};
 use qam_client::{Client, Request};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -229,17 +229,22 @@ pub struct UnixAccounts {
 
 impl UnixAccounts {
     pub fn group(&mut self, name: &str) {
-        run_ok("groupadd", &[name]);
+        run_ok(Command::new("groupadd").arg(name));
         self.groups.push(name.to_owned());
     }
 
     /// A user with its own group of the same name, plus `groups`.
     pub fn user(&mut self, name: &str, groups: &[&str]) {
         let extra = groups.join(",");
-        run_ok(
-            "useradd",
-            &["-M", "-U", "-s", "/usr/sbin/nologin", "-G", &extra, name],
-        );
+        run_ok(Command::new("useradd").args([
+            "-M",
+            "-U",
+            "-s",
+            "/usr/sbin/nologin",
+            "-G",
+            &extra,
+            name,
+        ]));
         self.users.push(name.to_owned());
         self.groups.push(name.to_owned());
     }
@@ -257,9 +262,4 @@ impl Drop for UnixAccounts {
                 .status();
         }
     }
-}
-
-fn run_ok(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap();
-    assert!(status.success(), "{program} {args:?}");
 }

@@ -1,7 +1,8 @@
 //! A Debian 12 booted with systemd-nspawn for tests that need systemd as PID 1, and the qam
 //! packages they install; the root filesystem and the 0.1.0 package are cached in CACHE.
 
-use qam_tests::{keep_log, require_peer, workspace_root};
+pub use crate::shown;
+use crate::{keep_log, require_peer, run_ok, workspace_root};
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -74,24 +75,6 @@ impl Script {
         self.input = Some(input.to_owned());
         self
     }
-}
-
-/// Exit status, stdout and stderr of a command, for failure messages.
-pub fn shown(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run_ok(command: &mut Command) -> Output {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(out.status.success(), "{command:?}: {}", shown(&out));
-    out
 }
 
 /// One line of /proc/PID/mountinfo.

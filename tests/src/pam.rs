@@ -1,10 +1,7 @@
 //! PAM services written to /etc/pam.d for a test and driven with Debian's `pamtester`, plus
-//! real unix accounts for stacks that fall through to pam_unix. Included with `#[path]` by
-//! pam.rs and attacks_pam.rs, each using part of it.
+//! real unix accounts for stacks that fall through to pam_unix.
 
-#![allow(dead_code)]
-
-use qam_tests::{bin, require_peer, Daemon};
+use crate::{bin, require_peer, Daemon};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,8 @@
 //! A real Dovecot 2.3 (Debian `dovecot-core`, `dovecot-imapd`) for the PAM and checkpassword
 //! door tests: its own config, base and state dirs in a temp dir, driven with `doveadm auth`
-//! or, with IMAP on, by a real IMAP client. Included with `#[path]` by several test files.
+//! or, with IMAP on, by a real IMAP client.
 
-#![allow(dead_code)]
-
-use qam_tests::readme;
+use crate::{readme, shown};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -34,7 +32,7 @@ pub fn ensure_vmail_user() {
         .flatten()
         .is_none()
     {
-        qam_tests::deployment::sysadmin(
+        crate::deployment::sysadmin(
             "adduser",
             &[
                 "--system",
@@ -98,7 +96,7 @@ impl Dovecot {
     /// README's static userdb (user `vmail`), mail under the temp dir's `vmail/`.
     pub fn start_imap(instance: &str, port: u16, auth: &str) -> Dovecot {
         ensure_vmail_user();
-        let vmail = qam_tests::shared_tempdir();
+        let vmail = crate::shared_tempdir();
         let home = vmail.path().display().to_string();
         let status = Command::new("chown")
             .arg("vmail:vmail")
@@ -133,7 +131,7 @@ impl Dovecot {
     }
 
     fn launch(instance: &str, service: &str, auth: &str) -> Dovecot {
-        let dir = qam_tests::shared_tempdir();
+        let dir = crate::shared_tempdir();
         let d = dir.path().display().to_string();
         let config = dir.path().join("dovecot.conf");
         // Test-only lines: plaintext on loopback without TLS, no auth cache or failure delay
@@ -214,7 +212,7 @@ impl Dovecot {
                 started.elapsed()
             })
             .collect();
-        qam_tests::xmpp::median(times)
+        crate::xmpp::median(times)
     }
 
     /// `doveadm auth lookup USER`: a passdb lookup without a password.
@@ -246,7 +244,7 @@ impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
         for log in ["dovecot.log", "foreground.out"] {
-            qam_tests::keep_log(self.dir.path(), &self.dir.path().join(log));
+            crate::keep_log(self.dir.path(), &self.dir.path().join(log));
         }
     }
 }
@@ -268,14 +266,4 @@ impl Dovecot {
             let _ = child.wait();
         }
     }
-}
-
-/// Output of a command as one text for assertion messages.
-pub fn shown(output: &Output) -> String {
-    format!(
-        "rc={:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
