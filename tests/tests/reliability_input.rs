@@ -350,7 +350,7 @@ fn qamd_answers_every_hostile_line_and_keeps_the_connection() {
     for n in 0..count {
         let len = rng.below(200) as usize;
         let mut line: Vec<u8> = (0..len)
-            .map(|_| rng.next() as u8)
+            .map(|_| rng.next_u64() as u8)
             .filter(|b| *b != b'\n')
             .collect();
         if n % 3 == 0 {
@@ -426,7 +426,7 @@ fn qam_extauth_answers_every_frame_and_never_desynchronises() {
         let mut frames = 0;
         for _ in 0..rng.below(20) + 1 {
             let body: Vec<u8> = match rng.below(4) {
-                0 => (0..rng.below(60)).map(|_| rng.next() as u8).collect(),
+                0 => (0..rng.below(60)).map(|_| rng.next_u64() as u8).collect(),
                 1 => format!(
                     "auth:alice:localhost:{}",
                     "x".repeat(rng.below(30) as usize)
@@ -472,7 +472,7 @@ fn qam_extauth_answers_every_frame_and_never_desynchronises() {
     }
     // Random bytes as a stream: whatever frames they form get answers, never a crash.
     for _ in 0..runs {
-        let input: Vec<u8> = (0..rng.below(400)).map(|_| rng.next() as u8).collect();
+        let input: Vec<u8> = (0..rng.below(400)).map(|_| rng.next_u64() as u8).collect();
         let (ok, out, stderr) = extauth(&daemon.socket, &input);
         assert!(ok && !stderr.contains("panicked"), "{stderr}");
         assert!(out
@@ -505,10 +505,10 @@ fn qam_checkpassword_never_crashes_on_fd3_input() {
                 v.extend(b"\0");
                 v
             }
-            0 => (0..rng.below(600)).map(|_| rng.next() as u8).collect(),
+            0 => (0..rng.below(600)).map(|_| rng.next_u64() as u8).collect(),
             1 => {
                 let mut v = b"alice\0".to_vec();
-                v.extend((0..rng.below(40)).map(|_| rng.next() as u8));
+                v.extend((0..rng.below(40)).map(|_| rng.next_u64() as u8));
                 v
             }
             _ => {

@@ -176,7 +176,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
             .enumerate()
             .map(|(worker, ledger)| {
                 let options = daemon.options().with_timeout(Duration::from_secs(5));
-                let seed = rng.next();
+                let seed = rng.next_u64();
                 std::thread::spawn(move || work(options, worker, ledger, seed))
             })
             .collect();
@@ -247,7 +247,7 @@ fn zero(file: &Path) {
 fn scramble(file: &Path, seed: u64) {
     let len = std::fs::metadata(file).unwrap().len() as usize;
     let mut rng = Rng::new(seed);
-    let garbage: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let garbage: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     std::fs::write(file, garbage).unwrap();
 }
 
