@@ -4,6 +4,7 @@
 pub mod container;
 pub mod deployment;
 pub mod dovecot;
+pub mod identity;
 pub mod pam;
 pub mod readme;
 pub mod reliability;
@@ -86,16 +87,9 @@ pub fn require_peer(program: &str, package: &str) -> bool {
 /// A Python `script` run as `nobody` (uid and gid 65534, no supplementary groups) through
 /// `setpriv`, stdin and stdout piped: how the tests act as an unprivileged local user.
 pub fn python_as_nobody(script: &str) -> Command {
-    let mut command = Command::new("/usr/bin/setpriv");
+    let mut command = identity::Identity::nobody().command("/usr/bin/python3");
     command
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            script,
-        ])
+        .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     command
@@ -383,16 +377,9 @@ impl HostilePeer {
         uid: u32,
         gid: u32,
     ) -> HostilePeer {
-        let mut child = Command::new("setpriv")
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .args([
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-c",
-                PEER_FLOOD_SCRIPT,
-            ])
-            .arg(flood.mode())
+        let mut child = identity::Identity::new(uid, gid)
+            .command("/usr/bin/python3")
+            .args(["-c", PEER_FLOOD_SCRIPT, flood.mode()])
             .arg(socket)
             .arg(connections.to_string())
             .stdin(Stdio::piped())

@@ -1,6 +1,7 @@
 //! Shared pieces of the reliability tests (`reliability_*.rs`): run size (CI or `QAM_FULL=1`),
 //! admin calls, raw socket lines, byte searches in a data dir, and process figures from /proc.
 
+use crate::identity::Identity;
 use crate::run_ok;
 use qam_client::wire::{ExportPage, ExportRecord, MAX_PAGE};
 use qam_client::{Client, Request};
@@ -166,25 +167,11 @@ pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples[index.min(samples.len() - 1)]
 }
 
-/// Sends raw request lines as unix user `user` (group `group`, plus the user's supplementary
-/// groups), through setpriv and socat; one answer per line.
-pub fn raw_as(user: &str, group: &str, socket: &Path, lines: &[&str]) -> Vec<serde_json::Value> {
-    raw_with_setpriv(
-        &["--reuid", user, "--regid", group, "--init-groups"],
-        socket,
-        lines,
-    )
-}
-
-/// Sends raw request lines from a process `setpriv IDENTITY...` runs socat as.
-pub fn raw_with_setpriv(
-    identity: &[&str],
-    socket: &Path,
-    lines: &[&str],
-) -> Vec<serde_json::Value> {
-    let mut child = std::process::Command::new("setpriv")
-        .args(identity)
-        .args(["socat", "-t", "30", "-"])
+/// Sends raw request lines from a socat run as `identity`; one answer per line.
+pub fn raw_as(identity: &Identity, socket: &Path, lines: &[&str]) -> Vec<serde_json::Value> {
+    let mut child = identity
+        .command("socat")
+        .args(["-t", "30", "-"])
         .arg(format!("UNIX-CONNECT:{}", socket.display()))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -212,7 +199,7 @@ pub fn raw_with_setpriv(
     answers
 }
 
-/// The socket's group as a number (setpriv `--regid` gives a peer access through it).
+/// The socket's group as a number (an `Identity` with it as its group reaches the socket).
 pub fn socket_gid(socket: &Path) -> String {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(socket).expect("socket").gid().to_string()

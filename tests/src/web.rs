@@ -2,6 +2,7 @@
 //! as an unprivileged user), nginx configured with README's block, headless Chromium driven
 //! over WebDriver, and a small HTTP/1.1 client for requests a browser would not send.
 
+use crate::identity::Identity;
 use serde_json::{json, Value};
 use std::fs;
 use std::io::{Read, Write};
@@ -196,14 +197,11 @@ impl QamWeb {
         let out = fs::File::create(&log).expect("qam-web log");
         fs::set_permissions(&log, fs::Permissions::from_mode(0o644)).expect("chmod log");
         let fd = listener.as_raw_fd();
-        let mut command = Command::new("/usr/bin/setpriv");
+        let mut command = Identity::new(WEB_USER, WEB_GROUP)
+            .with_groups(qamd_group)
+            .command("/bin/sh");
         command
             .args([
-                &format!("--reuid={WEB_USER}"),
-                &format!("--regid={WEB_GROUP}"),
-                &format!("--groups={qamd_group}"),
-                "--",
-                "/bin/sh",
                 "-c",
                 "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=qam-web exec \"$0\" \"$@\"",
             ])

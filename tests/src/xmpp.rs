@@ -351,7 +351,8 @@ min_seconds_between_registrations = 0
     /// Starts the Prosody process (again) on the same config.
     pub fn spawn(&mut self) {
         let out = fs::File::create(self.dir.path().join("foreground.out")).expect("output file");
-        let child = crate::deployment::as_service_user("prosody", "/usr/bin/prosody")
+        let child = crate::identity::Identity::service_user("prosody")
+            .command("/usr/bin/prosody")
             .arg("--config")
             .arg(&self.config)
             .arg("-F")

@@ -3,7 +3,8 @@
 
 use qam_client::wire::{Done, NameInfo, StatusInfo};
 use qam_client::{Client, ClientError, ErrorCode, Password, Request};
-use qam_tests::reliability::{code_of, quantile, raw_with_setpriv, socket_gid};
+use qam_tests::identity::Identity;
+use qam_tests::reliability::{code_of, quantile, raw_as, socket_gid};
 use qam_tests::{bin, Daemon};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -60,11 +61,9 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// Registers `lines` of raw JSON as uid `nobody` (a service granted `register`).
 fn as_nobody(daemon: &Daemon, lines: &[String]) -> Vec<serde_json::Value> {
-    let gid = socket_gid(&daemon.socket);
-    let regid = format!("--regid={gid}");
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    raw_with_setpriv(
-        &["--reuid=65534", &regid, "--clear-groups"],
+    raw_as(
+        &Identity::new(65534, socket_gid(&daemon.socket)),
         &daemon.socket,
         &lines,
     )
@@ -226,11 +225,8 @@ impl Stranger {
             stop = stop.display().to_string(),
             line = request,
         );
-        let gid = format!("--regid={}", socket_gid(&daemon.socket));
         let mut command = if as_nobody {
-            let mut command = Command::new("setpriv");
-            command.args(["--reuid=65534", &gid, "--clear-groups", "/usr/bin/python3"]);
-            command
+            Identity::new(65534, socket_gid(&daemon.socket)).command("/usr/bin/python3")
         } else {
             Command::new("/usr/bin/python3")
         };

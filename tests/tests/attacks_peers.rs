@@ -3,19 +3,20 @@
 
 use qam_client::wire::{ExportRecord, ImportInfo, StatusInfo};
 use qam_client::{Client, ClientError, Password, Request};
-use qam_tests::reliability::{closed_within, code_of, figure, quantile, raw_with_setpriv};
+use qam_tests::identity::Identity;
+use qam_tests::reliability::{closed_within, code_of, figure, quantile, raw_as};
 use qam_tests::{Daemon, Flood, HostilePeer};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// nobody/nogroup: the hostile peer. The daemons here serve the socket to group nogroup.
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
 /// Another service's uid (not in the user database), reaching the socket through nogroup.
-const OTHER_SERVICE: &str = "--reuid=60017";
+const OTHER_SERVICE: u32 = 60017;
 
 const SOCKET_FOR_NOGROUP: &str = "socket_group = \"nogroup\"\n";
 
@@ -36,8 +37,8 @@ fn a_peer_holding_every_connection_keeps_out_only_itself() {
     let daemon = Daemon::start_with(SOCKET_FOR_NOGROUP);
     let peer = HostilePeer::start(Flood::Hold, &daemon.socket, 256, NOBODY, NOGROUP);
     let root = status(&daemon);
-    let other = raw_with_setpriv(
-        &[OTHER_SERVICE, "--regid=65534", "--clear-groups"],
+    let other = raw_as(
+        &Identity::new(OTHER_SERVICE, NOGROUP),
         &daemon.socket,
         &[r#"{"op":"hello"}"#],
     );
@@ -458,21 +459,13 @@ fn groups_are_those_the_connecting_process_holds() {
         .gid
         .to_string();
     let daemon = Daemon::start_with(&format!("{SOCKET_FOR_NOGROUP}admin_group = \"{admins}\"\n"));
-    let status_as = |identity: &[&str]| {
-        code_of(&raw_with_setpriv(identity, &daemon.socket, &[r#"{"op":"status"}"#])[0])
+    let status_as = |identity: Identity| {
+        code_of(&raw_as(&identity, &daemon.socket, &[r#"{"op":"status"}"#])[0])
     };
     // A member of the admin group in the database that dropped every group before connecting.
-    let dropped = status_as(&[
-        &format!("--reuid={member}"),
-        "--regid=65534",
-        "--clear-groups",
-    ]);
+    let dropped = status_as(Identity::new(&member, NOGROUP));
     // A user outside the admin group in the database holding it at run time.
-    let held = status_as(&[
-        &format!("--reuid={outsider}"),
-        "--regid=65534",
-        &format!("--groups={admin_gid}"),
-    ]);
+    let held = status_as(Identity::new(&outsider, NOGROUP).with_groups(&admin_gid));
     figure(
         "peers groups",
         format!("admin member with its groups dropped: {dropped}; outsider holding the admin group: {held}"),
@@ -490,14 +483,9 @@ fn a_set_uid_client_does_not_trust_a_socket_of_its_invoker() {
     std::fs::create_dir(&own).expect("dir");
     nix::unistd::chown(&own, Some(NOBODY.into()), Some(NOGROUP.into())).expect("chown");
     let fake = own.join("fake.sock");
-    let mut listener = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "socat",
-            "-u",
-        ])
+    let mut listener = Identity::nobody()
+        .command("socat")
+        .arg("-u")
         .arg(format!("UNIX-LISTEN:{},fork", fake.display()))
         .arg("STDOUT")
         .stdout(Stdio::piped())
@@ -512,10 +500,8 @@ fn a_set_uid_client_does_not_trust_a_socket_of_its_invoker() {
     std::fs::copy(qam_tests::bin("qamctl"), &host).expect("copy qamctl");
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
     let run = |env: Option<&str>| {
-        let mut command = Command::new("setpriv");
+        let mut command = Identity::nobody().command(&host);
         command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&host)
             .arg("--socket")
             .arg(&fake)
             .arg("status")

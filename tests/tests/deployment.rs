@@ -2,7 +2,8 @@
 //! service user in it reaching sockets whose directories qamd had to create, and qamd refusing
 //! (one line, exit 1) a config or data dir that someone else could change.
 
-use qam_tests::deployment::{as_service_user, join_qam, sysadmin};
+use qam_tests::deployment::{join_qam, sysadmin};
+use qam_tests::identity::{Identity, SETPRIV};
 use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, CHEAP_HASH};
 use std::fs;
 use std::io::Write;
@@ -12,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SOCAT: &str = "/usr/bin/socat";
-const SETPRIV: &str = "/usr/bin/setpriv";
 const TESTSASLAUTHD: &str = "/usr/sbin/testsaslauthd";
 
 fn chmod(path: &Path, mode: u32) {
@@ -201,7 +201,8 @@ fn a_service_in_group_qam_reaches_sockets_below_directories_qamd_created() {
     }
 
     let hello = |user: &str| {
-        let mut child = as_service_user(user, SOCAT)
+        let mut child = Identity::service_user(user)
+            .command(SOCAT)
             .arg("-")
             .arg(format!("UNIX-CONNECT:{}", socket.display()))
             .stdin(Stdio::piped())
@@ -217,7 +218,8 @@ fn a_service_in_group_qam_reaches_sockets_below_directories_qamd_created() {
             + &String::from_utf8_lossy(&output.stderr)
     };
     let sasl = |user: &str| {
-        let output = as_service_user(user, TESTSASLAUTHD)
+        let output = Identity::service_user(user)
+            .command(TESTSASLAUTHD)
             .args(["-u", "nobody-here", "-p", "x", "-s", "smtp", "-f"])
             .arg(&door)
             .output()

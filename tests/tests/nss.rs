@@ -7,6 +7,7 @@
 
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, Request};
+use qam_tests::identity::SETPRIV;
 use qam_tests::sshd::{self, Sshd};
 use qam_tests::{bin, require_peer, Daemon, CHEAP_HASH};
 use std::io::{Read, Write};
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 const USERDB_DIR: &str = "/run/systemd/userdb";
 const NSS_SYSTEMD: &str = "/usr/lib/x86_64-linux-gnu/libnss_systemd.so.2";
 const USERDBCTL: &str = "/usr/bin/userdbctl";
-const SETPRIV: &str = "/usr/bin/setpriv";
 const PASSWORD: &str = "nss test password";
 
 /// True when this machine resolves users through nss-systemd (a failure under `CI=true`).

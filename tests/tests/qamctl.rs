@@ -3,6 +3,7 @@
 
 use qam_client::wire::ExportRecord;
 use qam_client::Request;
+use qam_tests::identity::{Identity, SETPRIV};
 use qam_tests::{bin, Daemon};
 use serde_json::Value;
 use std::io::Write;
@@ -448,7 +449,7 @@ fn socket_comes_from_qam_socket_and_an_absent_daemon_is_an_error() {
 
 #[test]
 fn a_peer_without_admin_rights_gets_forbidden() {
-    if !qam_tests::require_peer("/usr/bin/setpriv", "util-linux") {
+    if !qam_tests::require_peer(SETPRIV, "util-linux") {
         return;
     }
     let daemon = Daemon::start_with("socket_group = \"nogroup\"\n");
@@ -458,13 +459,8 @@ fn a_peer_without_admin_rights_gets_forbidden() {
     std::fs::copy(bin("qamctl"), &copy).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |args: &[&str], stdin: &str| {
-        let mut command = Command::new("/usr/bin/setpriv");
-        command
-            .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
-            .arg(&copy)
-            .arg("--socket")
-            .arg(&daemon.socket)
-            .args(args);
+        let mut command = Identity::new("nobody", "nogroup").command(&copy);
+        command.arg("--socket").arg(&daemon.socket).args(args);
         run(command, stdin)
     };
     for args in [&["status"][..], &["user", "lock", "alice"], &["export"]] {

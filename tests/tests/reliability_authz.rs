@@ -1,10 +1,10 @@
 //! Authorization matrix: every operation × {root, admin-group member,
 //! service user with grants, service user without, unrelated uid}, with real unix users.
 
-use qam_tests::reliability::{code_of, figure, raw_lines, raw_with_setpriv, UnixAccounts};
+use qam_tests::identity::Identity;
+use qam_tests::reliability::{code_of, figure, raw_as, raw_lines, UnixAccounts};
 use qam_tests::Daemon;
 use std::collections::BTreeSet;
-use std::process::Command;
 
 /// Live invite and reset tokens for one peer's requests (made by root beforehand).
 #[derive(Default)]
@@ -163,38 +163,26 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
         .collect();
     let unrelated_uid = format!("{}", 60_000 + tag % 5_000);
     let sock_gid = qam_tests::reliability::socket_gid(&daemon.socket);
-    let peers: Vec<(&str, Vec<&str>, &BTreeSet<&str>)> = vec![
-        ("root", vec![], &everything),
+    let peers: Vec<(&str, Option<Identity>, &BTreeSet<&str>)> = vec![
+        ("root", None, &everything),
         (
             "admin",
-            vec![
-                "--reuid",
-                &admin_user,
-                "--regid",
-                &admin_user,
-                "--init-groups",
-            ],
+            Some(Identity::new(&admin_user, &admin_user).with_user_groups()),
             &everything,
         ),
         (
             "granted",
-            vec!["--reuid", &granted, "--regid", &granted, "--init-groups"],
+            Some(Identity::new(&granted, &granted).with_user_groups()),
             &with_grants,
         ),
         (
             "plain",
-            vec!["--reuid", &plain, "--regid", &plain, "--init-groups"],
+            Some(Identity::new(&plain, &plain).with_user_groups()),
             &default,
         ),
         (
             "unrelated",
-            vec![
-                "--reuid",
-                &unrelated_uid,
-                "--regid",
-                &sock_gid,
-                "--clear-groups",
-            ],
+            Some(Identity::new(&unrelated_uid, &sock_gid)),
             &default,
         ),
     ];
@@ -205,11 +193,12 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
         }
         let requests = requests(who, &Links::make(&daemon, who));
         let lines: Vec<&str> = requests.iter().map(|(_, line)| line.as_str()).collect();
-        let answers = if identity.is_empty() {
-            let bytes: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
-            raw_lines(&daemon.socket, &bytes)
-        } else {
-            raw_with_setpriv(identity, &daemon.socket, &lines)
+        let answers = match identity {
+            None => {
+                let bytes: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+                raw_lines(&daemon.socket, &bytes)
+            }
+            Some(identity) => raw_as(identity, &daemon.socket, &lines),
         };
         for ((op, _), answer) in requests.iter().zip(&answers) {
             checked += 1;
@@ -224,16 +213,9 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
         }
     }
     // A uid outside the socket's group cannot even connect (the socket is 0660).
-    let outsider = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &unrelated_uid,
-            "--regid",
-            &unrelated_uid,
-            "--clear-groups",
-            "socat",
-            "-",
-        ])
+    let outsider = Identity::new(&unrelated_uid, &unrelated_uid)
+        .command("socat")
+        .arg("-")
         .arg(format!("UNIX-CONNECT:{}", daemon.socket.display()))
         .stdin(std::process::Stdio::null())
         .output()

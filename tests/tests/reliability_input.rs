@@ -561,6 +561,7 @@ fn qam_checkpassword_never_crashes_on_fd3_input() {
 
 #[test]
 fn every_protocol_error_code_is_triggered() {
+    use qam_tests::identity::Identity;
     use qam_tests::reliability::{raw_as, socket_gid};
     let daemon = Daemon::start_with(
         "[throttle]\nfree_failures = 2\nbase_delay_ms = 60000\n[permissions.users]\nnobody = [\"register\"]\n",
@@ -627,8 +628,7 @@ fn every_protocol_error_code_is_triggered() {
     }
     // A peer that is not an admin: outside its grant, and register while registration is closed.
     let nobody = raw_as(
-        "nobody",
-        &socket_gid(&daemon.socket),
+        &Identity::new("nobody", socket_gid(&daemon.socket)).with_user_groups(),
         &daemon.socket,
         &[
             r#"{"op":"status"}"#,

@@ -3,6 +3,7 @@
 
 use qam_client::wire::{Done, NameInfo};
 use qam_client::{Password, Request};
+use qam_tests::identity::Identity;
 use qam_tests::reliability::{figure, raw_lines};
 use qam_tests::{bin, shared_tempdir, Daemon};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -306,9 +307,8 @@ fn qamd_disables_core_dumps_of_itself() {
         ),
     )
     .unwrap();
-    let mut child = Command::new("setpriv")
-        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
-        .arg(bin("qamd"))
+    let mut child = Identity::new("nobody", "nogroup")
+        .command(bin("qamd"))
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())

@@ -2,12 +2,12 @@
 //! `authentication = "cyrus"` logging in over XMPP through libsasl2, malformed and stalled
 //! frames from a raw client, and the SO_PEERCRED policy.
 
+use qam_tests::identity::Identity;
 use qam_tests::xmpp::{median, plain_login, timed_login, Login, Prosody};
 use qam_tests::{require_peer, shared_tempdir, Daemon};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -54,16 +54,18 @@ impl Door {
         realm: &str,
         run_as: Option<&str>,
     ) -> Output {
-        let mut command = Command::new(TESTSASLAUTHD);
+        let mut command = match run_as {
+            Some(name) => {
+                let account = nix::unistd::User::from_name(name).unwrap().unwrap();
+                Identity::new(name, account.gid).command(TESTSASLAUTHD)
+            }
+            None => Command::new(TESTSASLAUTHD),
+        };
         command
             .args(["-u", user, "-p", password, "-s", "xmpp", "-f"])
             .arg(&self.socket);
         if !realm.is_empty() {
             command.args(["-r", realm]);
-        }
-        if let Some(name) = run_as {
-            let account = nix::unistd::User::from_name(name).unwrap().unwrap();
-            command.uid(account.uid.as_raw()).gid(account.gid.as_raw());
         }
         command.output().expect("run testsaslauthd")
     }

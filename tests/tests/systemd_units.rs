@@ -3,6 +3,7 @@
 
 use qam_client::wire::{HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request};
+use qam_tests::identity::{Identity, SETPRIV};
 use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, Daemon, CHEAP_HASH};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 
 const ANALYZE: &str = "/usr/bin/systemd-analyze";
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
-const SETPRIV: &str = "/usr/bin/setpriv";
 const SOCAT: &str = "/usr/bin/socat";
 
 /// The highest `systemd-analyze security` exposure qamd.service may have ("OK" ends at 3.9;
@@ -154,7 +154,7 @@ impl Activated {
             .arg(&door)
             .arg("--fdname=qamd:saslauthd")
             .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
-            .args([SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(Identity::nobody().argv())
             .arg("--no-new-privs")
             .arg(bin("qamd"))
             .arg("--config")
@@ -307,14 +307,9 @@ struct Unprivileged {
 
 impl Unprivileged {
     fn connect(socket: &std::path::Path) -> Unprivileged {
-        let mut child = Command::new(SETPRIV)
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                SOCAT,
-                "-",
-            ])
+        let mut child = Identity::nobody()
+            .command(SOCAT)
+            .arg("-")
             .arg(format!("UNIX-CONNECT:{}", socket.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

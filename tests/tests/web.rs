@@ -5,6 +5,7 @@
 
 use qam_client::wire::{LinkInfo, NameInfo};
 use qam_client::{Password, Request};
+use qam_tests::identity::Identity;
 use qam_tests::web::{
     form, http, screenshot_dir, wait_for, ChromeDriver, Nginx, QamWeb, Session, CHROMEDRIVER,
     CHROMIUM, NGINX, WEB_GRANTS, WEB_USER,
@@ -888,9 +889,8 @@ fn guessed_tokens_tell_nothing_and_links_need_an_admin() {
     }
     assert!(!found, "a token is stored in clear");
     // A peer without the admin grant cannot make links.
-    let as_nobody = Command::new("/usr/bin/setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(bin("qamctl"))
+    let as_nobody = Identity::new("nobody", "nogroup")
+        .command(bin("qamctl"))
         .arg("--socket")
         .arg(&qamd.socket)
         .args(["invite", "create"])

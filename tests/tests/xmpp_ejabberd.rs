@@ -2,12 +2,12 @@
 //! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, and login timing.
 
 use qam_client::Password;
+use qam_tests::identity::Identity;
 use qam_tests::xmpp::{bench_runs, compare_logins, plain_login, Ejabberd, Login, PRODUCTION_HASH};
 use qam_tests::{bin, require_peer, Daemon};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -305,17 +305,15 @@ fn setpass_and_tryregister_need_grants_and_are_refused_without() {
     // A qamd whose config grants this (non-admin) peer nothing beyond the defaults.
     let qamd = Daemon::start_with("registration_open = true\n");
     qamd.add_user("alice", "right password");
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     // Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
     fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
     let program = install_extauth(qamd.dir.path());
-    let mut child = Command::new(program)
+    let mut child = Identity::nobody()
+        .command(program)
         .arg("--socket")
         .arg(&qamd.socket)
         .args(["--domain", "localhost"])
         .env(qam_client::TRUSTED_ENV, "root")
-        .uid(nobody.uid.as_raw())
-        .gid(nobody.gid.as_raw())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
