@@ -2,7 +2,7 @@
 //! door tests: its own config, base and state dirs in a temp dir, driven with `doveadm auth`
 //! or, with IMAP on, by a real IMAP client.
 
-use crate::{readme, shown};
+use crate::{poll_until, readme, shown, within};
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -118,15 +118,14 @@ impl Dovecot {
             ),
         );
         dovecot.mail = Some(vmail);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "dovecot not listening on {port}:\n{}",
-                dovecot.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let listening = poll_until(within(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            listening,
+            "dovecot not listening on {port}:\n{}",
+            dovecot.log_text()
+        );
         dovecot
     }
 
@@ -167,15 +166,8 @@ impl Dovecot {
 
     fn wait_ready(&self) {
         let socket = self.dir.path().join("run/auth-client");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "dovecot not ready:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ready = poll_until(within(20), || socket.exists());
+        assert!(ready, "dovecot not ready:\n{}", self.log_text());
     }
 
     /// `doveadm auth test USER PASSWORD`: rc 0 accepted, 77 refused. Each call comes from
@@ -255,12 +247,8 @@ impl Dovecot {
         if let Some(mut child) = self.child.take() {
             let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if poll_until(within(10), || matches!(child.try_wait(), Ok(Some(_)))) {
+                return;
             }
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();

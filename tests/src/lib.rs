@@ -71,6 +71,48 @@ pub fn run_ok(command: &mut Command) -> Output {
     out
 }
 
+/// How long a wait sleeps between two looks at its condition.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `condition` until it holds or `deadline` passes, and answers whether it held: the one
+/// place the tests pause while another process gets somewhere.
+pub fn poll_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> bool {
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `condition` until it holds; fails naming `what` once `deadline` passes.
+pub fn wait_until(deadline: Instant, what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(deadline, condition),
+        "timed out waiting for {what}"
+    );
+}
+
+/// An instant `seconds` from now, for `wait_until` and `poll_until`.
+pub fn within(seconds: u64) -> Instant {
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+/// True while some connection to the Unix socket `socket` holds bytes its server has not read
+/// yet, or waits to be accepted (`ss`'s Recv-Q): a request has reached a server that is stopped.
+pub fn unread_on_socket(socket: &Path) -> bool {
+    let out = run_ok(Command::new("ss").args(["-x", "-a", "-n", "-H"]));
+    let path = socket.display().to_string();
+    String::from_utf8_lossy(&out.stdout).lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(4) == Some(&path.as_str())
+            && fields.get(2).and_then(|q| q.parse::<u64>().ok()) > Some(0)
+    })
+}
+
 /// True when a real peer's program exists. Missing under `CI=true` is a failure, not a skip;
 /// elsewhere the test prints why it skips and returns early.
 pub fn require_peer(program: &str, package: &str) -> bool {
@@ -181,24 +223,35 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
+        let ready = poll_until(within(20), || {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("qamd exited early ({status}); log:\n{}", self.log_text());
                 }
             }
-            if let Ok(mut client) = Client::connect(&self.options()) {
-                if client
+            Client::connect(&self.options()).is_ok_and(|mut client| {
+                client
                     .call::<qam_client::wire::HelloInfo>(&Request::Hello)
                     .is_ok()
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("qamd did not become ready; log:\n{}", self.log_text());
+            })
+        });
+        assert!(
+            ready,
+            "qamd did not become ready; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// qamd's `status` answer, asked as admin.
+    pub fn status(&self) -> qam_client::wire::StatusInfo {
+        self.client().call(&Request::Status).expect("status")
+    }
+
+    /// Waits until qamd serves no client connection but the one asking (its idle ones closed).
+    pub fn wait_connections_closed(&self) {
+        wait_until(within(20), "qamd's client connections to close", || {
+            self.status().connections <= 1
+        });
     }
 
     /// Client options for this daemon's socket.
@@ -256,16 +309,16 @@ impl Daemon {
         let mut child = self.child.take().expect("qamd is running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut status = None;
+        poll_until(Instant::now() + within, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        status
     }
 
     /// Sends SIGKILL and reaps the process.

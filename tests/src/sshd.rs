@@ -102,15 +102,10 @@ impl Sshd {
     }
 
     fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listening = crate::poll_until(crate::within(30), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(listening, "sshd did not listen; log:\n{}", self.log_text());
     }
 
     /// `ssh user@127.0.0.1 command` with `password` typed by sshpass (passed in the

@@ -3,6 +3,7 @@
 //! over WebDriver, and a small HTTP/1.1 client for requests a browser would not send.
 
 use crate::identity::Identity;
+use crate::{wait_until, within};
 use serde_json::{json, Value};
 use std::fs;
 use std::io::{Read, Write};
@@ -156,18 +157,6 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// Polls `check` every 50 ms until it is true; panics with `what` after `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// qam-web on a socket the test binds and passes as systemd would (LISTEN_FDS, group
 /// www-data, mode 0660), running as [`WEB_USER`].
 pub struct QamWeb {
@@ -240,7 +229,7 @@ impl QamWeb {
             child: Some(child),
         };
         let log = web.log.clone();
-        wait_for("qam-web to be ready", Duration::from_secs(20), || {
+        wait_until(within(20), "qam-web to be ready", || {
             fs::read_to_string(&log).is_ok_and(|text| text.contains("qam-web serving"))
         });
         web
@@ -301,7 +290,7 @@ impl Nginx {
             port,
             child: Some(child),
         };
-        wait_for("nginx to listen", Duration::from_secs(20), || {
+        wait_until(within(20), "nginx to listen", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         nginx
@@ -326,10 +315,7 @@ impl Drop for Nginx {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::poll_until(within(5), || !matches!(child.try_wait(), Ok(None)));
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -363,7 +349,7 @@ impl ChromeDriver {
             dir,
             child: Some(child),
         };
-        wait_for("chromedriver to listen", Duration::from_secs(20), || {
+        wait_until(within(20), "chromedriver to listen", || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         driver
@@ -501,11 +487,11 @@ impl Session {
             Some(json!({})),
         );
         let path = format!("/session/{}/element/{old_page}/name", self.id);
-        wait_for("the next page", Duration::from_secs(30), || {
+        wait_until(within(30), "the next page", || {
             let answer = driver_call(self.port, "GET", &path, None);
             answer["value"]["error"].is_string()
         });
-        wait_for("the page to load", Duration::from_secs(30), || {
+        wait_until(within(30), "the page to load", || {
             self.execute("return document.readyState;", json!([])) == json!("complete")
         });
     }

@@ -130,14 +130,11 @@ pub fn bench_runs() -> usize {
 
 /// Waits until something listens on 127.0.0.1:`port`.
 fn wait_for_port(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
+    let listening = crate::poll_until(crate::within(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(
+        listening,
         "{what} did not listen on port {port}; log:\n{}",
         fs::read_to_string(log).unwrap_or_default()
     );
@@ -206,15 +203,10 @@ impl Ejabberd {
             .expect("start ejabberd");
         ejabberd.child = Some(child);
         wait_for_port(port, "ejabberd", &ejabberd.log_path());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ejabberd.ctl(&["status"]).status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "ejabberd not ready:\n{}",
-                ejabberd.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let ready = crate::poll_until(crate::within(30), || {
+            ejabberd.ctl(&["status"]).status.success()
+        });
+        assert!(ready, "ejabberd not ready:\n{}", ejabberd.log_text());
         ejabberd
     }
 
@@ -262,13 +254,9 @@ impl Drop for Ejabberd {
     fn drop(&mut self) {
         let _ = self.ctl(&["stop"]);
         if let Some(mut child) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            crate::poll_until(crate::within(15), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
             kill_group(&mut child);
         }
         // epmd refuses to die while another node is registered with it.

@@ -5,7 +5,7 @@ use qam_client::wire::{Done, NameInfo, StatusInfo};
 use qam_client::{Client, ClientError, ErrorCode, Password, Request};
 use qam_tests::identity::Identity;
 use qam_tests::reliability::{code_of, quantile, raw_as, socket_gid};
-use qam_tests::{bin, Daemon};
+use qam_tests::{bin, wait_until, within, Daemon};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,12 +51,8 @@ fn status(daemon: &Daemon) -> StatusInfo {
 }
 
 /// Waits until `condition` holds, polling; panics with `what` after 30 s.
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    wait_until(within(30), what, condition);
 }
 
 /// Registers `lines` of raw JSON as uid `nobody` (a service granted `register`).

@@ -5,7 +5,7 @@
 use qam_client::wire::NameInfo;
 use qam_client::{Password, Request};
 use qam_tests::pam::{pamtester_present, PamService, UnixUser};
-use qam_tests::{shown, Daemon};
+use qam_tests::{shown, wait_until, within, Daemon};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -112,21 +112,15 @@ fn a_stranger_guessing_from_another_host_cannot_keep_the_owner_out() {
         })
     };
     // The stranger's own back-off has started before the owner tries.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while daemon
-        .client()
-        .call::<qam_client::wire::StatusInfo>(&Request::Status)
-        .unwrap()
-        .verify
-        .throttled
-        == 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "stranger never throttled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until(within(60), "the stranger to be throttled", || {
+        daemon
+            .client()
+            .call::<qam_client::wire::StatusInfo>(&Request::Status)
+            .unwrap()
+            .verify
+            .throttled
+            > 0
+    });
     let logins = 20;
     let accepted = (0..logins)
         .filter(|_| {

@@ -5,7 +5,7 @@ use qam_client::wire::{ExportRecord, ImportInfo, StatusInfo};
 use qam_client::{Client, ClientError, Password, Request};
 use qam_tests::identity::Identity;
 use qam_tests::reliability::{closed_within, code_of, figure, quantile, raw_as};
-use qam_tests::{Daemon, Flood, HostilePeer};
+use qam_tests::{poll_until, wait_until, within, Daemon, Flood, HostilePeer};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -59,14 +59,9 @@ fn a_peer_holding_every_connection_keeps_out_only_itself() {
 
 /// Every connection the flood held is gone once it stopped: the shares freed their seats.
 fn peer_share_respected(daemon: &Daemon) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if status(daemon).is_ok_and(|status| status.connections <= 1) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    poll_until(within(20), || {
+        status(daemon).is_ok_and(|status| status.connections <= 1)
+    })
 }
 
 /// `n` verifies of the right password for `user`; returns the latencies and the error codes.
@@ -97,14 +92,9 @@ fn ms(duration: Duration) -> f64 {
 
 /// Waits until qamd's hashing queue holds at least `queued` jobs (the flood is under way).
 fn wait_for_queue(daemon: &Daemon, queued: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if status(daemon).is_ok_and(|status| status.hashing.queued >= queued) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("the flood never filled the hashing queue");
+    wait_until(within(20), "the flood to fill the hashing queue", || {
+        status(daemon).is_ok_and(|status| status.hashing.queued >= queued)
+    });
 }
 
 /// Login latency quantiles (p50, p99) of a run.
@@ -198,13 +188,11 @@ fn spraying_unknown_names_is_bounded_over_all_peers() {
     let peer = HostilePeer::start(Flood::Verify, &daemon.socket, 8, NOBODY, NOGROUP);
     let deadline = started + Duration::from_secs(30);
     let mut last = status(&daemon).expect("status");
-    while Instant::now() < deadline
-        && (started.elapsed() < Duration::from_secs(3)
-            || last.verify.denied + last.verify.throttled < 400)
-    {
-        std::thread::sleep(Duration::from_millis(50));
+    poll_until(deadline, || {
         last = status(&daemon).expect("status");
-    }
+        started.elapsed() >= Duration::from_secs(3)
+            && last.verify.denied + last.verify.throttled >= 400
+    });
     let elapsed = started.elapsed().as_secs_f64();
     drop(peer.finish());
     // The default bound: 20 a second, with a burst of one second's worth.
@@ -300,6 +288,7 @@ fn a_busy_connection_is_closed_at_its_maximum_age() {
             Ok(0) | Err(_) => break,
             Ok(_) => answers += 1,
         }
+        // The client's pace, not a wait: a request every 100 ms keeps it from ever being idle.
         std::thread::sleep(Duration::from_millis(100));
     }
     let age = started.elapsed();
@@ -491,10 +480,7 @@ fn a_set_uid_client_does_not_trust_a_socket_of_its_invoker() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("socat");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !fake.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(within(10), || fake.exists());
     // A set-uid root program using qam-client, run by nobody.
     let host = dir.path().join("qamctl");
     std::fs::copy(qam_tests::bin("qamctl"), &host).expect("copy qamctl");

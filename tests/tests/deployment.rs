@@ -4,13 +4,14 @@
 
 use qam_tests::deployment::{join_qam, sysadmin};
 use qam_tests::identity::{Identity, SETPRIV};
-use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, CHEAP_HASH};
+use qam_tests::{
+    bin, poll_until, require_peer, shared_tempdir, wait_until, within, workspace_root, CHEAP_HASH,
+};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const SOCAT: &str = "/usr/bin/socat";
 const TESTSASLAUTHD: &str = "/usr/sbin/testsaslauthd";
@@ -45,18 +46,16 @@ fn refusal(config: &Path) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start qamd");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for qamd") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("qamd started on {} instead of refusing", config.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut exited = None;
+    if !poll_until(within(20), || {
+        exited = child.try_wait().expect("wait for qamd");
+        exited.is_some()
+    }) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("qamd started on {} instead of refusing", config.display());
+    }
+    let status = exited.expect("exit status");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
         .expect("read stderr");
@@ -183,12 +182,10 @@ fn a_service_in_group_qam_reaches_sockets_below_directories_qamd_created() {
             .spawn()
             .expect("start qamd"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(socket.exists() && door.exists()) {
-        assert!(Instant::now() < deadline, "qamd did not bind its sockets");
+    wait_until(within(20), "qamd to bind its sockets", || {
         assert!(qamd.0.try_wait().expect("qamd").is_none(), "qamd exited");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        socket.exists() && door.exists()
+    });
     let qam_gid = nix::unistd::Group::from_name("qam")
         .expect("group lookup")
         .expect("group qam")

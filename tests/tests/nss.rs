@@ -9,7 +9,7 @@ use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, Request};
 use qam_tests::identity::SETPRIV;
 use qam_tests::sshd::{self, Sshd};
-use qam_tests::{bin, require_peer, Daemon, CHEAP_HASH};
+use qam_tests::{bin, poll_until, require_peer, within, Daemon, CHEAP_HASH};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -704,10 +704,7 @@ fn the_userdb_socket_is_taken_from_socket_activation_with_its_name() {
     // Killed even when the test fails: a listening socket nobody answers would hold up every
     // user lookup on the machine.
     let _activated = Activated(child, userdb.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(main.exists() && userdb.exists()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(within(20), || main.exists() && userdb.exists());
     let options = qam_client::ClientOptions::new(&main).with_timeout(Duration::from_secs(30));
     let mut client = qam_client::Client::connect(&options).expect("connect (starts qamd)");
     client

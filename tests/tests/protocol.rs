@@ -1,7 +1,7 @@
 //! End-to-end tests of protocol.md against a real qamd process: every operation, every error
 //! code, malformed input, restarts, rehash on login, peers without admin rights.
 
-use qam_tests::Daemon;
+use qam_tests::{poll_until, within, Daemon};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -57,16 +57,16 @@ impl Raw {
     /// Connects and says hello, retrying while a just-closed connection (such as the
     /// harness's readiness probe) still holds its slot under a tiny `max_connections`.
     fn admitted(daemon: &Daemon) -> Raw {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        let (mut admitted, mut last) = (None, None);
+        let in_time = poll_until(within(5), || {
             let mut raw = Raw::connect(daemon);
             raw.send_bytes(b"{\"op\":\"hello\"}\n");
-            match raw.read_answer() {
-                Some(answer) if ok(&answer) => return raw,
-                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                other => panic!("not admitted: {other:?}"),
-            }
-        }
+            last = raw.read_answer();
+            admitted = last.as_ref().is_some_and(ok).then_some(raw);
+            admitted.is_some()
+        });
+        assert!(in_time, "not admitted: {last:?}");
+        admitted.expect("admitted")
     }
 }
 
@@ -383,6 +383,7 @@ fn repeated_failures_are_throttled_without_hashing_and_success_clears() {
     );
     let status = raw.call(json!({"op": "status"}));
     assert_eq!(status["verify"]["throttled"], json!(1));
+    // The behaviour under test, not a wait: the back-off window passes before the next try.
     std::thread::sleep(Duration::from_millis(1600));
     assert!(ok(&raw.call(
         json!({"op": "verify", "user": "alice", "password": "correct horse"})
@@ -597,7 +598,7 @@ fn connection_cap_refuses_with_busy_and_idle_connections_close() {
     let answer = third.read_answer().expect("busy answer");
     assert_eq!(code(&answer), "busy");
     assert!(third.closed());
-    std::thread::sleep(Duration::from_millis(1500));
+    // `closed` reads until qamd closes the connection, so it waits for the idle timeout.
     assert!(first.closed(), "idle connection closed after the timeout");
     assert!(second.closed());
     Raw::admitted(&daemon);

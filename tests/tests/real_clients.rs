@@ -8,13 +8,13 @@ use qam_tests::dovecot::{self, checkpassword_auth, pam_dovecot_file, pam_passdb,
 use qam_tests::readme;
 use qam_tests::sshd::{self, Sshd};
 use qam_tests::xmpp::{median, PRODUCTION_HASH};
-use qam_tests::{bin, require_peer, shared_tempdir, shown, Daemon};
+use qam_tests::{bin, poll_until, require_peer, shared_tempdir, shown, within, Daemon};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IMAP: &str = "/usr/lib/dovecot/imap";
 const POSTFIX: &str = "/usr/sbin/postfix";
@@ -111,15 +111,10 @@ impl Drop for SystemFile {
 }
 
 fn wait_for_port(port: u16, what: &str, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} not listening on {port}:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let listening = poll_until(within(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(listening, "{what} not listening on {port}:\n{}", log());
 }
 
 /// The pam_qam module with the test qamd's socket, as the README's PAM lines name it.
@@ -468,10 +463,7 @@ impl Drop for Postfix {
     fn drop(&mut self) {
         let _ = self.postfix("stop");
         let pid_file = self.dir.path().join("queue/pid/master.pid");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pid_file.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll_until(within(10), || !pid_file.exists());
         qam_tests::keep_log(self.dir.path(), &self.dir.path().join("postfix.log"));
     }
 }

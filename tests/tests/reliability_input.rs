@@ -650,19 +650,18 @@ fn every_protocol_error_code_is_triggered() {
     // Beyond max_connections: one `busy` answer.
     let capped = Daemon::start_with("max_connections = 1\n");
     // Held open and known to be served (it answered hello), so the cap is reached.
-    let _held = loop {
+    let mut held = None;
+    qam_tests::wait_until(qam_tests::within(20), "a connection under the cap", || {
         use std::io::BufRead;
-        let mut held = std::os::unix::net::UnixStream::connect(&capped.socket).unwrap();
+        let mut stream = std::os::unix::net::UnixStream::connect(&capped.socket).unwrap();
         // Refused (the cap still counts a closing connection): the write may fail; retry.
-        let _ = held.write_all(b"{\"op\":\"hello\"}\n");
+        let _ = stream.write_all(b"{\"op\":\"hello\"}\n");
         let mut answer = String::new();
-        let mut reader = std::io::BufReader::new(held.try_clone().unwrap());
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
         let _ = reader.read_line(&mut answer);
-        if answer.contains("\"ok\":true") {
-            break held;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+        held = answer.contains("\"ok\":true").then_some(stream);
+        held.is_some()
+    });
     let mut refused = std::os::unix::net::UnixStream::connect(&capped.socket).unwrap();
     let mut answer = String::new();
     refused.read_to_string(&mut answer).unwrap();

@@ -3,7 +3,7 @@
 
 use qam_client::{Client, Password};
 use qam_tests::reliability::{closed_within, cpu_seconds, figure, quantile, size, status_kib};
-use qam_tests::Daemon;
+use qam_tests::{wait_until, within, Daemon};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
@@ -119,15 +119,14 @@ fn exists_beside(
 /// A client connected once qamd has a seat again (the refused extra connections are being
 /// closed).
 fn client_once_a_seat_is_free(daemon: &Daemon) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut seated = None;
+    wait_until(within(20), "a seat to come free", || {
         let mut client = daemon.client();
-        match client.call::<qam_client::wire::HelloInfo>(&qam_client::Request::Hello) {
-            Ok(_) => return client,
-            Err(err) if Instant::now() >= deadline => panic!("no seat came free: {err}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+        let hello = client.call::<qam_client::wire::HelloInfo>(&qam_client::Request::Hello);
+        seated = hello.is_ok().then_some(client);
+        seated.is_some()
+    });
+    seated.expect("a seated client")
 }
 
 #[test]
@@ -176,6 +175,7 @@ fn hostile_clients_do_not_slow_a_normal_client_and_are_closed() {
                         break;
                     }
                     sent += 1;
+                    // The attack itself, not a wait: a slow client sends one byte a second.
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 (stream, sent)
@@ -336,6 +336,7 @@ fn password_guessing_is_throttled_without_argon2_work() {
         .verify("bystander", &Password::from("bystander-password"))
         .unwrap());
     // The right password during the back-off is still refused as throttled, then works.
+    // The behaviour under test, not a wait: the back-off window passes before the next try.
     std::thread::sleep(Duration::from_millis(2_200));
     assert!(
         client

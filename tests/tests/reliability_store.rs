@@ -180,6 +180,7 @@ fn acknowledged_writes_survive_sigkill_at_random_moments() {
                 std::thread::spawn(move || work(options, worker, ledger, seed))
             })
             .collect();
+        // The behaviour under test, not a wait: the kill lands at a random moment of the work.
         std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
         daemon.kill();
         ledgers = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -263,16 +264,14 @@ fn run_qamd(config: &Path) -> (Option<i32>, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            let output = child.wait_with_output().unwrap();
-            return (
-                output.status.code(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if qam_tests::poll_until(qam_tests::within(20), || {
+        child.try_wait().unwrap().is_some()
+    }) {
+        let output = child.wait_with_output().unwrap();
+        return (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
     }
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();

@@ -4,7 +4,9 @@
 use qam_client::wire::{HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request};
 use qam_tests::identity::{Identity, SETPRIV};
-use qam_tests::{bin, require_peer, shared_tempdir, workspace_root, Daemon, CHEAP_HASH};
+use qam_tests::{
+    bin, poll_until, require_peer, shared_tempdir, within, workspace_root, Daemon, CHEAP_HASH,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -13,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ANALYZE: &str = "/usr/bin/systemd-analyze";
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
@@ -396,12 +398,8 @@ fn sighup_toggles_registration_without_dropping_connections() {
 }
 
 /// Polls `done` for up to 10 s; on time-out fails with `what` and the log.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, done: impl FnMut() -> bool, log: impl Fn() -> String) {
+    assert!(poll_until(within(10), done), "{what}; log:\n{}", log());
 }
 
 /// Sends SIGHUP and waits until the log shows `message` more than `before` times.
@@ -520,6 +518,7 @@ fn qamd_stays_within_the_service_syscall_filter() {
     let socket = dir.path().join("traced.sock");
     let config = dir.path().join("qamd.toml");
     let trace = dir.path().join("trace");
+    let log = dir.path().join("qamd.log");
     fs::write(
         &config,
         format!(
@@ -536,7 +535,8 @@ fn qamd_stays_within_the_service_syscall_filter() {
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env_remove("JOURNAL_STREAM")
+        .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let options = ClientOptions::new(&socket).with_timeout(Duration::from_secs(20));
@@ -569,7 +569,12 @@ fn qamd_stays_within_the_service_syscall_filter() {
     drop(stream);
     let qamd = nix::unistd::Pid::from_raw(creds.pid());
     nix::sys::signal::kill(qamd, nix::sys::signal::Signal::SIGHUP).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let log_text = || fs::read_to_string(&log).unwrap_or_default();
+    wait_for(
+        "no `config reloaded` after SIGHUP",
+        || log_text().contains("config reloaded"),
+        log_text,
+    );
     nix::sys::signal::kill(qamd, nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(strace.wait().unwrap().success());
 

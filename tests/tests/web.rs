@@ -7,11 +7,11 @@ use qam_client::wire::{LinkInfo, NameInfo};
 use qam_client::{Password, Request};
 use qam_tests::identity::Identity;
 use qam_tests::web::{
-    form, http, screenshot_dir, wait_for, ChromeDriver, Nginx, QamWeb, Session, CHROMEDRIVER,
-    CHROMIUM, NGINX, WEB_GRANTS, WEB_USER,
+    form, http, screenshot_dir, ChromeDriver, Nginx, QamWeb, Session, CHROMEDRIVER, CHROMIUM,
+    NGINX, WEB_GRANTS, WEB_USER,
 };
 use qam_tests::xmpp::{plain_login, Login, Prosody, PRODUCTION_HASH};
-use qam_tests::{bin, require_peer, workspace_root, Daemon};
+use qam_tests::{bin, require_peer, wait_until, within, workspace_root, Daemon};
 use serde_json::{json, Value};
 use std::fs;
 use std::io::Write;
@@ -381,7 +381,7 @@ fn a_reset_link_works_once_and_an_expired_one_is_refused() {
 
     // Expired: refused once its second is over (waiting on the page's own answer).
     let short = reset_link(&stack.qamd, "alice", "1s");
-    wait_for("the reset link to expire", Duration::from_secs(10), || {
+    wait_until(within(10), "the reset link to expire", || {
         http(NGINX_PORT, "GET", path_of(&short), &[], b"").status == 404
     });
     let posted = http(

@@ -4,7 +4,7 @@
 use qam_client::Password;
 use qam_tests::identity::Identity;
 use qam_tests::xmpp::{bench_runs, compare_logins, plain_login, Ejabberd, Login, PRODUCTION_HASH};
-use qam_tests::{bin, require_peer, Daemon};
+use qam_tests::{bin, require_peer, wait_until, within, Daemon};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -270,7 +270,7 @@ fn a_connection_qamd_closed_as_idle_is_replaced_at_once() {
     qamd.add_user("alice", "right password");
     let mut extauth = Extauth::start(&qamd, &[]);
     assert!(extauth.ask("auth:alice:localhost:right password"));
-    std::thread::sleep(Duration::from_millis(1600));
+    qamd.wait_connections_closed();
     let start = Instant::now();
     assert!(extauth.ask("auth:alice:localhost:right password"));
     assert!(start.elapsed() < Duration::from_secs(1));
@@ -366,6 +366,7 @@ fn bench_login_latency() {
 #[test]
 fn generic_mode_on_a_pty_answers_without_echo_and_keeps_stderr_clean() {
     use nix::pty::openpty;
+    use nix::sys::termios::{tcgetattr, LocalFlags};
     let qamd = Daemon::start();
     qamd.add_user("alice", "right password");
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -384,9 +385,14 @@ fn generic_mode_on_a_pty_answers_without_echo_and_keeps_stderr_clean() {
         .spawn()
         .unwrap();
     let mut master = std::fs::File::from(pty.master);
-    // Let the program put the tty in raw mode first (a peer that writes earlier sees its
-    // query echoed: the reason mod_auth_external is not the recommended route for Prosody).
-    std::thread::sleep(Duration::from_millis(300));
+    // The program puts the tty in raw mode first (a peer that writes earlier sees its query
+    // echoed: the reason mod_auth_external is not the recommended route for Prosody).
+    wait_until(within(10), "qam-extauth to turn the tty's echo off", || {
+        !tcgetattr(&master)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO)
+    });
     let mut answers = Vec::new();
     for query in [
         "auth:alice:localhost:right password\n",

@@ -5,7 +5,7 @@ use qam_tests::xmpp::{
     bench_runs, compare_logins, median, plain_login, stream_open_time, xmpp_account, Login,
     Prosody, PRODUCTION_HASH,
 };
-use qam_tests::{bin, require_peer, Daemon};
+use qam_tests::{bin, require_peer, unread_on_socket, wait_until, within, Daemon};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,11 +155,11 @@ fn login_works_again_after_qamd_restarts() {
 
 #[test]
 fn connections_qamd_closed_as_idle_are_replaced() {
-    let Some(_servers) = servers("idle_timeout_seconds = 1\n", "") else {
+    let Some(servers) = servers("idle_timeout_seconds = 1\n", "") else {
         return;
     };
     assert_eq!(login("alice", "alice's password"), Login::Success);
-    std::thread::sleep(Duration::from_millis(1600));
+    servers.qamd.wait_connections_closed();
     assert_eq!(login("alice", "alice's password"), Login::Success);
     assert!(failed(login("alice", "wrong password")));
 }
@@ -249,6 +249,8 @@ fn bench_login_latency() {
     let idle: Vec<_> = (0..runs)
         .map(|_| stream_open_time(PORT, "builtin.localhost").unwrap())
         .collect();
+    let verified = |qamd: &Daemon| qamd.status().verify.accepted;
+    let verified_before = verified(&servers.qamd);
     let stop = AtomicBool::new(false);
     let busy = std::thread::scope(|scope| {
         for _ in 0..2 {
@@ -258,7 +260,9 @@ fn bench_login_latency() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        wait_until(within(30), "the busy clients' logins to reach qamd", || {
+            verified(&servers.qamd) >= verified_before + 2
+        });
         let busy: Vec<_> = (0..runs)
             .map(|_| stream_open_time(PORT, "builtin.localhost").unwrap())
             .collect();
@@ -285,7 +289,9 @@ fn a_stalled_qamd_is_refused_at_the_timeout_while_prosody_serves_others() {
         let start = std::time::Instant::now();
         (login("alice", "alice's password"), start.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(within(10), "the stalled login to reach qamd", || {
+        unread_on_socket(&servers.qamd.socket)
+    });
     // While that login waits for qamd (qam_timeout = 2 s), Prosody answers other clients.
     let other = stream_open_time(PORT, "builtin.localhost").unwrap();
     let (outcome, took) = stalled.join().unwrap();
