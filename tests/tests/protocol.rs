@@ -91,19 +91,39 @@ fn hello_answers_versions_and_echoes_ids() {
     assert!(raw.call(json!({"op": "hello"})).get("id").is_none());
 }
 
-#[test]
-fn account_life_cycle_through_every_operation() {
+/// A qamd with `mail_domain = "example.org"` where an admin registered `Alice` with password
+/// "correct horse", and the admin's raw connection.
+fn with_alice() -> (Daemon, Raw) {
     let daemon = Daemon::start_with("mail_domain = \"example.org\"\n");
     let mut raw = Raw::connect(&daemon);
     let answer = raw.call(json!({"op": "register", "user": "Alice", "password": "correct horse"}));
     assert_eq!(answer["name"], json!("alice"), "{answer}");
+    (daemon, raw)
+}
+
+fn verify(raw: &mut Raw, password: &str) -> Value {
+    raw.call(json!({"op": "verify", "user": "alice", "password": password}))
+}
+
+#[test]
+fn register_stores_the_lower_case_name_and_refuses_a_taken_one() {
+    let (_daemon, mut raw) = with_alice();
     assert_eq!(
         code(&raw.call(json!({"op": "register", "user": "alice", "password": "another one"}))),
         "exists"
     );
+}
 
+#[test]
+fn verify_accepts_any_case_of_the_name_and_answers_the_stored_one() {
+    let (_daemon, mut raw) = with_alice();
     let answer = raw.call(json!({"op": "verify", "user": "ALICE", "password": "correct horse"}));
     assert_eq!(answer["name"], json!("alice"), "{answer}");
+}
+
+#[test]
+fn exists_says_whether_an_account_is_there() {
+    let (_daemon, mut raw) = with_alice();
     assert_eq!(
         raw.call(json!({"op": "exists", "user": "alice"}))["exists"],
         json!(true)
@@ -112,7 +132,11 @@ fn account_life_cycle_through_every_operation() {
         raw.call(json!({"op": "exists", "user": "nobody-here"}))["exists"],
         json!(false)
     );
+}
 
+#[test]
+fn lookup_answers_the_account_with_its_mail_address_or_null() {
+    let (_daemon, mut raw) = with_alice();
     let account = raw.call(json!({"op": "lookup", "user": "alice"}))["account"].clone();
     assert_eq!(account["email"], json!("alice@example.org"));
     assert_eq!(account["locked"], json!(false));
@@ -121,46 +145,60 @@ fn account_life_cycle_through_every_operation() {
         raw.call(json!({"op": "lookup", "user": "zed"}))["account"],
         Value::Null
     );
+}
 
+#[test]
+fn change_password_takes_the_old_password_and_replaces_it() {
+    let (_daemon, mut raw) = with_alice();
     let change = json!({"op": "change_password", "user": "alice", "old_password": "correct horse", "new_password": "battery staple"});
     assert!(ok(&raw.call(change)));
-    assert_eq!(
-        code(&raw.call(json!({"op": "verify", "user": "alice", "password": "correct horse"}))),
-        "denied"
-    );
-    assert!(ok(&raw.call(
-        json!({"op": "verify", "user": "alice", "password": "battery staple"})
-    )));
+    assert_eq!(code(&verify(&mut raw, "correct horse")), "denied");
+    assert!(ok(&verify(&mut raw, "battery staple")));
     let wrong_old = json!({"op": "change_password", "user": "alice", "old_password": "nope nope", "new_password": "whatever1"});
     assert_eq!(code(&raw.call(wrong_old)), "denied");
+}
 
+#[test]
+fn set_password_replaces_the_password_without_the_old_one() {
+    let (_daemon, mut raw) = with_alice();
     assert!(ok(&raw.call(
         json!({"op": "set_password", "user": "alice", "password": "admin chose"})
     )));
-    assert!(ok(&raw.call(
-        json!({"op": "verify", "user": "alice", "password": "admin chose"})
-    )));
+    assert!(ok(&verify(&mut raw, "admin chose")));
+}
 
+#[test]
+fn a_locked_account_is_denied_until_unlocked() {
+    let (_daemon, mut raw) = with_alice();
     assert!(ok(&raw.call(json!({"op": "lock", "user": "alice"}))));
-    assert_eq!(
-        code(&raw.call(json!({"op": "verify", "user": "alice", "password": "admin chose"}))),
-        "denied"
-    );
+    assert_eq!(code(&verify(&mut raw, "correct horse")), "denied");
     assert_eq!(
         raw.call(json!({"op": "lookup", "user": "alice"}))["account"]["locked"],
         json!(true)
     );
     assert!(ok(&raw.call(json!({"op": "unlock", "user": "alice"}))));
-    assert!(ok(&raw.call(
-        json!({"op": "verify", "user": "alice", "password": "admin chose"})
-    )));
+    assert!(ok(&verify(&mut raw, "correct horse")));
+}
 
+#[test]
+fn status_counts_accounts_logins_and_hashing_workers() {
+    let (_daemon, mut raw) = with_alice();
+    for _ in 0..3 {
+        assert!(ok(&verify(&mut raw, "correct horse")));
+    }
+    for _ in 0..2 {
+        assert_eq!(code(&verify(&mut raw, "not the password")), "denied");
+    }
     let status = raw.call(json!({"op": "status"}));
     assert_eq!(status["users"], json!(1));
     assert!(status["verify"]["accepted"].as_u64().unwrap() >= 3);
     assert!(status["verify"]["denied"].as_u64().unwrap() >= 2);
     assert_eq!(status["hashing"]["workers"], json!(2));
+}
 
+#[test]
+fn delete_removes_the_account_and_admin_operations_then_find_nothing() {
+    let (_daemon, mut raw) = with_alice();
     assert!(ok(&raw.call(json!({"op": "delete", "user": "alice"}))));
     assert_eq!(
         raw.call(json!({"op": "exists", "user": "alice"}))["exists"],
