@@ -25,7 +25,7 @@ pub fn size(ci: usize, full_size: usize) -> usize {
     }
 }
 
-/// Prints a figure the issue asks for, in one greppable line.
+/// Prints a figure a test reports (for BENCHMARKS.md), in one greppable line.
 pub fn figure(family: &str, text: impl std::fmt::Display) {
     eprintln!("FIGURE {family}: {text}");
 }
