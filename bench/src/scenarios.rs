@@ -1,5 +1,8 @@
-//! The six scenarios of the benchmark, each measured against a baseline taken in this run:
-//! verify vs raw argon2, exists vs echo, isolation, overload, scale, and durable writes.
+//! The scenarios of the benchmark, each measured against a baseline taken in this run:
+//! verify vs raw argon2, exists vs echo, isolation, overload, scale, durable writes (and in
+//! `doors`: NSS lookups, invite and reset links, legacy logins).
+
+mod doors;
 
 use crate::baseline::{argon2_ceiling, spawn_echo};
 use crate::daemon::{repeat_timed, round_trip, DaemonError, HashSettings, Qamd};
@@ -75,7 +78,7 @@ pub fn run_all(options: &Options, binary: &Path) -> Result<Report, BenchError> {
         niceness: options.hash_niceness,
         request_cpu_percent: options.request_cpu_percent,
     };
-    if !options.runs(1) && [3, 4, 6].iter().any(|&n| options.runs(n)) {
+    if !options.runs(1) && [3, 4, 6, 8, 9].iter().any(|&n| options.runs(n)) {
         bench.standalone_ceiling();
     }
     eprintln!("starting qamd ({})", binary.display());
@@ -102,6 +105,15 @@ pub fn run_all(options: &Options, binary: &Path) -> Result<Report, BenchError> {
     }
     if options.runs(6) {
         bench.writes(&base)?;
+    }
+    if options.runs(7) {
+        bench.nss(binary, settings)?;
+    }
+    if options.runs(8) {
+        bench.links(&base)?;
+    }
+    if options.runs(9) {
+        bench.legacy_logins(&base)?;
     }
     Ok(bench.report)
 }
@@ -248,7 +260,7 @@ impl Bench<'_> {
         }
         let phc = self.phc.clone();
         self.runtime
-            .block_on(users::import(qamd.socket(), names, &phc, 1))?;
+            .block_on(users::import(qamd.socket(), names, &phc, None, 1))?;
         Ok(())
     }
 
@@ -499,7 +511,7 @@ impl Bench<'_> {
         let phc = self.phc.clone();
         let written = self
             .runtime
-            .block_on(users::import(big.socket(), names, &phc, 2))?;
+            .block_on(users::import(big.socket(), names, &phc, None, 2))?;
         let took = began.elapsed().as_secs_f64();
         self.report.fact(
             format!("5 import of {written} users (batches under 64 KiB)"),
