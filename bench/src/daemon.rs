@@ -55,11 +55,25 @@ pub struct Qamd {
     socket: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    /// A socket qamd serves outside its dir (the userdb door), removed before qamd stops so
+    /// no lookup on the machine connects to a qamd going away.
+    outside_socket: Option<PathBuf>,
 }
 
 impl Qamd {
     /// Writes a config and starts qamd; returns once it answers `hello`.
     pub fn start(binary: &Path, hash: HashSettings) -> Result<(Qamd, Duration), DaemonError> {
+        Qamd::start_with(binary, hash, "", None)
+    }
+
+    /// As [`Qamd::start`], with `extra` appended to the config (whole tables) and
+    /// `outside_socket` the socket path one of them makes qamd serve.
+    pub fn start_with(
+        binary: &Path,
+        hash: HashSettings,
+        extra: &str,
+        outside_socket: Option<PathBuf>,
+    ) -> Result<(Qamd, Duration), DaemonError> {
         let dir = tempfile::Builder::new()
             .prefix("qam-bench-")
             .tempdir()
@@ -69,7 +83,7 @@ impl Qamd {
         let text = format!(
             "socket = {socket:?}\nsocket_group = \"\"\ndata_dir = {data:?}\nlog_level = \"info\"\n\
              idle_timeout_seconds = 120\n\n[hash]\nm_cost = {m}\nt_cost = {t}\np_cost = {p}\n\
-             workers = {w}\nqueue_limit = {q}\nniceness = {n}\n\n[peers]\nrequest_cpu_percent = {c}\n",
+             workers = {w}\nqueue_limit = {q}\nniceness = {n}\n\n[peers]\nrequest_cpu_percent = {c}\n{extra}",
             socket = socket.display().to_string(),
             data = dir.path().join("data").display().to_string(),
             m = hash.m_cost,
@@ -87,6 +101,7 @@ impl Qamd {
             socket,
             config,
             child: None,
+            outside_socket,
         };
         let ready = qamd.spawn()?;
         Ok((qamd, ready))
@@ -140,6 +155,9 @@ impl Qamd {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        if let Some(outside) = &self.outside_socket {
+            let _ = std::fs::remove_file(outside);
+        }
         if let Ok(pid) = i32::try_from(child.id()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }

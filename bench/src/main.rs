@@ -1,5 +1,5 @@
 //! qam-bench: starts a real qamd and holds it against this machine's limits measured in the
-//! same run (raw argon2, a tokio echo server); prints one Markdown table of every scenario.
+//! same run (raw argon2, a tokio echo server, /etc/passwd); prints one Markdown table.
 
 mod baseline;
 mod daemon;
@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Benchmarks qamd: verify ceiling, cheap-op ceiling, isolation, overload, scale, writes.
+/// Benchmarks qamd: verify ceiling, cheap-op ceiling, isolation, overload, scale, writes,
+/// NSS lookups, invite and reset links, legacy logins.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
 pub struct Options {
@@ -57,6 +58,13 @@ pub struct Options {
     /// Users loaded for the scale scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub users: u64,
+    /// Accounts of the NSS scenario's qamd (served to the system through userdb).
+    #[arg(long, default_value_t = 100_000)]
+    pub nss_users: u64,
+    /// Serve the NSS scenario's socket in the bench's temp dir only, never in
+    /// /run/systemd/userdb/ (then `getpwnam` through nss-systemd is not measured).
+    #[arg(long)]
+    pub no_system_nss: bool,
     /// Users loaded for every other scenario (and the scale scenario's comparison).
     #[arg(long, default_value_t = 1000)]
     pub base_users: u64,
@@ -74,8 +82,8 @@ pub struct Options {
     /// noise from other work on the machine hits both alike.
     #[arg(long, default_value_t = 4)]
     pub rounds: u32,
-    /// Scenarios to run, by number (1-6).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6])]
+    /// Scenarios to run, by number (1-9; 8 only when asked for: its `register` slices stall).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7, 9])]
     pub only: Vec<u8>,
     /// Smoke test: tiny sizes, short runs, cheap hashing (overrides those flags).
     #[arg(long)]
@@ -88,6 +96,7 @@ impl Options {
             self.duration = 0.5;
             self.warmup = 0.1;
             self.users = 3000;
+            self.nss_users = 200;
             self.base_users = 200;
             self.m_cost = 256;
             self.t_cost = 1;

@@ -1,8 +1,11 @@
 //! The benchmark's accounts and request lines: names, the one pre-computed PHC hash every
 //! imported user shares (no argon2 per user), and loading through qamd's `import` op.
 
-use qam_client::wire::{ExportRecord, ImportInfo, MAX_REQUEST_LINE};
+use base64ct::{Base64, Encoding};
+use hmac::{Hmac, KeyInit, Mac};
+use qam_client::wire::{ExportRecord, ImportInfo, LinkInfo, MAX_REQUEST_LINE};
 use qam_client::{AsyncClient, ClientError, ClientOptions, Request};
+use sha1::{Digest, Sha1};
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +51,55 @@ pub fn register_line(out: &mut Vec<u8>, name: &str) {
     );
 }
 
+/// A redemption of invite `token` for a new account `name`.
+pub fn register_invite_line(out: &mut Vec<u8>, token: &str, name: &str) {
+    let _ = writeln!(
+        out,
+        r#"{{"op":"register_invite","token":"{token}","user":"{name}","password":"{PASSWORD}"}}"#
+    );
+}
+
+/// A password reset with `token`, to [`PASSWORD`] (the account keeps its password).
+pub fn reset_password_line(out: &mut Vec<u8>, token: &str) {
+    let _ = writeln!(
+        out,
+        r#"{{"op":"reset_password","token":"{token}","password":"{PASSWORD}"}}"#
+    );
+}
+
+/// An admin's `set_password` of `name` to [`PASSWORD`].
+pub fn set_password_line(out: &mut Vec<u8>, name: &str) {
+    let _ = writeln!(
+        out,
+        r#"{{"op":"set_password","user":"{name}","password":"{PASSWORD}"}}"#
+    );
+}
+
+/// Prosody's SCRAM iteration count, which its stored verifiers carry.
+const PROSODY_ITERATIONS: u32 = 4096;
+
+/// A SCRAM-SHA-1 verifier of [`PASSWORD`] as Prosody stores it, in the form `qamctl import
+/// --from prosody` hands to qamd: `{SCRAM-SHA-1}iterations,salt,stored_key,server_key`.
+pub fn scram_sha1_verifier() -> Option<String> {
+    let salt = b"qam-bench-salt";
+    let mut salted = [0u8; 20];
+    pbkdf2::pbkdf2::<Hmac<Sha1>>(PASSWORD.as_bytes(), salt, PROSODY_ITERATIONS, &mut salted)
+        .ok()?;
+    let keyed = |label: &[u8]| -> Option<Vec<u8>> {
+        let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&salted).ok()?;
+        mac.update(label);
+        Some(mac.finalize().into_bytes().to_vec())
+    };
+    let stored_key = Sha1::digest(keyed(b"Client Key")?);
+    let server_key = keyed(b"Server Key")?;
+    Some(format!(
+        "{{SCRAM-SHA-1}}{PROSODY_ITERATIONS},{},{},{}",
+        Base64::encode_string(salt),
+        Base64::encode_string(&stored_key),
+        Base64::encode_string(&server_key)
+    ))
+}
+
 /// Alternates between the two passwords so every change proves the current one; `changed`
 /// says whether the user's current password is [`OTHER_PASSWORD`] (flipped here).
 pub fn change_password_line(out: &mut Vec<u8>, name: &str, changed: &AtomicBool) {
@@ -62,12 +114,44 @@ pub fn change_password_line(out: &mut Vec<u8>, name: &str, changed: &AtomicBool)
     );
 }
 
+/// Sends each of `requests` (`invite_create`, `reset_create`) over `connections` parallel
+/// connections; the tokens of the links made, in no particular order.
+pub async fn link_tokens(
+    socket: &Path,
+    requests: Vec<Request>,
+    connections: usize,
+) -> Result<Vec<String>, ClientError> {
+    let options = ClientOptions::new(socket).with_timeout(std::time::Duration::from_secs(120));
+    let chunk = requests.len().div_ceil(connections.max(1)).max(1);
+    let mut tasks = Vec::new();
+    for part in requests.chunks(chunk) {
+        let part = part.to_vec();
+        let options = options.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = AsyncClient::connect(&options).await?;
+            let mut tokens = Vec::with_capacity(part.len());
+            for request in part {
+                let link: LinkInfo = client.call(&request).await?;
+                tokens.push(link.token.expose().to_owned());
+            }
+            Ok::<Vec<String>, ClientError>(tokens)
+        }));
+    }
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.extend(task.await.map_err(|_| ClientError::Closed)??);
+    }
+    Ok(tokens)
+}
+
 /// Imports `names` with the shared `hash` over `connections` parallel connections, in
-/// batches that fit one request line; returns how many records were written.
+/// batches that fit one request line; returns how many records were written. `origin` names
+/// the store a legacy verifier was moved in from (`None` for argon2id hashes).
 pub async fn import(
     socket: &Path,
     names: Vec<String>,
     hash: &str,
+    origin: Option<&str>,
     connections: usize,
 ) -> Result<u64, ClientError> {
     let options = ClientOptions::new(socket).with_timeout(std::time::Duration::from_secs(120));
@@ -77,10 +161,11 @@ pub async fn import(
         let part = part.to_vec();
         let options = options.clone();
         let hash = hash.to_owned();
+        let origin = origin.map(str::to_owned);
         tasks.push(tokio::spawn(async move {
             let mut client = AsyncClient::connect(&options).await?;
             let mut written = 0;
-            for batch in batches(part, &hash) {
+            for batch in batches(part, &hash, origin.as_deref()) {
                 let request = Request::Import {
                     records: batch,
                     replace: false,
@@ -101,7 +186,7 @@ pub async fn import(
 }
 
 /// Groups records so each batch's JSON stays under [`BATCH_BYTES`].
-fn batches(names: Vec<String>, hash: &str) -> Vec<Vec<ExportRecord>> {
+fn batches(names: Vec<String>, hash: &str, origin: Option<&str>) -> Vec<Vec<ExportRecord>> {
     let mut batches = Vec::new();
     let mut batch = Vec::new();
     let mut bytes = 0;
@@ -112,7 +197,7 @@ fn batches(names: Vec<String>, hash: &str) -> Vec<Vec<ExportRecord>> {
             created: "2026-01-01".into(),
             locked: false,
             uid: None,
-            origin: None,
+            origin: origin.map(str::to_owned),
             password: None,
         };
         let size = serde_json::to_vec(&record).map_or(BATCH_BYTES, |json| json.len() + 1);
@@ -138,7 +223,7 @@ mod tests {
         let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
                     iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A";
         let names: Vec<String> = (0..5000).map(user).collect();
-        let batches = batches(names, hash);
+        let batches = batches(names, hash, None);
         assert!(batches.len() > 1);
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 5000);
         for batch in batches {

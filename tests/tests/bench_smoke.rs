@@ -26,6 +26,11 @@ fn quick_benchmark_runs_every_scenario() {
         "| 5 qamd lookup",
         "| 6 qamd change_password",
         "| 6 qamd lock/unlock",
+        "| 7 qamd userdb GetUserRecord",
+        "| 7 baseline: qamd `lookup`",
+        "| 3 baseline: echo asked",
+        "| 9 qamd first verify of a Prosody SCRAM-SHA-1 account",
+        "| 9 qamd verify of those accounts after the upgrade",
     ] {
         assert!(
             stdout.contains(scenario),
