@@ -19,7 +19,8 @@ const ZSTD: &str = "/usr/bin/zstd";
 /// Outside the clone, kept between runs: the root filesystem tarball and the old package.
 const CACHE: &str = "/var/cache/qam-tests";
 const SUITE: &str = "bookworm";
-/// Beyond minbase: systemd as PID 1, and the peers README connects to qam. Not procps: the
+/// Beyond minbase: systemd as PID 1, NSS through systemd's userdb, and the peers README
+/// connects to qam. Not procps: the
 /// package must work without it (no /bin/kill). debootstrap does not resolve virtual
 /// packages, hence Prosody's Lua libraries by name.
 const ROOTFS_PACKAGES: &[&str] = &[
@@ -28,6 +29,8 @@ const ROOTFS_PACKAGES: &[&str] = &[
     "dbus",
     "adduser",
     "pamtester",
+    "libnss-systemd",
+    "systemd-userdbd",
     "prosody",
     "lua-bitop",
     "lua-sec",
@@ -378,9 +381,11 @@ fn rootfs_tarball() -> &'static Path {
     TARBALL.get_or_init(|| {
         let _lock = cache_lock("rootfs.lock");
         let start = Instant::now();
-        let tarball = Path::new(CACHE).join(format!("{SUITE}-minbase.tar.zst"));
-        let listed = Path::new(CACHE).join(format!("{SUITE}-minbase.packages"));
         let packages = ROOTFS_PACKAGES.join(",");
+        // Named by its package list, so trees with different lists keep their own.
+        let name = format!("{SUITE}-minbase-{:016x}", fnv1a(&packages));
+        let tarball = Path::new(CACHE).join(format!("{name}.tar.zst"));
+        let listed = Path::new(CACHE).join(format!("{name}.packages"));
         if tarball.exists() && fs::read_to_string(&listed).ok().as_deref() == Some(&packages) {
             return tarball;
         }
@@ -417,6 +422,13 @@ fn rootfs_tarball() -> &'static Path {
             start.elapsed()
         );
         tarball
+    })
+}
+
+/// FNV-1a: a hash that stays the same across Rust releases.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
