@@ -53,7 +53,7 @@ pub struct Options {
     #[arg(long, default_value_t = 0)]
     pub hash_niceness: i32,
     /// qamd's `peers.request_cpu_percent` (100: no budget worth the name).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 3)]
     pub request_cpu_percent: u32,
     /// Users loaded for the scale scenario.
     #[arg(long, default_value_t = 1_000_000)]

@@ -288,7 +288,7 @@ impl Default for PeersConfig {
             hash_queue_per_peer: 16,
             unknown_name_verifies_per_second: 20,
             saslauthd_request_seconds: 2,
-            request_cpu_percent: 10,
+            request_cpu_percent: 3,
         }
     }
 }
