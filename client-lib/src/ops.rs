@@ -4,8 +4,8 @@
 use crate::ops_macro::{operations, user_field};
 use crate::secret::{ClientKey, Password};
 use crate::wire::{
-    Done, ExistsInfo, ExportPage, ExportRecord, HelloInfo, ImportInfo, InviteList, LinkInfo,
-    ListPage, LookupInfo, NameInfo, StatusInfo, WireError,
+    DebugInfo, DeleteInfo, Done, EventPage, ExistsInfo, ExportPage, ExportRecord, HelloInfo,
+    ImportInfo, InviteList, LinkInfo, ListPage, LookupInfo, NameInfo, StatusInfo, WireError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -56,6 +56,9 @@ operations! {
         /// Admins only: take a name the system's user or group database knows.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        /// Admins only: take a deleted account's name before its quarantine ends.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        reuse_name: bool,
     } -> NameInfo, grant: Named, audited: false;
     /// A user changes their own password, proving the old one.
     ChangePassword change_password {
@@ -126,11 +129,12 @@ operations! {
         /// The new password.
         password: Password,
     } -> Done, grant: Named, audited: true;
-    /// Removes an account.
+    /// Removes an account: at once without hooks; with hooks, locks it and has qam-hooks run
+    /// them first (a retry of a pending deletion runs only the hooks not yet done).
     Delete delete {
         /// The account's name as typed; qamd normalizes it.
         user: String,
-    } -> Done, grant: Named, audited: true;
+    } -> DeleteInfo, grant: Named, audited: true;
     /// Locks an account: it no longer verifies.
     Lock lock {
         /// The account's name as typed; qamd normalizes it.
@@ -161,6 +165,41 @@ operations! {
         #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     } -> ExportPage, grant: Named, audited: true;
+    /// qam-hooks: the account events after `since`, waiting up to `wait_seconds` for one.
+    Events events {
+        /// The `epoch` of the previous page; another (or none) asks for the pending deletions.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        /// The `next` of the previous page.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        /// How long to wait for an event, at most `MAX_EVENT_WAIT_SECONDS`; 0 when absent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wait_seconds: Option<u64>,
+    } -> EventPage, grant: Named, audited: false;
+    /// qam-hooks: one delete hook's outcome for an account being deleted.
+    DeletionStep deletion_step {
+        /// The account's name as the event gave it.
+        user: String,
+        /// The hook, as `<event>.d/<file>`.
+        hook: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// The end of its output, shown to admins when it failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    } -> Done, grant: Named, audited: true;
+    /// qam-hooks: a round of hooks ended; erases the account if none failed.
+    DeletionFinish deletion_finish {
+        /// The account's name as the event gave it.
+        user: String,
+    } -> DeleteInfo, grant: Named, audited: true;
+    /// Opens a window of debug logging for `seconds` (at most a day), or closes it (0).
+    Debug debug {
+        /// Length of the window; 0 or absent closes it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seconds: Option<u64>,
+    } -> DebugInfo, grant: Named, audited: true;
     /// Writes a batch of whole records, all or nothing (backup restore).
     Import import {
         /// The batch, as `export` gave it.
@@ -221,6 +260,22 @@ pub(crate) struct RequestFields {
     note: Option<String>,
     /// `invite_revoke`: the invite's id.
     invite: Option<String>,
+    /// `register`: an admin takes a quarantined name.
+    reuse_name: Option<bool>,
+    /// `events`: the epoch of the previous page.
+    epoch: Option<String>,
+    /// `events`: the `next` of the previous page.
+    since: Option<u64>,
+    /// `events`: how long to wait for an event.
+    wait_seconds: Option<u64>,
+    /// `deletion_step`: the hook.
+    hook: Option<String>,
+    /// `deletion_step`: whether it succeeded.
+    ok: Option<bool>,
+    /// `deletion_step`: the end of its output.
+    detail: Option<String>,
+    /// `debug`: the window's length.
+    seconds: Option<u64>,
 }
 
 /// How a field read from the line becomes a request's field; the request field's type says

@@ -20,6 +20,12 @@ pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// Largest `limit` a `list` or `export` page may ask for.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Longest `wait_seconds` an `events` call may ask for (below the idle timeout's default).
+pub const MAX_EVENT_WAIT_SECONDS: u64 = 25;
+
+/// Longest debug window `debug` opens: a day.
+pub const MAX_DEBUG_SECONDS: u64 = 24 * 60 * 60;
+
 /// Page size used when `limit` is absent.
 pub const DEFAULT_PAGE: u32 = 100;
 
@@ -116,6 +122,8 @@ error_codes! {
     WeakPassword = "weak_password",
     RegistrationClosed = "registration_closed",
     InvalidToken = "invalid_token",
+    NameQuarantined = "name_quarantined",
+    DeletionPending = "deletion_pending",
     Busy = "busy",
     Internal = "internal",
 }
@@ -183,6 +191,89 @@ pub struct Account {
     /// (`prosody SCRAM-SHA-1`) while the account still has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<String>,
+    /// An admin started deleting the account: it is locked until every delete hook has run.
+    /// Services' adapters let their server purge such an account (and no other).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+    /// An admin's `list` and `lookup` only: where the deletion stands, hook by hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<DeletionInfo>,
+}
+
+/// Where an account's deletion stands: the hooks that succeeded, those that failed and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionInfo {
+    /// Hooks that succeeded (`delete.d/50-prosody`); a retry does not run them again.
+    pub done: Vec<String>,
+    /// Hooks that failed in the last round, with the end of their output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, String>,
+    /// Hooks are being run now (false once a round ended with failures: waiting for a retry).
+    pub running: bool,
+}
+
+/// Answer to `delete` and `deletion_finish`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteInfo {
+    /// The record is erased. False: hooks are installed and the deletion is pending until
+    /// qam-hooks has run them all (see `lookup`'s `deletion`).
+    pub erased: bool,
+}
+
+/// What happened to an account, as `events` tells qam-hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An admin started (or retried) deleting the account.
+    Delete,
+    /// The account was locked.
+    Lock,
+    /// The account was unlocked.
+    Unlock,
+    /// The account's password changed (its other sessions may be ended).
+    Password,
+}
+
+impl EventKind {
+    /// The event's name, also the name of its hooks' directory (`<name>.d`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Delete => "delete",
+            EventKind::Lock => "lock",
+            EventKind::Unlock => "unlock",
+            EventKind::Password => "password",
+        }
+    }
+}
+
+/// One account event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEvent {
+    /// What happened.
+    pub event: EventKind,
+    /// The account's normalized name.
+    pub user: String,
+    /// `delete` only: hooks already done, not to be run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<String>,
+}
+
+/// Answer to `events`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPage {
+    /// Changes at every start of qamd: a `since` from another epoch is not this qamd's.
+    pub epoch: String,
+    /// The `since` of the next call.
+    pub next: u64,
+    /// Events after `since`; on a call without this epoch, every pending deletion instead.
+    pub events: Vec<AccountEvent>,
+}
+
+/// Answer to `debug`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugInfo {
+    /// When the debug window ends, RFC 3339 UTC; `None`: qamd logs at its configured level.
+    pub until: Option<String>,
 }
 
 /// Answer to `lookup`: `account` is null for an unknown user.
@@ -291,6 +382,12 @@ pub struct StatusInfo {
     /// (`prosody SCRAM-SHA-1`); each is replaced by argon2id at its user's next login.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub legacy: BTreeMap<String, u64>,
+    /// Accounts whose deletion an admin started and whose hooks have not all succeeded.
+    #[serde(default)]
+    pub deleting: u64,
+    /// When the debug window opened by `debug` ends, RFC 3339 UTC; absent when none is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_until: Option<String>,
 }
 
 /// Answer to `invite_create` and `reset_create`: the link to hand over, shown only once.
