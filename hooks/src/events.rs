@@ -175,6 +175,7 @@ impl Runner {
             for event in &page.events {
                 self.handle(qamd, event)?;
             }
+            tracing::debug!(epoch = %page.epoch, next = page.next, "waiting for events");
             position = Some((page.epoch, page.next));
         }
     }
