@@ -190,7 +190,9 @@ fn a_failed_hook_keeps_the_account_locked_until_a_retry_runs_it_alone() {
             "kick delete alice delete alice",
             "purge delete alice",
             "mail delete alice"
-        ]
+        ],
+        "{}",
+        runner.log_text()
     );
     assert!(verifies(&qamd, "bob", "bob's password"), "bob is untouched");
 
@@ -202,7 +204,8 @@ fn a_failed_hook_keeps_the_account_locked_until_a_retry_runs_it_alone() {
     assert_eq!(
         lines(&ran)[3..],
         ["mail delete alice"],
-        "only the failed hook ran again"
+        "only the failed hook ran again: {}",
+        runner.log_text()
     );
     let log = runner.log_text();
     assert!(log.contains("erased"), "{log}");
