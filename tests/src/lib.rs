@@ -4,6 +4,7 @@
 pub mod container;
 pub mod deployment;
 pub mod dovecot;
+pub mod hooks;
 pub mod identity;
 pub mod pam;
 pub mod readme;

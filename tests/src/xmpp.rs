@@ -52,6 +52,51 @@ pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::R
     }
 }
 
+/// A c2s session kept open after SASL PLAIN and resource binding, to watch the server end it.
+pub struct Session {
+    /// The authenticated stream.
+    stream: TcpStream,
+}
+
+impl Session {
+    /// Logs `user` in on 127.0.0.1:`port` and binds a resource.
+    pub fn open(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Session> {
+        let (mut stream, _) = open_stream(port, domain)?;
+        let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
+        write!(
+            stream,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        )?;
+        let answer = read_until(&mut stream, &["<success", "</failure>"])?;
+        if !answer.contains("<success") {
+            return Err(io::Error::other(format!("login refused: {answer}")));
+        }
+        write!(
+            stream,
+            "<stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        )?;
+        read_until(&mut stream, &["</stream:features>"])?;
+        let mut session = Session { stream };
+        session
+            .iq("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")?;
+        Ok(session)
+    }
+
+    /// Sends an `<iq>` and returns the server's answer (up to its `</iq>` or `/>`).
+    pub fn iq(&mut self, iq: &str) -> io::Result<String> {
+        self.stream.write_all(iq.as_bytes())?;
+        read_until(
+            &mut self.stream,
+            &["</iq>", "type='result'/>", "type=\"result\"/>"],
+        )
+    }
+
+    /// Waits for the server to close the stream; returns what it sent last (its stream error).
+    pub fn closed_by_server(&mut self) -> io::Result<String> {
+        read_until(&mut self.stream, &["</stream:stream>"])
+    }
+}
+
 /// Time from opening a c2s stream to `domain` to receiving its features: how quickly the
 /// server's event loop serves a new client.
 pub fn stream_open_time(port: u16, domain: &str) -> io::Result<Duration> {
@@ -314,7 +359,7 @@ http_ports = {{}}
 https_ports = {{}}
 c2s_direct_tls_ports = {{}}
 s2s_direct_tls_ports = {{}}
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "register" }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "register", "admin_shell" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 allow_registration = true

@@ -3,79 +3,12 @@
 
 use qam_client::wire::{Account, DeleteInfo, LookupInfo};
 use qam_client::{Client, Password, Request};
-use qam_tests::{bin, shown, wait_until, within, Daemon};
+use qam_tests::hooks::{hooks_dir, qamd_hooks_table, QamHooks};
+use qam_tests::{shown, wait_until, within, Daemon};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-/// A running qam-hooks on a test qamd's socket, its log in the hooks' temp dir.
-struct QamHooks {
-    /// The process; killed on drop.
-    child: Option<Child>,
-    /// stdout and stderr of every start.
-    log: PathBuf,
-}
-
-impl QamHooks {
-    fn start(qamd: &Daemon, hooks: &Path) -> QamHooks {
-        let mut runner = QamHooks {
-            child: None,
-            log: hooks.join("qam-hooks.log"),
-        };
-        runner.spawn(qamd, hooks);
-        runner
-    }
-
-    fn spawn(&mut self, qamd: &Daemon, hooks: &Path) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open qam-hooks log");
-        let child = Command::new(bin("qam-hooks"))
-            .arg("--socket")
-            .arg(&qamd.socket)
-            .arg("--hooks-dir")
-            .arg(hooks)
-            .arg("--timeout")
-            .arg("20")
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("start qam-hooks");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, as the OOM killer or a crash would end it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for QamHooks {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A temp dir for hooks, with its four `<event>.d` directories, readable by nobody else.
-fn hooks_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("hooks dir");
-    for event in ["delete", "lock", "unlock", "password"] {
-        fs::create_dir(dir.path().join(format!("{event}.d"))).expect("event dir");
-    }
-    dir
-}
+use std::path::Path;
+use std::process::Command;
 
 /// Writes an executable sh hook at `<dir>/<id>`, through a child process: this test process
 /// then holds no descriptor on it that a concurrent fork could keep (ETXTBSY at exec).
@@ -96,10 +29,7 @@ fn hook(dir: &Path, id: &str, body: &str) {
 
 /// qamd with `[hooks] dir` at `hooks`.
 fn qamd_with_hooks(hooks: &Path) -> Daemon {
-    Daemon::start_with(&format!(
-        "[hooks]\ndir = {:?}\n",
-        hooks.display().to_string()
-    ))
+    Daemon::start_with(&qamd_hooks_table(hooks))
 }
 
 fn account(qamd: &Daemon, user: &str) -> Option<Account> {
@@ -207,8 +137,10 @@ fn a_failed_hook_keeps_the_account_locked_until_a_retry_runs_it_alone() {
         "only the failed hook ran again: {}",
         runner.log_text()
     );
-    let log = runner.log_text();
-    assert!(log.contains("erased"), "{log}");
+    // qamd erases before it answers qam-hooks, which logs the answer.
+    wait_until(within(30), "qam-hooks to log the erasure", || {
+        runner.log_text().contains("erased")
+    });
     runner.kill();
 }
 
@@ -257,8 +189,9 @@ fn qam_hooks_killed_while_a_hook_runs_finishes_the_deletion_after_a_restart() {
     wait_until(within(30), "carol to be erased", || {
         account(&qamd, "carol").is_none()
     });
-    let log = runner.log_text();
-    assert!(log.contains("delete.d/60-after"), "{log}");
+    wait_until(within(30), "qam-hooks to log the last hook", || {
+        runner.log_text().contains("delete.d/60-after")
+    });
 }
 
 #[test]
@@ -292,9 +225,7 @@ fn lock_unlock_and_password_run_their_hooks() {
     qamd.add_user("erin", "erin's password");
     let runner = QamHooks::start(&qamd, h);
     // Events published before qam-hooks first asked are not replayed: wait until it listens.
-    wait_until(within(30), "qam-hooks to wait for events", || {
-        runner.log_text().contains("waiting for events")
-    });
+    runner.wait_listening();
     qamd.lock_user("erin");
     wait_until(within(30), "the lock hook", || lines(&ran) == ["lock erin"]);
     let _: qam_client::wire::Done = qamd
