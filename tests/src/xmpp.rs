@@ -77,17 +77,20 @@ impl Session {
         )?;
         read_until(&mut stream, &["</stream:features>"])?;
         let mut session = Session { stream };
-        session
-            .iq("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")?;
+        session.iq(
+            "bind",
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        )?;
         Ok(session)
     }
 
-    /// Sends an `<iq>` and returns the server's answer (up to its `</iq>` or `/>`).
-    pub fn iq(&mut self, iq: &str) -> io::Result<String> {
+    /// Sends `<iq id='ID' ...>` and reads until the server's answer to `id` has come (pushes
+    /// before it are returned too).
+    pub fn iq(&mut self, id: &str, iq: &str) -> io::Result<String> {
         self.stream.write_all(iq.as_bytes())?;
         read_until(
             &mut self.stream,
-            &["</iq>", "type='result'/>", "type=\"result\"/>"],
+            &[&format!("id='{id}'"), &format!("id=\"{id}\"")],
         )
     }
 
