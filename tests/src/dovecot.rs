@@ -5,7 +5,7 @@
 use crate::{poll_until, readme, shown, within};
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -220,6 +220,16 @@ impl Dovecot {
             .stdin(Stdio::null())
             .output()
             .expect("run doveadm")
+    }
+
+    /// Its config file (`doveadm -c`).
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Where an IMAP instance keeps the users' homes (`<dir>/<user>`).
+    pub fn mail_root(&self) -> Option<&Path> {
+        self.mail.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Dovecot's log (checkpassword's stderr lands here too).
