@@ -218,12 +218,17 @@ mod tests {
     /// Records what qam-hooks reports; answers `not_found` for users in `gone`.
     #[derive(Default)]
     struct Recorder {
+        /// Every `deletion_step`: user, hook, ok, detail.
         steps: Vec<(String, String, bool, Option<String>)>,
+        /// Users of every `deletion_finish`.
         finished: Vec<String>,
+        /// Users whose steps answer `not_found` (erased meanwhile).
         gone: Vec<String>,
         /// What `lookup` tells of a deletion; absent users are deleting, nothing done yet.
         states: BTreeMap<String, Option<DeletionInfo>>,
+        /// The `events` answers to give, in order; then an error ends `serve`.
         pages: Vec<EventPage>,
+        /// The epoch and since of every `events` call.
         asked: Vec<(Option<String>, Option<u64>)>,
     }
 

@@ -1154,3 +1154,62 @@ fn isolation_beside_a_cpu_bound_service() {
     box_.ok(Script::new("systemctl stop cpu-bound"));
     println!("FIGURE systemd: isolation test took {:?}", start.elapsed());
 }
+
+/// qam-hooks.service as README's "Deleting and locking across services" sets it up, under its
+/// hardening: enabled by hand (the package enables nothing), a deletion waits for an enabled
+/// hook that switches users with `su` (as ejabberdctl does) and removes a directory owned by
+/// another user under /var (as the Dovecot hook does), then `qamctl user del` reports it erased.
+/// The hook writes its findings to /var/local: /tmp and /var/tmp are the unit's own.
+#[test]
+fn qam_hooks_service_runs_a_deletion_under_its_hardening() {
+    let Some((debs, box_, _start)) = packages_and_a_boot() else {
+        return;
+    };
+    installed_and_enabled(&box_, debs);
+    let state = box_.ok(Script::new(
+        "systemctl is-enabled qam-hooks.service || true",
+    ));
+    assert_eq!(state.trim(), "disabled", "the package enabled qam-hooks");
+    for hook in [
+        "delete.d/50-prosody",
+        "delete.d/51-ejabberd",
+        "delete.d/52-dovecot",
+    ] {
+        box_.ok(Script::new(&format!("test -x /usr/share/qam/hooks/{hook}")));
+    }
+    add_user(&box_, "alice", "correct horse battery");
+    box_.ok(Script::new(
+        "mkdir -p /var/vmail/alice/Maildir && chown -R nobody:nogroup /var/vmail/alice \
+         && chmod 700 /var/vmail/alice \
+         && printf '%s\\n' '#!/bin/sh' 'set -eu' \
+            'su -s /bin/sh -c \"id -un\" nobody > /var/local/qam-hook-su' \
+            'rm -rf /var/vmail/alice' \
+            'echo \"$1 $2 $QAM_USER\" > /var/local/qam-hook-ran' \
+            > /usr/local/sbin/qam-probe-hook \
+         && chmod 755 /usr/local/sbin/qam-probe-hook \
+         && ln -s /usr/local/sbin/qam-probe-hook /etc/qam/hooks/delete.d/50-probe \
+         && systemctl enable --now qam-hooks.service",
+    ));
+    box_.wait_for("qam-hooks active", || {
+        (box_.property("qam-hooks.service", "ActiveState") == "active").then_some(())
+    });
+    let out = box_.ok(Script::new("qamctl user del alice --yes --wait 60s"));
+    assert!(out.contains("deleted") && out.contains("alice"), "{out}");
+    assert_eq!(
+        box_.ok(Script::new("cat /var/local/qam-hook-ran")).trim(),
+        "delete alice alice"
+    );
+    assert_eq!(
+        box_.ok(Script::new("cat /var/local/qam-hook-su")).trim(),
+        "nobody"
+    );
+    box_.ok(Script::new("test ! -e /var/vmail/alice"));
+    let pid = main_pid(&box_, "qam-hooks.service");
+    let status = box_.ok(Script::new(&format!("cat /proc/{pid}/status")));
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let journal = box_.ok(Script::new(
+        "journalctl -u qam-hooks.service --no-pager -o cat",
+    ));
+    assert!(journal.contains("erased"), "{journal}");
+    assert!(!journal.contains("hook failed"), "{journal}");
+}
