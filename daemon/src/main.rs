@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Err(err) => return fail(err),
     };
     // Also before any thread: qamd's own user lookups must never wait on its userdb door.
-    qamd::userdb::bypass_own_service(&config.nss, passed.userdb.as_ref());
+    qamd::userdb::bypass_own_service(&config.nss);
     harden_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
