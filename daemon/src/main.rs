@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Ok(passed) => passed,
         Err(err) => return fail(err),
     };
-    // Also before any thread: qamd's own user lookups must never wait on its userdb door.
+    // Also before any thread: qamd's own user lookups never ask its userdb door.
     qamd::userdb::bypass_own_service(&config.nss);
     harden_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -134,7 +134,11 @@ pub fn bind_public(path: &Path) -> Result<UnixListener, SetupError> {
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
             .map_err(io_error("cannot chmod", parent))?;
     }
-    for dir in path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()) {
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         let mode = std::fs::metadata(dir)
             .map_err(io_error("cannot inspect", dir))?
             .mode();
@@ -222,16 +226,10 @@ mod tests {
         // Anything else at the path stays, and so does a symlink (even to a socket).
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(matches!(
-            bind_public(&link),
-            Err(SetupError::NotASocket(_))
-        ));
+        assert!(matches!(bind_public(&link), Err(SetupError::NotASocket(_))));
         let file = dir.path().join("file");
         std::fs::write(&file, "keep me").unwrap();
-        assert!(matches!(
-            bind_public(&file),
-            Err(SetupError::NotASocket(_))
-        ));
+        assert!(matches!(bind_public(&file), Err(SetupError::NotASocket(_))));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
     }
 

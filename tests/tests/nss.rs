@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 const USERDB_DIR: &str = "/run/systemd/userdb";
@@ -40,6 +41,20 @@ fn nss_present() -> bool {
     true
 }
 
+/// Held shared by every NssDaemon, and alone by the test that leaves its link dead: where
+/// nothing else serves userdb (no systemd as PID 1), a dead entry in USERDB_DIR makes
+/// nss-systemd fail other processes' group lookups, so other tests' qamds would take every
+/// new name for the system's.
+static LINKS: RwLock<()> = RwLock::new(());
+
+/// An NssDaemon's hold on LINKS.
+enum Turn {
+    /// Its link is always served while other tests run.
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    /// Its link dies while no other test runs.
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
 /// A qamd serving userdb as `io.qam.test-<test>-<pid>`, uids from `uid_min`, on a socket in
 /// SOCKET_DIR and the link to it in USERDB_DIR.
 struct NssDaemon {
@@ -49,6 +64,8 @@ struct NssDaemon {
     service: String,
     /// The first uid it gives.
     uid_min: u32,
+    /// Released after the link is removed (fields drop after `drop`).
+    _turn: Turn,
 }
 
 impl NssDaemon {
@@ -58,17 +75,36 @@ impl NssDaemon {
     }
 
     fn start_range(test: &str, uid_min: u32, uid_max: u32, extra_nss: &str) -> NssDaemon {
+        let turn = Turn::Shared(LINKS.read().unwrap_or_else(PoisonError::into_inner));
+        NssDaemon::start_in_turn(test, uid_min, uid_max, extra_nss, turn)
+    }
+
+    /// One whose link is left dead for a while: started once no other test's qamd runs.
+    fn start_alone(test: &str, uid_min: u32) -> NssDaemon {
+        let turn = Turn::Alone(LINKS.write().unwrap_or_else(PoisonError::into_inner));
+        NssDaemon::start_in_turn(test, uid_min, uid_min + 999, "", turn)
+    }
+
+    fn start_in_turn(
+        test: &str,
+        uid_min: u32,
+        uid_max: u32,
+        extra_nss: &str,
+        turn: Turn,
+    ) -> NssDaemon {
         let service = format!("io.qam.test-{test}-{}", std::process::id());
         let config = format!(
             "{CHEAP_HASH}[nss]\nenabled = true\nsocket = \"{SOCKET_DIR}/{service}\"\n\
              uid_min = {uid_min}\nuid_max = {uid_max}\ngroup = \"users\"\n{extra_nss}"
         );
-        // Left dangling should qamd not start: a dangling link holds up no lookup.
+        let daemon = Daemon::start_with(&config);
+        // Once qamd serves: a dead link makes nss-systemd fail group lookups of other tests.
         link_into_userdb(&service);
         NssDaemon {
-            daemon: Daemon::start_with(&config),
+            daemon,
             service,
             uid_min,
+            _turn: turn,
         }
     }
 
@@ -79,6 +115,18 @@ impl NssDaemon {
 
     fn add(&self, name: &str) {
         self.daemon.add_user(name, PASSWORD);
+    }
+
+    /// Stops qamd gracefully, its link removed first (no dead link while other tests run).
+    fn stop(&mut self) {
+        let _ = std::fs::remove_file(PathBuf::from(USERDB_DIR).join(&self.service));
+        self.daemon.stop();
+    }
+
+    /// Starts qamd again after `stop`, then links it again.
+    fn spawn(&mut self) {
+        self.daemon.spawn();
+        link_into_userdb(&self.service);
     }
 
     fn delete(&self, name: &str) {
@@ -265,8 +313,8 @@ fn a_deleted_account_vanishes_at_once_and_its_uid_is_never_given_again() {
     );
     assert_eq!(uid_of("nss-dave"), carol + 2);
     qamd.delete("nss-dave");
-    qamd.daemon.stop();
-    qamd.daemon.spawn();
+    qamd.stop();
+    qamd.spawn();
     assert_eq!(uid_of("nss-carol"), carol + 1, "uids survive a restart");
     qamd.add("nss-erin");
     // Above the deleted top uid (a restart may skip a few more, never go back).
@@ -335,7 +383,7 @@ fn an_older_store_gets_uids_once_and_keeps_them() {
         return;
     }
     let mut qamd = NssDaemon::start("upgrade", 74_000, "");
-    qamd.daemon.stop();
+    qamd.stop();
     // A store as qamd wrote it before uids: records without the field, no NEXT_UID file.
     std::fs::remove_dir_all(&qamd.daemon.data_dir).expect("empty data dir");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -351,7 +399,7 @@ fn an_older_store_gets_uids_once_and_keeps_them() {
         }
         store.sync_all(&qamd.daemon.data_dir).expect("sync");
     });
-    qamd.daemon.spawn();
+    qamd.spawn();
     let expected = |name: &str, uid: u32| {
         assert_eq!(
             getent("passwd", name),
@@ -363,8 +411,8 @@ fn an_older_store_gets_uids_once_and_keeps_them() {
     };
     expected("nss-old-a", qamd.uid_min);
     expected("nss-old-b", qamd.uid_min + 1);
-    qamd.daemon.stop();
-    qamd.daemon.spawn();
+    qamd.stop();
+    qamd.spawn();
     expected("nss-old-a", qamd.uid_min);
     expected("nss-old-b", qamd.uid_min + 1);
 }
@@ -708,7 +756,7 @@ fn lookups_never_wait_while_qamd_is_down_and_a_stale_socket_is_replaced() {
     if !nss_present() {
         return;
     }
-    let mut qamd = NssDaemon::start("down", 79_000, "");
+    let mut qamd = NssDaemon::start_alone("down", 79_000);
     qamd.add("nss-leo");
     assert_eq!(getent("passwd", "nss-leo").0, 0);
     qamd.daemon.kill();
@@ -719,6 +767,14 @@ fn lookups_never_wait_while_qamd_is_down_and_a_stale_socket_is_replaced() {
     let refused = lookups_while_down("nss-leo");
     std::fs::remove_file(qamd.socket()).expect("remove the socket");
     let dangling = lookups_while_down("nss-leo");
+    // With `[nss]` disabled (the package's link dangling), new names are still free: qamd
+    // never asks its own door.
+    let disabled = Daemon::start_with(&format!(
+        "[nss]\nenabled = false\nsocket = {:?}\n",
+        qamd.socket().display().to_string()
+    ));
+    disabled.add_user("nss-mia", PASSWORD);
+    drop(disabled);
     println!("FIGURE nss: lookups while qamd is down: {refused:?} (stale socket), {dangling:?} (dangling link)");
     for took in [refused, dangling] {
         assert!(took < Duration::from_secs(2), "lookups waited {took:?}");

@@ -22,7 +22,11 @@ use std::sync::Arc;
 /// Opens the door when `[nss] enabled`: `[nss] socket` bound 0666 (a stale socket file
 /// replaced), its file name the service name. Never a socket systemd passes: one systemd held
 /// while qamd is down would make every lookup (each start of a service with `User=`) wait.
-pub fn start(config: &Config, state: &Arc<State>, shutdown: Shutdown) -> Result<Served, StartError> {
+pub fn start(
+    config: &Config,
+    state: &Arc<State>,
+    shutdown: Shutdown,
+) -> Result<Served, StartError> {
     if !config.nss.enabled {
         return Ok(Served::nothing("userdb"));
     }
@@ -36,7 +40,11 @@ pub fn start(config: &Config, state: &Arc<State>, shutdown: Shutdown) -> Result<
         );
     }
     let path = &config.nss.socket;
-    let service = config.nss.service().ok_or(StartError::UserdbName)?.to_owned();
+    let service = config
+        .nss
+        .service()
+        .ok_or(StartError::UserdbName)?
+        .to_owned();
     let std_listener = socket::bind_public(path)?;
     let listener = socket::into_async(std_listener).map_err(StartError::Listen)?;
     tracing::info!(service = %service, "userdb socket open: accounts visible to the system");
@@ -53,13 +61,12 @@ pub fn start(config: &Config, state: &Arc<State>, shutdown: Shutdown) -> Result<
 pub const BYPASS_VARIABLE: &str = "SYSTEMD_BYPASS_USERDB";
 
 /// Adds this door's service to `SYSTEMD_BYPASS_USERDB` in qamd's environment, so lookups qamd
-/// itself makes (peer names and groups, the socket group) skip its own socket: a lookup
-/// during start-up, before the door serves, would otherwise wait on itself. Call from `main`
+/// itself makes (peer names and groups, the socket group, names new accounts may take) skip
+/// its own socket. Also with `[nss]` disabled: the package's link to the socket then dangles,
+/// and where it is the only userdb entry (no systemd as PID 1) nss-systemd reports every group
+/// lookup as failed, which would make every name count as the system's. Call from `main`
 /// before any thread exists.
 pub fn bypass_own_service(nss: &NssConfig) {
-    if !nss.enabled {
-        return;
-    }
     let Some(service) = nss.service() else { return };
     let value = match std::env::var(BYPASS_VARIABLE) {
         Ok(existing) if !existing.is_empty() => format!("{existing}:{service}"),
