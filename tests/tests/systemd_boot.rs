@@ -992,6 +992,7 @@ fn nss_through_the_userdb_socket() {
     // The NSS door: alice is a system user through nss-systemd, as README says, through
     // systemd-userdbd's multiplexer and straight through the link.
     let userdbd = box_.property("systemd-userdbd.socket", "ActiveState");
+    println!("FIGURE systemd: systemd-userdbd.socket {userdbd} beside the link");
     for bypass in ["", "SYSTEMD_BYPASS_USERDB=io.systemd.Multiplexer "] {
         let passwd = box_.ok(Script::new(&format!("{bypass}getent passwd alice")));
         assert!(
