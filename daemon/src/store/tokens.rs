@@ -404,7 +404,9 @@ impl Store {
             tokens.insert(entry.as_slice(), value.as_slice())?;
             Ok(())
         })
-        .await
+        .await?;
+        self.stored_token(until);
+        Ok(())
     }
 
     /// Whether `name` belonged to an account deleted whose quarantine lasts past `now`.
