@@ -111,7 +111,8 @@ impl Default for HooksConfig {
 pub struct NssConfig {
     /// Whether qamd answers `io.systemd.UserDatabase` on `socket`.
     pub enabled: bool,
-    /// The userdb socket; its file name is the service name every record carries.
+    /// The userdb socket qamd binds (0666); its file name is the service name every record
+    /// carries, and the name of its symlink in /run/systemd/userdb/, where nss-systemd looks.
     pub socket: PathBuf,
     /// Lowest uid given to an account (each account's private group has gid = uid).
     pub uid_min: u32,
@@ -256,7 +257,7 @@ impl Default for NssConfig {
     fn default() -> Self {
         NssConfig {
             enabled: false,
-            socket: PathBuf::from("/run/systemd/userdb/io.qam"),
+            socket: PathBuf::from("/run/qam/io.qam"),
             uid_min: 70_000,
             uid_max: 99_999,
             home: "/home/%u".into(),
@@ -631,6 +632,7 @@ mod tests {
     fn nss_defaults_and_uid_ranges() {
         let config = Config::parse("").unwrap();
         assert!(!config.nss.enabled);
+        assert_eq!(config.nss.socket, Path::new("/run/qam/io.qam"));
         assert_eq!(config.nss.service(), Some("io.qam"));
         assert_eq!(config.nss.home_of("alice"), "/home/alice");
         for (min, max) in [

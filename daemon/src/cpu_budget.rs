@@ -113,8 +113,12 @@ impl<F: Future> Future for Metered<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // A poll runs on one thread from start to end, so that thread's CPU clock measures it.
         let before = thread_cpu_time();
+        let hashing_before = self.budgets.hasher.has_work();
         let polled = self.task.as_mut().poll(cx);
-        if let (Some(before), Some(after)) = (before, thread_cpu_time()) {
+        // Only time spent while hashing runs is owed (the budget guards hashing's cores): a
+        // peer's setup before it hashes (an import, thousands of links) is no debt to wait out.
+        let hashing = hashing_before || self.budgets.hasher.has_work();
+        if let (true, Some(before), Some(after)) = (hashing, before, thread_cpu_time()) {
             self.budgets.charge(self.uid, after.saturating_sub(before));
         }
         polled
@@ -163,19 +167,32 @@ mod tests {
         assert!(budgets.lock().get(&8).is_none());
     }
 
+    /// 100 ms of this thread's CPU, however loaded the machine is.
+    async fn spin() {
+        let started = thread_cpu_time().unwrap();
+        let mut x = 0u64;
+        while thread_cpu_time().unwrap() - started < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
     #[tokio::test]
     async fn polls_are_charged_to_their_peer() {
         let budgets = budgets(10);
-        // 100 ms of this thread's CPU, however loaded the machine is.
-        let spin = async {
-            let started = thread_cpu_time().unwrap();
-            let mut x = 0u64;
-            while thread_cpu_time().unwrap() - started < Duration::from_millis(100) {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
-        };
-        budgets.metered(9, spin).await;
+        let _hashing = budgets.hasher.pretend_hashing();
+        budgets.metered(9, spin()).await;
         let balance = budgets.lock().get(&9).map(|a| a.balance).unwrap();
         assert!(balance < 0, "CPU time beyond the 50 ms burst: {balance}");
+        assert!(budgets.wait(9) > Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn time_spent_while_nothing_is_hashed_is_not_owed_later() {
+        // A peer's setup (imports, links) takes no core from hashing: once its own
+        // registrations start hashing, it must not wait out that setup at its share.
+        let budgets = budgets(3);
+        budgets.metered(9, spin()).await;
+        let _hashing = budgets.hasher.pretend_hashing();
+        assert_eq!(budgets.wait(9), Duration::ZERO);
     }
 }

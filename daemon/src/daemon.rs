@@ -36,8 +36,6 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error(transparent)]
     Uids(#[from] UidError),
-    #[error("systemd passed a userdb socket (qam-userdb.socket) but [nss] enabled is false; set it, or disable the socket unit")]
-    UserdbDisabled,
     #[error("the userdb socket's path has no file name to serve as its service name")]
     UserdbName,
 }
@@ -76,7 +74,7 @@ pub async fn run(
     let reloader = Reloader::new(reload, config.clone(), Arc::clone(&state));
     reload::spawn_on_sighup(reloader, shutdown.clone()).map_err(StartError::Signals)?;
     let saslauthd = saslauthd::start(&config, passed.saslauthd, &state, shutdown.clone())?;
-    let userdb = userdb::start(&config, passed.userdb, &state, shutdown.clone())?;
+    let userdb = userdb::start(&config, &state, shutdown.clone())?;
     tokio::spawn(sync_periodically(
         store.clone(),
         config.data_dir.clone(),

@@ -500,12 +500,34 @@ impl Hasher {
         self.running.load(Ordering::Relaxed) > 0 || !self.queue.is_empty()
     }
 
+    /// Counts as one job being hashed until the guard is dropped: lets tests of what
+    /// depends on hashing running hold it exactly as long as they need.
+    #[cfg(test)]
+    pub(crate) fn pretend_hashing(&self) -> PretendHashing {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        PretendHashing(Arc::clone(&self.running))
+    }
+
     pub fn workers(&self) -> usize {
         self.workers
     }
 
     pub fn queue_limit(&self) -> usize {
         self.queue_limit
+    }
+}
+
+/// A job that [`Hasher::has_work`] counts until dropped (tests only).
+#[cfg(test)]
+pub(crate) struct PretendHashing(
+    /// The pool's count of running jobs, given back on drop.
+    Arc<AtomicUsize>,
+);
+
+#[cfg(test)]
+impl Drop for PretendHashing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -37,8 +37,8 @@ fn main() -> ExitCode {
         Ok(passed) => passed,
         Err(err) => return fail(err),
     };
-    // Also before any thread: qamd's own user lookups must never wait on its userdb door.
-    qamd::userdb::bypass_own_service(&config.nss, passed.userdb.as_ref());
+    // Also before any thread: qamd's own user lookups never ask its userdb door.
+    qamd::userdb::bypass_own_service(&config.nss);
     harden_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,6 +21,8 @@ pub enum SetupError {
         owner: u32,
         ours: u32,
     },
+    #[error("{0} is not searchable by every user, so other processes cannot reach the userdb socket in it; make it 0755 or choose another [nss] socket")]
+    Unreachable(PathBuf),
     #[error("socket group `{0}` does not exist; create it or set socket_group")]
     NoSuchGroup(String),
     #[error(transparent)]
@@ -118,7 +120,8 @@ fn set_group(path: &Path, gid: Option<Gid>) -> Result<(), SetupError> {
 }
 
 /// Binds `path` as a 0666 socket anyone may connect to (the userdb door), creating its
-/// directory 0755 when missing, and replacing only a stale socket of ours.
+/// directory 0755 when missing, replacing only a stale socket of ours, and refusing a
+/// directory some user cannot pass through (nss-systemd runs in every process).
 pub fn bind_public(path: &Path) -> Result<UnixListener, SetupError> {
     remove_stale(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.exists()) {
@@ -130,6 +133,18 @@ pub fn bind_public(path: &Path) -> Result<UnixListener, SetupError> {
         // The umask (077) applied to the mode: every process must reach the socket.
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
             .map_err(io_error("cannot chmod", parent))?;
+    }
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        let mode = std::fs::metadata(dir)
+            .map_err(io_error("cannot inspect", dir))?
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(SetupError::Unreachable(dir.to_owned()));
+        }
     }
     let listener = UnixListener::bind(path).map_err(io_error("cannot bind", path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
@@ -187,6 +202,50 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
         drop(again);
+    }
+
+    #[test]
+    fn the_public_socket_replaces_only_a_stale_socket_and_is_0666() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("run/io.qam");
+        let first = bind_public(&path).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o666);
+        assert_eq!(mode(&dir.path().join("run")), 0o755);
+        // Someone answers: never stolen.
+        assert!(matches!(
+            bind_public(&path),
+            Err(SetupError::SocketInUse(_))
+        ));
+        // Left behind by a qamd that died: nobody answers, so it is replaced.
+        drop(first);
+        assert!(path.exists());
+        let _again = bind_public(&path).unwrap();
+        assert_eq!(mode(&path), 0o666);
+        // Anything else at the path stays, and so does a symlink (even to a socket).
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(bind_public(&link), Err(SetupError::NotASocket(_))));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(matches!(bind_public(&file), Err(SetupError::NotASocket(_))));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn a_public_socket_in_a_directory_others_cannot_pass_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shut = dir.path().join("shut");
+        std::fs::create_dir(&shut).unwrap();
+        std::fs::set_permissions(&shut, std::fs::Permissions::from_mode(0o710)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let refused = bind_public(&shut.join("io.qam"));
+        assert!(
+            matches!(&refused, Err(SetupError::Unreachable(at)) if *at == shut),
+            "{refused:?}"
+        );
+        assert!(!shut.join("io.qam").exists());
     }
 
     #[test]

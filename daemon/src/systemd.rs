@@ -7,8 +7,6 @@ use std::os::unix::net::UnixListener;
 
 /// FileDescriptorName= of qamd-saslauthd.socket, the saslauthd-compatible door.
 pub const SASLAUTHD_FD_NAME: &str = "saslauthd";
-/// FileDescriptorName= of qam-userdb.socket, the `io.systemd.UserDatabase` door.
-pub const USERDB_FD_NAME: &str = "userdb";
 
 /// A socket systemd passed that qamd cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +29,6 @@ pub struct PassedSockets {
     pub main: Option<UnixListener>,
     /// The saslauthd-compatible door (qamd-saslauthd.socket).
     pub saslauthd: Option<UnixListener>,
-    /// The userdb door (qam-userdb.socket).
-    pub userdb: Option<UnixListener>,
 }
 
 /// The role a passed socket plays, by its name.
@@ -40,15 +36,13 @@ pub struct PassedSockets {
 enum Role {
     Main,
     Saslauthd,
-    Userdb,
 }
 
-/// `saslauthd` and `userdb` name the doors; anything else (`qamd`, the unit name, or
-/// systemd's `unknown` when no name was set) is the main socket.
+/// `saslauthd` names the door; anything else (`qamd`, the unit name, or systemd's `unknown`
+/// when no name was set) is the main socket.
 fn role(name: &str) -> Role {
     match name {
         SASLAUTHD_FD_NAME => Role::Saslauthd,
-        USERDB_FD_NAME => Role::Userdb,
         _ => Role::Main,
     }
 }
@@ -70,7 +64,6 @@ impl PassedSockets {
             let slot = match role(&name) {
                 Role::Main => &mut passed.main,
                 Role::Saslauthd => &mut passed.saslauthd,
-                Role::Userdb => &mut passed.userdb,
             };
             if slot.is_some() {
                 tracing::warn!(name, "ignoring a second passed socket for the same role");
@@ -143,7 +136,6 @@ mod tests {
     #[test]
     fn only_the_door_names_select_the_doors() {
         assert_eq!(role("saslauthd"), Role::Saslauthd);
-        assert_eq!(role("userdb"), Role::Userdb);
         for name in ["qamd", "qamd.socket", "unknown", ""] {
             assert_eq!(role(name), Role::Main, "{name}");
         }

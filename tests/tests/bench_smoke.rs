@@ -29,6 +29,8 @@ fn quick_benchmark_runs_every_scenario() {
         "| 7 qamd userdb GetUserRecord",
         "| 7 baseline: qamd `lookup`",
         "| 3 baseline: echo asked",
+        "| 8 qamd register_invite",
+        "| 8 qamd reset_password",
         "| 9 qamd first verify of a Prosody SCRAM-SHA-1 account",
         "| 9 qamd verify of those accounts after the upgrade",
     ] {

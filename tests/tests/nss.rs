@@ -1,6 +1,7 @@
-//! qam accounts as system users: qamd serves `[nss]` on a socket in /run/systemd/userdb/ and
-//! the real glibc + nss-systemd of Debian 12's stock nsswitch.conf resolve them (`getent`,
-//! `id`, `userdbctl`), and a real sshd lets them log in with README's PAM stack.
+//! qam accounts as system users: qamd serves `[nss]` on its own socket, linked into
+//! /run/systemd/userdb/ as README says, and the real glibc + nss-systemd of Debian 12's stock
+//! nsswitch.conf resolve them (`getent`, `id`, `userdbctl`), and a real sshd lets them log in
+//! with README's PAM stack.
 //!
 //! Each test's qamd has its own socket name, uid range and account names, since every socket
 //! in that directory answers every lookup on the machine.
@@ -9,14 +10,17 @@ use qam_client::wire::{Done, NameInfo};
 use qam_client::{ErrorCode, Password, Request};
 use qam_tests::identity::SETPRIV;
 use qam_tests::sshd::{self, Sshd};
-use qam_tests::{bin, poll_until, require_peer, within, Daemon, CHEAP_HASH};
+use qam_tests::{bin, require_peer, Daemon, CHEAP_HASH};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 const USERDB_DIR: &str = "/run/systemd/userdb";
+/// Where the tests' qamds bind their userdb sockets (README's is /run/qam/io.qam).
+const SOCKET_DIR: &str = "/run/qam-tests";
 const NSS_SYSTEMD: &str = "/usr/lib/x86_64-linux-gnu/libnss_systemd.so.2";
 const USERDBCTL: &str = "/usr/bin/userdbctl";
 const PASSWORD: &str = "nss test password";
@@ -37,11 +41,31 @@ fn nss_present() -> bool {
     true
 }
 
-/// A qamd serving userdb as `io.qam.test-<test>-<pid>`, uids from `uid_min`.
+/// Held shared by every NssDaemon, and alone by the test that leaves its link dead: where
+/// nothing else serves userdb (no systemd as PID 1), a dead entry in USERDB_DIR makes
+/// nss-systemd fail other processes' group lookups, so other tests' qamds would take every
+/// new name for the system's.
+static LINKS: RwLock<()> = RwLock::new(());
+
+/// An NssDaemon's hold on LINKS.
+enum Turn {
+    /// Its link is always served while other tests run.
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    /// Its link dies while no other test runs.
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+/// A qamd serving userdb as `io.qam.test-<test>-<pid>`, uids from `uid_min`, on a socket in
+/// SOCKET_DIR and the link to it in USERDB_DIR.
 struct NssDaemon {
+    /// The qamd.
     daemon: Daemon,
+    /// The service name: the socket's file name and its link's.
     service: String,
+    /// The first uid it gives.
     uid_min: u32,
+    /// Released after the link is removed (fields drop after `drop`).
+    _turn: Turn,
 }
 
 impl NssDaemon {
@@ -51,24 +75,58 @@ impl NssDaemon {
     }
 
     fn start_range(test: &str, uid_min: u32, uid_max: u32, extra_nss: &str) -> NssDaemon {
+        let turn = Turn::Shared(LINKS.read().unwrap_or_else(PoisonError::into_inner));
+        NssDaemon::start_in_turn(test, uid_min, uid_max, extra_nss, turn)
+    }
+
+    /// One whose link is left dead for a while: started once no other test's qamd runs.
+    fn start_alone(test: &str, uid_min: u32) -> NssDaemon {
+        let turn = Turn::Alone(LINKS.write().unwrap_or_else(PoisonError::into_inner));
+        NssDaemon::start_in_turn(test, uid_min, uid_min + 999, "", turn)
+    }
+
+    fn start_in_turn(
+        test: &str,
+        uid_min: u32,
+        uid_max: u32,
+        extra_nss: &str,
+        turn: Turn,
+    ) -> NssDaemon {
         let service = format!("io.qam.test-{test}-{}", std::process::id());
         let config = format!(
-            "{CHEAP_HASH}[nss]\nenabled = true\nsocket = \"{USERDB_DIR}/{service}\"\n\
+            "{CHEAP_HASH}[nss]\nenabled = true\nsocket = \"{SOCKET_DIR}/{service}\"\n\
              uid_min = {uid_min}\nuid_max = {uid_max}\ngroup = \"users\"\n{extra_nss}"
         );
+        let daemon = Daemon::start_with(&config);
+        // Once qamd serves: a dead link makes nss-systemd fail group lookups of other tests.
+        link_into_userdb(&service);
         NssDaemon {
-            daemon: Daemon::start_with(&config),
+            daemon,
             service,
             uid_min,
+            _turn: turn,
         }
     }
 
+    /// The socket qamd binds.
     fn socket(&self) -> PathBuf {
-        PathBuf::from(USERDB_DIR).join(&self.service)
+        PathBuf::from(SOCKET_DIR).join(&self.service)
     }
 
     fn add(&self, name: &str) {
         self.daemon.add_user(name, PASSWORD);
+    }
+
+    /// Stops qamd gracefully, its link removed first (no dead link while other tests run).
+    fn stop(&mut self) {
+        let _ = std::fs::remove_file(PathBuf::from(USERDB_DIR).join(&self.service));
+        self.daemon.stop();
+    }
+
+    /// Starts qamd again after `stop`, then links it again.
+    fn spawn(&mut self) {
+        self.daemon.spawn();
+        link_into_userdb(&self.service);
     }
 
     fn delete(&self, name: &str) {
@@ -80,13 +138,24 @@ impl NssDaemon {
 }
 
 impl Drop for NssDaemon {
-    /// The socket file goes first, so no other test's lookup connects to a qamd being killed
+    /// The link goes first, so no other test's lookup connects to a qamd being killed
     /// (a connection cut mid-call is a failed lookup, which qamd's own name check reads as
     /// "known to the system").
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.socket());
+        let _ = std::fs::remove_file(PathBuf::from(USERDB_DIR).join(&self.service));
         self.daemon.kill();
+        let _ = std::fs::remove_file(self.socket());
     }
+}
+
+/// README's step without the package: `mkdir -p /run/systemd/userdb && ln -s SOCKET
+/// /run/systemd/userdb/NAME`, the link named like the socket file.
+fn link_into_userdb(service: &str) {
+    std::fs::create_dir_all(USERDB_DIR).expect("create the userdb directory");
+    let link = PathBuf::from(USERDB_DIR).join(service);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(PathBuf::from(SOCKET_DIR).join(service), &link)
+        .expect("link the socket into the userdb directory");
 }
 
 /// Imports `count` accounts `<prefix>-000000`… (in batches under the request line limit);
@@ -215,7 +284,8 @@ fn a_deleted_account_vanishes_at_once_and_its_uid_is_never_given_again() {
     if !nss_present() {
         return;
     }
-    let mut qamd = NssDaemon::start("delete", 72_000, "");
+    // The name comes back at once (an admin could reuse it with `reuse_name` as well).
+    let mut qamd = NssDaemon::start("delete", 72_000, "[accounts]\nname_quarantine_days = 0\n");
     qamd.add("nss-carol");
     let carol = qamd.uid_min;
     assert_eq!(getent("passwd", "nss-carol").0, 0);
@@ -244,8 +314,8 @@ fn a_deleted_account_vanishes_at_once_and_its_uid_is_never_given_again() {
     );
     assert_eq!(uid_of("nss-dave"), carol + 2);
     qamd.delete("nss-dave");
-    qamd.daemon.stop();
-    qamd.daemon.spawn();
+    qamd.stop();
+    qamd.spawn();
     assert_eq!(uid_of("nss-carol"), carol + 1, "uids survive a restart");
     qamd.add("nss-erin");
     // Above the deleted top uid (a restart may skip a few more, never go back).
@@ -315,7 +385,7 @@ fn an_older_store_gets_uids_once_and_keeps_them() {
         return;
     }
     let mut qamd = NssDaemon::start("upgrade", 74_000, "");
-    qamd.daemon.stop();
+    qamd.stop();
     // A store as qamd wrote it before uids: records without the field, no NEXT_UID file.
     std::fs::remove_dir_all(&qamd.daemon.data_dir).expect("empty data dir");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -331,7 +401,7 @@ fn an_older_store_gets_uids_once_and_keeps_them() {
         }
         store.sync_all(&qamd.daemon.data_dir).expect("sync");
     });
-    qamd.daemon.spawn();
+    qamd.spawn();
     let expected = |name: &str, uid: u32| {
         assert_eq!(
             getent("passwd", name),
@@ -343,8 +413,8 @@ fn an_older_store_gets_uids_once_and_keeps_them() {
     };
     expected("nss-old-a", qamd.uid_min);
     expected("nss-old-b", qamd.uid_min + 1);
-    qamd.daemon.stop();
-    qamd.daemon.spawn();
+    qamd.stop();
+    qamd.spawn();
     expected("nss-old-a", qamd.uid_min);
     expected("nss-old-b", qamd.uid_min + 1);
 }
@@ -665,74 +735,83 @@ fn calls_split_anywhere_decode_to_the_query_sent() {
         .expect("property holds");
 }
 
-#[test]
-fn the_userdb_socket_is_taken_from_socket_activation_with_its_name() {
-    const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
-    if !nss_present() || !require_peer(SOCKET_ACTIVATE, "systemd") {
-        return;
-    }
-    let dir = qam_tests::shared_tempdir();
-    let main = dir.path().join("qamd.sock");
-    let service = format!("io.qam.test-activated-{}", std::process::id());
-    let userdb = PathBuf::from(USERDB_DIR).join(&service);
-    let config = dir.path().join("qamd.toml");
-    // `[nss] socket` names another path: the passed socket's own name must be the one served.
-    std::fs::write(
-        &config,
-        format!(
-            "socket = {main:?}\ndata_dir = {data:?}\n{CHEAP_HASH}[nss]\nenabled = true\n\
-             socket = \"{USERDB_DIR}/io.qam.not-this-one\"\nuid_min = 79000\nuid_max = 79999\n",
-            main = main.display().to_string(),
-            data = dir.path().join("data").display().to_string(),
-        ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.path().join("qamd.log")).expect("log");
-    let child = Command::new(SOCKET_ACTIVATE)
-        .arg("--listen")
-        .arg(&main)
-        .arg("--listen")
-        .arg(&userdb)
-        .arg("--fdname=qamd:userdb")
-        .arg(bin("qamd"))
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("run systemd-socket-activate");
-    // Killed even when the test fails: a listening socket nobody answers would hold up every
-    // user lookup on the machine.
-    let _activated = Activated(child, userdb.clone());
-    poll_until(within(20), || main.exists() && userdb.exists());
-    let options = qam_client::ClientOptions::new(&main).with_timeout(Duration::from_secs(30));
-    let mut client = qam_client::Client::connect(&options).expect("connect (starts qamd)");
-    client
-        .call::<NameInfo>(&Request::Register {
-            user: "nss-leo".into(),
-            password: Password::from(PASSWORD),
-            force: false,
-            reuse_name: false,
-        })
-        .expect("register");
-    let (code, shown) = run(USERDBCTL, &["user", "nss-leo"]);
-    assert_eq!(code, 0, "{shown}");
-    assert!(shown.contains(&format!("Service: {service}")), "{shown}");
-    assert!(!PathBuf::from(USERDB_DIR)
-        .join("io.qam.not-this-one")
-        .exists());
+/// Lookups through nss-systemd of a name /etc/passwd has, of a qam account and of root's
+/// groups (`id`, as systemd's initgroups before a service starts); how long they took.
+fn lookups_while_down(account: &str) -> Duration {
+    let started = Instant::now();
+    assert_eq!(getent("passwd", "root").0, 0);
+    assert_eq!(
+        getent("passwd", account).0,
+        NOT_FOUND,
+        "{account} is absent"
+    );
+    assert_eq!(run("id", &["root"]).0, 0);
+    started.elapsed()
 }
 
-/// systemd-socket-activate (then qamd in its place) and the userdb socket it made.
-struct Activated(std::process::Child, PathBuf);
-
-impl Drop for Activated {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_file(&self.1);
+/// README: while qamd is down nothing waits. With qamd killed (its socket file left, nobody
+/// answering) and with the socket gone (the link dangling), lookups answer at once and the
+/// account is simply absent; qamd started again replaces the stale socket, and refuses with
+/// one line a path that is not a socket.
+#[test]
+fn lookups_never_wait_while_qamd_is_down_and_a_stale_socket_is_replaced() {
+    if !nss_present() {
+        return;
     }
+    let mut qamd = NssDaemon::start_alone("down", 79_000);
+    qamd.add("nss-leo");
+    assert_eq!(getent("passwd", "nss-leo").0, 0);
+    qamd.daemon.kill();
+    assert!(
+        qamd.socket().exists(),
+        "a killed qamd leaves its socket file"
+    );
+    let refused = lookups_while_down("nss-leo");
+    std::fs::remove_file(qamd.socket()).expect("remove the socket");
+    let dangling = lookups_while_down("nss-leo");
+    // With `[nss]` disabled (the package's link dangling), new names are still free: qamd
+    // never asks its own door.
+    let disabled = Daemon::start_with(&format!(
+        "[nss]\nenabled = false\nsocket = {:?}\n",
+        qamd.socket().display().to_string()
+    ));
+    disabled.add_user("nss-mia", PASSWORD);
+    drop(disabled);
+    println!("FIGURE nss: lookups while qamd is down: {refused:?} (stale socket), {dangling:?} (dangling link)");
+    for took in [refused, dangling] {
+        assert!(took < Duration::from_secs(2), "lookups waited {took:?}");
+    }
+
+    // A stale socket (nobody listening) is replaced at the next start.
+    drop(std::os::unix::net::UnixListener::bind(qamd.socket()).expect("a stale socket"));
+    qamd.daemon.spawn();
+    assert_eq!(getent("passwd", "nss-leo").0, 0, "served again");
+    qamd.daemon.kill();
+
+    // Anything else at the path stays, and qamd says why in one line.
+    std::fs::remove_file(qamd.socket()).expect("remove the socket");
+    std::fs::write(qamd.socket(), "not a socket").expect("a file");
+    let out = Command::new(bin("qamd"))
+        .arg("--config")
+        .arg(&qamd.daemon.config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qamd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(
+        last,
+        format!(
+            "qamd: {} exists and is not a socket; remove it or choose another socket path",
+            qamd.socket().display()
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(qamd.socket()).expect("the file"),
+        "not a socket"
+    );
 }
 
 /// `ci` normally, `full` under the documented full-size run (`QAM_FULL=1`).

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 const DPKG: &str = "/usr/bin/dpkg";
 const ANALYZE: &str = "/usr/bin/systemd-analyze";
 const MAN: &str = "/usr/bin/man";
+/// The link the package's tmpfiles.d entry makes for nss-systemd.
+const USERDB_LINK: &str = "/run/systemd/userdb/io.qam";
 
 /// Every file the package must install, where Debian expects it.
 const PACKAGED: &[&str] = &[
@@ -22,8 +24,8 @@ const PACKAGED: &[&str] = &[
     "/usr/lib/systemd/system/qamd.service",
     "/usr/lib/systemd/system/qamd.socket",
     "/usr/lib/systemd/system/qamd-saslauthd.socket",
-    "/usr/lib/systemd/system/qam-userdb.socket",
     "/usr/lib/sysusers.d/qam.conf",
+    "/usr/lib/tmpfiles.d/qam.conf",
     "/etc/qam/qamd.toml",
     "/usr/share/man/man8/qamd.8.gz",
     "/usr/share/man/man8/qamctl.8.gz",
@@ -188,9 +190,15 @@ fn deb_installs_where_debian_expects_and_purges() {
         "nothing belongs in /usr/bin"
     );
 
-    // postinst made the accounts (with or without a running systemd).
+    // postinst made the accounts (with or without a running systemd), and the NSS door's
+    // link, dangling until qamd serves `[nss]`.
     run(Command::new("getent").args(["passwd", "qam"]));
     run(Command::new("getent").args(["group", "qam-admin"]));
+    assert_eq!(
+        fs::read_link(USERDB_LINK).ok(),
+        Some(Path::new("/run/qam/io.qam").to_owned()),
+        "{USERDB_LINK}"
+    );
 
     let version = run(Command::new("/usr/sbin/qamd").arg("--version"));
     let version = String::from_utf8_lossy(&version.stdout);
@@ -221,7 +229,6 @@ fn deb_installs_where_debian_expects_and_purges() {
             "/usr/lib/systemd/system/qamd.service",
             "/usr/lib/systemd/system/qamd.socket",
             "/usr/lib/systemd/system/qamd-saslauthd.socket",
-            "/usr/lib/systemd/system/qam-userdb.socket",
             "/usr/lib/systemd/system/qam-hooks.service",
         ]));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -245,4 +252,8 @@ fn deb_installs_where_debian_expects_and_purges() {
             "{path} is still there after purge"
         );
     }
+    assert!(
+        fs::symlink_metadata(USERDB_LINK).is_err(),
+        "{USERDB_LINK} is still there after purge"
+    );
 }

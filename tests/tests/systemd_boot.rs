@@ -115,18 +115,13 @@ const UNITS: &[Unit] = &[
     },
 ];
 
-/// The NSS door's socket, enabled as README's shell-host recipe says. Kept out of `UNITS`
-/// (so out of the other tests) while it stalls qamd's start: see `nss_through_the_userdb_socket`.
-const NSS_UNITS: &[Unit] = &[Unit {
-    name: "qam-userdb.socket",
-    kind: Kind::Socket {
-        path: "/run/systemd/userdb/io.qam",
-        access: "666 root:root",
-        service: "qamd.service",
-        setup: NSS_SETUP,
-        probe: probe_userdb,
-    },
-}];
+/// The NSS door qamd binds itself with `[nss] enabled`, and the package's link to it where
+/// nss-systemd looks.
+const USERDB_SOCKET: &str = "/run/qam/io.qam";
+const USERDB_LINK: &str = "/run/systemd/userdb/io.qam";
+
+/// How much longer than without the NSS door a restart of qamd may take with it.
+const NSS_RESTART_SLACK: Duration = Duration::from_secs(2);
 
 /// What the tests use of a socket unit's row.
 struct SocketRow {
@@ -145,11 +140,7 @@ struct SocketRow {
 }
 
 fn sockets() -> impl Iterator<Item = SocketRow> {
-    sockets_of(UNITS)
-}
-
-fn sockets_of(units: &'static [Unit]) -> impl Iterator<Item = SocketRow> {
-    units.iter().filter_map(|unit| match unit.kind {
+    UNITS.iter().filter_map(|unit| match unit.kind {
         Kind::Socket {
             path,
             access,
@@ -321,7 +312,7 @@ fn wait_for_new_main_pid(box_: &Container, service: &str, old: u32) -> u32 {
 /// unit in README's order. Returns the container with qamd not yet started.
 fn installed_and_enabled(box_: &Container, debs: &container::Debs) {
     box_.install_deb(&debs.new);
-    for unit in UNITS.iter().chain(NSS_UNITS) {
+    for unit in UNITS {
         // `indirect`: a service enabled through its socket (`Also=`).
         let state = box_.ok(Script::new(&format!(
             "systemctl is-enabled {} || true",
@@ -333,13 +324,13 @@ fn installed_and_enabled(box_: &Container, debs: &container::Debs) {
             unit.name
         );
     }
-    enable(box_, UNITS);
+    enable(box_);
 }
 
-/// README's configuration step and `systemctl enable --now` for every socket of `units`;
-/// their services wait for the first connection.
-fn enable(box_: &Container, units: &'static [Unit]) {
-    for socket in sockets_of(units) {
+/// README's configuration step and `systemctl enable --now` for every socket unit; their
+/// services wait for the first connection.
+fn enable(box_: &Container) {
+    for socket in sockets() {
         box_.ok(Script::new(socket.setup));
         box_.ok(Script::new(&format!(
             "systemctl enable --now {}",
@@ -483,7 +474,6 @@ fn check_running_services(box_: &Container) {
 fn unit_warnings(box_: &Container, cursor: Option<&str>) -> String {
     let units: String = UNITS
         .iter()
-        .chain(NSS_UNITS)
         .map(|unit| format!(" -u {}", unit.name))
         .collect();
     let after = cursor
@@ -626,9 +616,8 @@ fn readme_install_steps_under_a_real_systemd() {
     add_user(&box_, "alice", "correct horse battery");
     assert!(verify(&box_, "alice", "correct horse battery"));
     assert!(!verify(&box_, "alice", "wrong horse"));
-    // Abuse: a user outside the socket's group cannot even reach it (the userdb socket is
-    // world-accessible, like /etc/passwd).
-    for SocketRow { path, .. } in sockets().filter(|socket| !socket.access.starts_with("666")) {
+    // Abuse: a user outside a socket's group cannot even reach it.
+    for SocketRow { path, .. } in sockets() {
         let outsider = box_.run(Script::new(&format!(
             "setpriv --reuid=nobody --regid=nogroup --clear-groups test -w {path}"
         )));
@@ -902,8 +891,8 @@ fn upgrade_from_0_1_0_keeps_accounts_and_removal_keeps_the_store() {
     let page = probe_web(&box_.host_path("/run/qam-web/web.sock"));
     assert!(page.is_ok(), "{page:?}");
 
-    // `dpkg -r` stops qamd, qam-web and their sockets and removes the programs; the store
-    // stays.
+    // `dpkg -r` stops qamd, qam-web and their sockets and removes the programs and the NSS
+    // door's link; the store stays.
     box_.ok(Script::new("dpkg -r qam"));
     for unit in UNITS {
         assert_eq!(
@@ -913,9 +902,10 @@ fn upgrade_from_0_1_0_keeps_accounts_and_removal_keeps_the_store() {
             unit.name
         );
     }
-    box_.ok(Script::new(
-        "test ! -e /usr/sbin/qamd && test -f /var/lib/qam/CURRENT && test -f /etc/qam/qamd.toml",
-    ));
+    box_.ok(Script::new(&format!(
+        "test ! -e /usr/sbin/qamd && test -f /var/lib/qam/CURRENT && test -f /etc/qam/qamd.toml \
+         && test ! -L {USERDB_LINK}"
+    )));
 
     // `dpkg -P`, as README says: the config goes; the store and the qam user stay.
     box_.ok(Script::new("dpkg -P qam"));
@@ -933,28 +923,84 @@ fn upgrade_from_0_1_0_keeps_accounts_and_removal_keeps_the_store() {
     println!("FIGURE systemd: upgrade test took {:?}", start.elapsed());
 }
 
-/// README's shell-host recipe under systemd: `[nss] enabled = true`, `systemctl enable --now
-/// qam-userdb.socket`; qam accounts are then system users through nss-systemd.
+/// `systemctl restart qamd` `count` times inside; how long each took (systemd waits for
+/// READY=1). The start rate limit (5 in 2 min) is reset before each, outside the timing.
+fn restart_times(box_: &Container, count: usize) -> Vec<Duration> {
+    (0..count)
+        .map(|_| {
+            box_.ok(Script::new("systemctl reset-failed qamd"));
+            let started = Instant::now();
+            box_.ok(Script::new("systemctl restart qamd"));
+            let took = started.elapsed();
+            assert_eq!(box_.property("qamd.service", "ActiveState"), "active");
+            took
+        })
+        .collect()
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+/// README's shell-host recipe under systemd: `[nss] enabled = true` and `systemctl restart
+/// qamd`; qam accounts are then system users through nss-systemd, which finds qamd's socket
+/// through the package's link. A restart takes no longer with the door than without it, and
+/// while qamd is stopped lookups answer at once (the link dangles).
 #[test]
-#[ignore = "qamd's start stalls while qam-userdb.socket listens: systemd's exec child asks \
-            every userdb socket for qam's groups (initgroups) before qamd runs to answer"]
 fn nss_through_the_userdb_socket() {
     let Some((debs, box_, start)) = packages_and_a_boot() else {
         return;
     };
     installed_and_enabled(&box_, debs);
-    enable(&box_, NSS_UNITS);
-    for socket in sockets_of(NSS_UNITS) {
+    let link = Script::new(&format!("readlink {USERDB_LINK}"));
+    assert_eq!(box_.ok(link).trim(), USERDB_SOCKET, "the package's link");
+    for socket in sockets() {
         let answer = (socket.probe)(&box_.host_path(socket.path));
         assert!(answer.is_ok(), "{}: {answer:?}", socket.unit);
     }
     add_user(&box_, "alice", "correct horse battery");
-    // The NSS door: alice is a system user through nss-systemd, as README says.
-    let passwd = box_.ok(Script::new("getent passwd alice"));
-    assert!(
-        passwd.starts_with("alice:x:7") && passwd.trim().ends_with(":/home/alice:/bin/bash"),
-        "{passwd}"
+
+    // The same restart without and with the door, in the same boot.
+    const RESTARTS: usize = 3;
+    let without = restart_times(&box_, RESTARTS);
+    box_.ok(Script::new(NSS_SETUP));
+    box_.ok(Script::new(
+        "systemctl reset-failed qamd && systemctl restart qamd",
+    ));
+    let with = restart_times(&box_, RESTARTS);
+    println!(
+        "FIGURE systemd: systemctl restart qamd without NSS {without:?} (median {:?}), with NSS \
+         {with:?} (median {:?})",
+        median(&without),
+        median(&with)
     );
+    let slowest_without = without.iter().max().copied().unwrap_or_default();
+    for took in &with {
+        assert!(
+            *took <= slowest_without + NSS_RESTART_SLACK,
+            "a restart with the NSS door took {took:?}, without it at most {slowest_without:?}"
+        );
+    }
+
+    let access = box_.ok(Script::new(&format!(
+        "stat -c '%a %U:%G %F' {USERDB_SOCKET}"
+    )));
+    assert_eq!(access.trim(), "666 qam:qam socket", "{USERDB_SOCKET}");
+    let answer = probe_userdb(&box_.host_path(USERDB_SOCKET));
+    assert!(answer.is_ok(), "{answer:?}");
+    // The NSS door: alice is a system user through nss-systemd, as README says, through
+    // systemd-userdbd's multiplexer and straight through the link.
+    let userdbd = box_.property("systemd-userdbd.socket", "ActiveState");
+    println!("FIGURE systemd: systemd-userdbd.socket {userdbd} beside the link");
+    for bypass in ["", "SYSTEMD_BYPASS_USERDB=io.systemd.Multiplexer "] {
+        let passwd = box_.ok(Script::new(&format!("{bypass}getent passwd alice")));
+        assert!(
+            passwd.starts_with("alice:x:7") && passwd.trim().ends_with(":/home/alice:/bin/bash"),
+            "{bypass}(userdbd's socket {userdbd}): {passwd}"
+        );
+    }
     let record = box_.ok(Script::new("userdbctl user alice"));
     assert!(record.contains("io.qam"), "{record}");
     // Abuse: what any local user (or root) gets from the public socket holds no hash.
@@ -969,8 +1015,37 @@ fn nss_through_the_userdb_socket() {
         as_nobody.contains("userName") && as_nobody.contains("alice"),
         "{as_nobody}"
     );
-
     check_running_services(&box_);
+
+    // qamd stopped: its socket is gone, the link dangles, and lookups answer at once; alice
+    // is simply unknown meanwhile.
+    box_.ok(Script::new("systemctl stop qamd"));
+    box_.ok(Script::new(&format!(
+        "test -L {USERDB_LINK} && ! test -e {USERDB_LINK}"
+    )));
+    let started = Instant::now();
+    let root = box_.ok(Script::new("getent passwd root"));
+    let root_took = started.elapsed();
+    assert!(root.starts_with("root:x:0:0:"), "{root}");
+    let started = Instant::now();
+    let alice = box_.run(Script::new("getent passwd alice"));
+    let alice_took = started.elapsed();
+    assert_eq!(alice.status.code(), Some(2), "{}", container::shown(&alice));
+    let started = Instant::now();
+    box_.ok(Script::new("id root"));
+    let id_took = started.elapsed();
+    println!(
+        "FIGURE systemd: with qamd stopped, getent passwd root {root_took:?}, getent passwd \
+         alice (absent) {alice_took:?}, id root {id_took:?}"
+    );
+    for took in [root_took, alice_took, id_took] {
+        assert!(
+            took < NSS_RESTART_SLACK,
+            "a lookup waited {took:?} while qamd was stopped"
+        );
+    }
+    assert_eq!(box_.property("qamd.service", "ActiveState"), "inactive");
+
     let warnings = unit_warnings(&box_, None);
     assert!(
         warnings.trim().is_empty(),

@@ -27,15 +27,10 @@ const MAX_EXPOSURE: f64 = 1.5;
 
 /// The units as shipped, in `systemd/`.
 fn units() -> Vec<PathBuf> {
-    [
-        "qamd.service",
-        "qamd.socket",
-        "qamd-saslauthd.socket",
-        "qam-userdb.socket",
-    ]
-    .iter()
-    .map(|name| workspace_root().join("systemd").join(name))
-    .collect()
+    ["qamd.service", "qamd.socket", "qamd-saslauthd.socket"]
+        .iter()
+        .map(|name| workspace_root().join("systemd").join(name))
+        .collect()
 }
 
 #[test]

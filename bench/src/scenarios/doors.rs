@@ -317,6 +317,7 @@ impl Bench<'_> {
         let wanted = needed(self);
         eprintln!("8: {wanted} invites and reset links, then {connections} clients redeem them");
         let socket = qamd.socket().to_owned();
+        let began = Instant::now();
         let invites = vec![
             Request::InviteCreate {
                 expires_seconds: None,
@@ -328,6 +329,7 @@ impl Bench<'_> {
         let invites =
             self.runtime
                 .block_on(users::link_tokens(&socket, invites, PREPARING_CONNECTIONS))?;
+        let invites_took = began.elapsed();
         let reset_names: Vec<String> = (0..wanted).map(|index| format!("p{index:06}")).collect();
         let phc = self.phc.clone();
         self.runtime
@@ -339,9 +341,21 @@ impl Bench<'_> {
                 expires_seconds: None,
             })
             .collect();
+        let began = Instant::now();
         let resets =
             self.runtime
                 .block_on(users::link_tokens(&socket, resets, PREPARING_CONNECTIONS))?;
+        self.report.fact(
+            format!(
+                "8 making {wanted} invites, then {wanted} reset links \
+                 ({PREPARING_CONNECTIONS} connections)"
+            ),
+            format!(
+                "{:.1} s, {:.1} s",
+                invites_took.as_secs_f64(),
+                began.elapsed().as_secs_f64()
+            ),
+        );
         eprintln!(
             "8: links made; register vs register_invite, then set_password vs reset_password"
         );

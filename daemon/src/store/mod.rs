@@ -87,6 +87,8 @@ struct Shared {
     committer: Committer,
     /// Names and public facts, so reads that need no hash skip the engine.
     index: Arc<Index>,
+    /// The soonest expiry among tokens, so pruning before each link made rarely scans.
+    prune_hint: std::sync::Mutex<tokens::PruneHint>,
 }
 
 fn corrupt(reason: impl Into<String>) -> StoreError {
@@ -171,6 +173,7 @@ impl Store {
             generation,
             writes: tokio::sync::RwLock::new(()),
             index: Arc::clone(&index),
+            prune_hint: std::sync::Mutex::default(),
         });
         let builder = Arc::downgrade(&shared);
         std::thread::Builder::new()

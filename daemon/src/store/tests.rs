@@ -448,3 +448,63 @@ async fn invites_make_one_account_per_use_and_resets_erase_the_replaced_hash() {
     let reopened = open_built(dir.path());
     assert_eq!(reopened.get("erasable-name").unwrap().unwrap().hash, new);
 }
+
+#[tokio::test]
+async fn tokens_are_scanned_for_expiry_only_when_one_may_have_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = tokens::unix_now();
+    let invite = |id: &str, expires| Invite {
+        id: id.into(),
+        expires,
+        uses_left: 1,
+        note: String::new(),
+    };
+    store
+        .put_invite(&[1u8; 32], &invite("soon", now + 100))
+        .await
+        .unwrap();
+    store
+        .put_invite(&[2u8; 32], &invite("late", now + 200))
+        .await
+        .unwrap();
+    store
+        .put_reset(&[3u8; 32], "someone", now + 50)
+        .await
+        .unwrap();
+    // The first prune after open knows nothing yet; after it, making links costs no scan
+    // until the soonest expiry (one scan per link made link-making quadratic).
+    for _ in 0..10 {
+        store.prune_tokens(now).await.unwrap();
+    }
+    assert_eq!(store.token_scans(), 1);
+    store.prune_tokens(now + 49).await.unwrap();
+    assert_eq!(store.token_scans(), 1);
+    store.prune_tokens(now + 50).await.unwrap();
+    assert_eq!(store.token_scans(), 2);
+    assert_eq!(
+        store.generation().tokens.len(),
+        2,
+        "the reset and its index went"
+    );
+    store.prune_tokens(now + 99).await.unwrap();
+    assert_eq!(store.token_scans(), 2);
+    store.prune_tokens(now + 100).await.unwrap();
+    assert_eq!(store.token_scans(), 3);
+    assert_eq!(store.generation().tokens.len(), 1);
+    // A new token expiring before the ones left brings the next scan forward.
+    store
+        .put_invite(&[4u8; 32], &invite("sooner", now + 150))
+        .await
+        .unwrap();
+    store.prune_tokens(now + 149).await.unwrap();
+    assert_eq!(store.token_scans(), 3);
+    store.prune_tokens(now + 150).await.unwrap();
+    assert_eq!(store.token_scans(), 4);
+    assert_eq!(store.invites(now).unwrap().len(), 1);
+    store.prune_tokens(now + 200).await.unwrap();
+    assert_eq!(store.generation().tokens.len(), 0);
+    // Nothing left: no scan however late.
+    store.prune_tokens(u64::MAX - 1).await.unwrap();
+    assert_eq!(store.token_scans(), 5);
+}

@@ -81,9 +81,9 @@ fn encode(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Whether a token entry is past its expiry at `now` (entries that cannot be read count as
-/// expired, so pruning removes them).
-fn is_expired(key: &[u8], value: &[u8], now: u64) -> bool {
+/// When a token entry expires: `None` for the index of resets (it goes with its reset), 0
+/// for an entry that cannot be read (so pruning removes it).
+fn expiry(key: &[u8], value: &[u8]) -> Option<u64> {
     let expires = if key.starts_with(INVITE_PREFIX) {
         decode::<Invite>(value).map(|invite| invite.expires)
     } else if key.starts_with(RESET_PREFIX) {
@@ -91,9 +91,21 @@ fn is_expired(key: &[u8], value: &[u8], now: u64) -> bool {
     } else if key.starts_with(QUARANTINE_PREFIX) {
         decode::<Quarantine>(value).map(|quarantine| quarantine.until)
     } else {
-        return false;
+        return None;
     };
-    expires.map_or(true, |expires| expires <= now)
+    Some(expires.unwrap_or(0))
+}
+
+/// What is known of the stored tokens' expiries, so making a link scans every token only
+/// when one may have expired (a scan per link made making many links quadratic).
+#[derive(Debug, Default)]
+pub(super) struct PruneHint {
+    /// No stored token expires before this unix time; 0 (after open) means unknown.
+    soonest: u64,
+    /// Tokens stored since open: a scan that raced a new one leaves `soonest` as it was.
+    stored: u64,
+    /// Scans made since open, for tests.
+    scans: u64,
 }
 
 /// A transaction's own failure, carried out through the engine's abort.
@@ -118,7 +130,30 @@ impl Store {
             tokens.insert(key(INVITE_PREFIX, token), bytes.as_slice())?;
             Ok(())
         })
-        .await
+        .await?;
+        self.stored_token(invite.expires);
+        Ok(())
+    }
+
+    fn prune_hint(&self) -> std::sync::MutexGuard<'_, PruneHint> {
+        self.shared
+            .prune_hint
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Notes a token just written that expires at `expires` (after its write, so a scan
+    /// that started before the note either saw the token or sees the note).
+    fn stored_token(&self, expires: u64) {
+        let mut hint = self.prune_hint();
+        hint.soonest = hint.soonest.min(expires);
+        hint.stored += 1;
+    }
+
+    /// How many times the tokens were scanned for expired ones since open.
+    #[cfg(test)]
+    pub(super) fn token_scans(&self) -> u64 {
+        self.prune_hint().scans
     }
 
     /// Every stored invite not expired at `now`, soonest expiry first.
@@ -247,7 +282,9 @@ impl Store {
             tokens.insert(key(RESET_PREFIX, token), bytes.as_slice())?;
             Ok(())
         })
-        .await
+        .await?;
+        self.stored_token(expires);
+        Ok(())
     }
 
     /// The account a live reset token is for.
@@ -367,7 +404,9 @@ impl Store {
             tokens.insert(entry.as_slice(), value.as_slice())?;
             Ok(())
         })
-        .await
+        .await?;
+        self.stored_token(until);
+        Ok(())
     }
 
     /// Whether `name` belonged to an account deleted whose quarantine lasts past `now`.
@@ -394,11 +433,25 @@ impl Store {
 
     /// Removes every token entry expired at `now`, and the index of resets removed; durable.
     pub async fn prune_tokens(&self, now: u64) -> Result<(), StoreError> {
+        let stored = {
+            let mut hint = self.prune_hint();
+            if hint.soonest > now {
+                return Ok(());
+            }
+            hint.scans += 1;
+            hint.stored
+        };
         let generation = self.generation();
         let mut expired = Vec::new();
+        let mut soonest_left = u64::MAX;
         for entry in generation.tokens.iter() {
             let (key, value) = entry.engine()?;
-            if is_expired(&key, &value, now) {
+            let Some(expires) = expiry(&key, &value) else {
+                continue;
+            };
+            if expires > now {
+                soonest_left = soonest_left.min(expires);
+            } else {
                 let index = key
                     .starts_with(RESET_PREFIX)
                     .then(|| decode::<Reset>(&value).ok())
@@ -407,23 +460,27 @@ impl Store {
                 expired.push((key, index));
             }
         }
-        if expired.is_empty() {
-            return Ok(());
-        }
-        self.write_tokens(|tokens| {
-            for (key, index) in &expired {
-                if tokens.remove(key)?.is_some() {
-                    if let Some(index) = index {
-                        // Only if it still points at this reset (not a newer one).
-                        if tokens.get(index)?.as_deref() == key.get(RESET_PREFIX.len()..) {
-                            tokens.remove(index.as_slice())?;
+        if !expired.is_empty() {
+            self.write_tokens(|tokens| {
+                for (key, index) in &expired {
+                    if tokens.remove(key)?.is_some() {
+                        if let Some(index) = index {
+                            // Only if it still points at this reset (not a newer one).
+                            if tokens.get(index)?.as_deref() == key.get(RESET_PREFIX.len()..) {
+                                tokens.remove(index.as_slice())?;
+                            }
                         }
                     }
                 }
-            }
-            Ok(())
-        })
-        .await
+                Ok(())
+            })
+            .await?;
+        }
+        let mut hint = self.prune_hint();
+        if hint.stored == stored {
+            hint.soonest = soonest_left;
+        }
+        Ok(())
     }
 
     /// Runs `change` on the tokens tree in a transaction that counts one write; durable.

@@ -1,5 +1,5 @@
-//! The userdb door (`[nss] enabled`): qamd answers systemd's `io.systemd.UserDatabase` on a
-//! socket in /run/systemd/userdb/, so nss-systemd shows qam accounts to getpwnam, id and sshd.
+//! The userdb door (`[nss] enabled`): qamd answers systemd's `io.systemd.UserDatabase` on
+//! `[nss] socket`, which a symlink in /run/systemd/userdb/ names to nss-systemd.
 //!
 //! Protocol (systemd's docs/USER_GROUP_API.md): Varlink, one JSON object per message ended by
 //! a NUL byte; `GetUserRecord`, `GetGroupRecord` and `GetMemberships`, enumeration with
@@ -17,22 +17,17 @@ use crate::socket;
 use crate::state::State;
 use crate::uids::SystemIds;
 use directory::Directory;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-/// Opens the door when `[nss] enabled`: the socket systemd passed (`FileDescriptorName=userdb`,
-/// its service name read from its path), else `[nss] socket` bound 0666.
+/// Opens the door when `[nss] enabled`: `[nss] socket` bound 0666 (a stale socket file
+/// replaced), its file name the service name. Never a socket systemd passes: one systemd held
+/// while qamd is down would make every lookup (each start of a service with `User=`) wait.
 pub fn start(
     config: &Config,
-    passed: Option<std::os::unix::net::UnixListener>,
     state: &Arc<State>,
     shutdown: Shutdown,
 ) -> Result<Served, StartError> {
     if !config.nss.enabled {
-        if passed.is_some() {
-            // Clients of a socket nobody answers would wait for their timeout on every lookup.
-            return Err(StartError::UserdbDisabled);
-        }
         return Ok(Served::nothing("userdb"));
     }
     let accounts = &state.accounts;
@@ -44,28 +39,20 @@ pub fn start(
             "these accounts share a name or uid with /etc/passwd or /etc/group, whose entries win"
         );
     }
-    let (std_listener, bound, service) = match passed {
-        Some(listener) => {
-            let service = passed_service(&listener).ok_or(StartError::UserdbName)?;
-            (listener, None, service)
-        }
-        None => {
-            let path = &config.nss.socket;
-            let service = config.nss.service().ok_or(StartError::UserdbName)?;
-            (
-                socket::bind_public(path)?,
-                Some(path.clone()),
-                service.to_owned(),
-            )
-        }
-    };
+    let path = &config.nss.socket;
+    let service = config
+        .nss
+        .service()
+        .ok_or(StartError::UserdbName)?
+        .to_owned();
+    let std_listener = socket::bind_public(path)?;
     let listener = socket::into_async(std_listener).map_err(StartError::Listen)?;
     tracing::info!(service = %service, "userdb socket open: accounts visible to the system");
     let directory = Directory::new(Arc::clone(state), config.nss.clone(), service);
     let door = server::Listener::new(listener, directory, config.idle_timeout());
     Ok(Served::new(
         tokio::spawn(door.run(shutdown)),
-        bound,
+        Some(path.clone()),
         "userdb",
     ))
 }
@@ -74,28 +61,16 @@ pub fn start(
 pub const BYPASS_VARIABLE: &str = "SYSTEMD_BYPASS_USERDB";
 
 /// Adds this door's service to `SYSTEMD_BYPASS_USERDB` in qamd's environment, so lookups qamd
-/// itself makes (peer names and groups, the socket group) skip its own socket: a lookup
-/// during start-up, before the door serves, would otherwise wait on itself. Call from `main`
+/// itself makes (peer names and groups, the socket group, names new accounts may take) skip
+/// its own socket. Also with `[nss]` disabled: the package's link to the socket then dangles,
+/// and where it is the only userdb entry (no systemd as PID 1) nss-systemd reports every group
+/// lookup as failed, which would make every name count as the system's. Call from `main`
 /// before any thread exists.
-pub fn bypass_own_service(nss: &NssConfig, passed: Option<&std::os::unix::net::UnixListener>) {
-    if !nss.enabled {
-        return;
-    }
-    let service = match passed {
-        Some(listener) => passed_service(listener),
-        None => nss.service().map(str::to_owned),
-    };
-    let Some(service) = service else { return };
+pub fn bypass_own_service(nss: &NssConfig) {
+    let Some(service) = nss.service() else { return };
     let value = match std::env::var(BYPASS_VARIABLE) {
         Ok(existing) if !existing.is_empty() => format!("{existing}:{service}"),
-        _ => service,
+        _ => service.to_owned(),
     };
     std::env::set_var(BYPASS_VARIABLE, value);
-}
-
-/// The file name of the path a passed socket is bound to: the service name clients send.
-fn passed_service(listener: &std::os::unix::net::UnixListener) -> Option<String> {
-    let address: nix::sys::socket::UnixAddr =
-        nix::sys::socket::getsockname(listener.as_raw_fd()).ok()?;
-    Some(address.path()?.file_name()?.to_str()?.to_owned())
 }

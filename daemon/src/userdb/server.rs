@@ -120,7 +120,7 @@ fn matching(
 
 /// Accepts userdb connections until shutdown.
 pub struct Listener {
-    /// The userdb socket (bound by qamd or passed by systemd).
+    /// The userdb socket qamd bound (`[nss] socket`).
     listener: UnixListener,
     /// Shared by every connection: where the answers come from.
     directory: Arc<Directory>,

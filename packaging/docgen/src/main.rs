@@ -39,7 +39,7 @@ const QAMD_SECTIONS: &[Section] = &[
     (
         "SYSTEMD",
         &[
-            ("", "qamd.service runs qamd as the unprivileged qam user (Type=notify: READY=1 once the store is open and the socket served, with a STATUS= line). qamd.socket passes /run/qam/qamd.sock (FileDescriptorName=qamd) and the optional qamd-saslauthd.socket passes /run/qam/saslauthd/mux (FileDescriptorName=saslauthd) and the optional qam-userdb.socket passes /run/systemd/userdb/io.qam (FileDescriptorName=userdb, with [nss] enabled); without passed sockets qamd binds the configured paths itself. Under the journal (JOURNAL_STREAM set) log lines carry no timestamps."),
+            ("", "qamd.service runs qamd as the unprivileged qam user (Type=notify: READY=1 once the store is open and the socket served, with a STATUS= line). qamd.socket passes /run/qam/qamd.sock (FileDescriptorName=qamd) and the optional qamd-saslauthd.socket passes /run/qam/saslauthd/mux (FileDescriptorName=saslauthd); without passed sockets qamd binds the configured paths itself. The userdb socket ([nss] enabled) is never passed: qamd binds it itself, so no lookup waits for qamd to start. Under the journal (JOURNAL_STREAM set) log lines carry no timestamps."),
         ],
     ),
     (
@@ -48,7 +48,8 @@ const QAMD_SECTIONS: &[Section] = &[
             ("/etc/qam/qamd.toml", "The config file; every key is listed there, commented, with its default."),
             ("/var/lib/qam", "The account store (mode 0700)."),
             ("/run/qam/qamd.sock", "The JSON-lines protocol socket (mode 0660, group qam)."),
-            ("/run/systemd/userdb/io.qam", "With [nss] enabled: the io.systemd.UserDatabase socket (mode 0666) through which nss-systemd shows qam accounts to the system."),
+            ("/run/qam/io.qam", "With [nss] enabled: the io.systemd.UserDatabase socket (mode 0666) through which nss-systemd shows qam accounts to the system."),
+            ("/run/systemd/userdb/io.qam", "The symlink to /run/qam/io.qam where nss-systemd finds it (/usr/lib/tmpfiles.d/qam.conf); it dangles while qamd is down, and lookups skip it at once."),
         ],
     ),
     ("SEE ALSO", &[("", "qamctl(8), systemd.socket(5), systemctl(1)")]),
