@@ -245,3 +245,102 @@ fn lock_unlock_and_password_run_their_hooks() {
         lines(&ran) == ["lock erin", "unlock erin", "password erin"]
     });
 }
+
+/// Every shipped hook: executable, `#!/bin/sh` with `set -eu`, valid for dash (Debian's sh), a
+/// run-parts name, and a usage message on stderr (exit 2) when called without a user.
+#[test]
+fn shipped_hooks_are_posix_sh_and_explain_their_usage() {
+    let shipped = qam_tests::workspace_root().join("packaging/hooks");
+    let mut seen = 0;
+    for event in ["delete", "lock", "password"] {
+        for entry in fs::read_dir(shipped.join(format!("{event}.d"))).expect("shipped hooks") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{name} is skipped by run-parts"
+            );
+            let mode = fs::metadata(&path).expect("hook").permissions().mode();
+            assert_eq!(mode & 0o111, 0o111, "{} is not executable", path.display());
+            let text = fs::read_to_string(&path).expect("hook text");
+            assert!(text.starts_with("#!/bin/sh\n"), "{}", path.display());
+            assert!(text.contains("\nset -eu\n"), "{}", path.display());
+            let out = Command::new("dash")
+                .arg("-n")
+                .arg(&path)
+                .output()
+                .expect("dash");
+            assert!(out.status.success(), "{}: {}", path.display(), shown(&out));
+            let out = Command::new(&path).arg(event).output().expect("run hook");
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{}: {}",
+                path.display(),
+                shown(&out)
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(&format!("{name}: usage: ")), "{stderr}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 9);
+}
+
+/// The Dovecot delete hook removes only one user's own home: a fake doveadm answers with
+/// each home in turn.
+#[test]
+fn dovecot_delete_hook_removes_only_a_users_own_home() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let doveadm = dir.path().join("doveadm");
+    hook(
+        dir.path(),
+        "doveadm",
+        "case $1 in\nkick) echo 'no users kicked'; exit 68 ;;\nuser) [ -n \"${FAKE_HOME-}\" ] || exit 67; printf '%s\\n' \"$FAKE_HOME\" ;;\nesac",
+    );
+    let script = qam_tests::workspace_root().join("packaging/hooks/delete.d/52-dovecot");
+    let run = |home: Option<&str>| {
+        let mut command = Command::new(&script);
+        command
+            .args(["delete", "alice"])
+            .env("QAM_DOVEADM", &doveadm);
+        if let Some(home) = home {
+            command.env("FAKE_HOME", home);
+        }
+        command.output().expect("run 52-dovecot")
+    };
+    let mail = dir.path().join("vmail");
+    let alice = mail.join("alice");
+    fs::create_dir_all(alice.join("Maildir/cur")).expect("alice's home");
+    fs::create_dir_all(mail.join("bob")).expect("bob's home");
+    for refused in [
+        "/".to_owned(),
+        "/home".to_owned(),
+        mail.display().to_string(),
+        mail.join("bob").display().to_string(),
+        "vmail/alice".to_owned(),
+        format!("{}/../vmail/alice", mail.display()),
+    ] {
+        let out = run(Some(&refused));
+        assert_eq!(out.status.code(), Some(1), "{refused}: {}", shown(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refusing to remove"),
+            "{refused}: {}",
+            shown(&out)
+        );
+    }
+    assert!(alice.exists() && mail.join("bob").exists());
+    let home = format!("{}/", alice.display());
+    let out = run(Some(&home));
+    assert!(out.status.success(), "{}", shown(&out));
+    assert!(!alice.exists() && mail.join("bob").exists());
+    // Again, and for a user the userdb does not know: nothing left to do is success.
+    assert!(run(Some(&home)).status.success());
+    let out = run(None);
+    assert!(out.status.success(), "{}", shown(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not know this user"));
+}
