@@ -331,8 +331,8 @@ fn a_socket_in_a_directory_others_may_write_is_not_trusted() {
     assert_eq!(login("alice", "alice's password"), Login::Success);
 }
 
-/// The shipped Prosody hooks enabled as README says, run by qam-hooks: a lock ends alice's
-/// session, a deletion goes through the running Prosody (mod_auth_qam agrees because qamd marks
+/// The shipped Prosody hooks enabled as README says, run by qam-hooks: a lock and a password
+/// change end alice's session, a deletion goes through the running Prosody (mod_auth_qam agrees because qamd marks
 /// the account deleting), which ends the session and purges her roster, then qamd erases her.
 #[test]
 fn shipped_hooks_end_sessions_and_purge_a_deleted_account_through_prosody() {
@@ -374,7 +374,20 @@ fn shipped_hooks_end_sessions_and_purge_a_deleted_account_through_prosody() {
         })
         .unwrap();
 
+    // A password change ends the sessions started with the old one.
     let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
+    let _: Done = servers
+        .qamd
+        .client()
+        .call(&Request::SetPassword {
+            user: "alice".into(),
+            password: qam_client::Password::from("alice's new password"),
+        })
+        .unwrap();
+    let closed = session.closed_by_server().unwrap();
+    assert!(closed.contains("Your password was changed"), "{closed}");
+
+    let mut session = Session::open(PORT, "localhost", "alice", "alice's new password").unwrap();
     let answer = session
         .iq("r1", "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'/></query></iq>")
         .unwrap();
@@ -405,7 +418,7 @@ fn shipped_hooks_end_sessions_and_purge_a_deleted_account_through_prosody() {
     assert!(!roster.exists(), "Prosody kept alice's roster");
     let log = servers.prosody.log_text();
     assert!(log.contains("letting Prosody purge alice"), "{log}");
-    assert!(failed(login("alice", "alice's password")));
+    assert!(failed(login("alice", "alice's new password")));
     wait_until(within(30), "qam-hooks to log the erasure", || {
         runner.log_text().contains("erased")
     });
