@@ -344,3 +344,28 @@ fn dovecot_delete_hook_removes_only_a_users_own_home() {
     assert!(out.status.success(), "{}", shown(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not know this user"));
 }
+
+/// qamd restarting under a waiting qam-hooks: it says once that qamd is away, connects again
+/// to the new qamd and runs the deletions asked of it.
+#[test]
+fn qam_hooks_waits_for_a_restarted_qamd() {
+    let hooks = hooks_dir();
+    let h = hooks.path();
+    hook(h, "delete.d/50-ok", "echo purged");
+    let mut qamd = qamd_with_hooks(h);
+    qamd.add_user("frank", "frank's password");
+    let runner = QamHooks::start(&qamd, h);
+    runner.wait_listening();
+    qamd.stop();
+    wait_until(within(30), "qam-hooks to notice qamd is away", || {
+        runner.log_text().contains("qamd is away")
+    });
+    qamd.spawn();
+    assert!(!delete(&qamd, "frank"));
+    wait_until(within(30), "frank to be erased", || {
+        account(&qamd, "frank").is_none()
+    });
+    let log = runner.log_text();
+    assert_eq!(log.matches("qamd is away").count(), 1, "{log}");
+    assert!(log.contains("qamd is reachable again"), "{log}");
+}
