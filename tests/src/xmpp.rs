@@ -52,6 +52,42 @@ pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::R
     }
 }
 
+/// A logged-in c2s session of `user` on `domain` at 127.0.0.1:`port` with resource `resource`
+/// bound and presence sent, watched until the server ends it (`</stream:stream>` or a close).
+pub fn session(
+    port: u16,
+    domain: &str,
+    user: &str,
+    password: &str,
+    resource: &str,
+) -> io::Result<crate::session::Watched> {
+    let (mut stream, _) = open_stream(port, domain)?;
+    let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
+    write!(
+        stream,
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    )?;
+    let answer = read_until(&mut stream, &["<success", "</failure>"])?;
+    if !answer.contains("<success") {
+        return Err(io::Error::other(format!("login refused: {answer}")));
+    }
+    write!(
+        stream,
+        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    )?;
+    read_until(&mut stream, &["</stream:features>"])?;
+    write!(
+        stream,
+        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+    )?;
+    let bound = read_until(&mut stream, &["</iq>", "/>"])?;
+    if !bound.contains("result") {
+        return Err(io::Error::other(format!("bind refused: {bound}")));
+    }
+    stream.write_all(b"<presence/>")?;
+    crate::session::Watched::new(stream, "</stream:stream>")
+}
+
 /// Time from opening a c2s stream to `domain` to receiving its features: how quickly the
 /// server's event loop serves a new client.
 pub fn stream_open_time(port: u16, domain: &str) -> io::Result<Duration> {
@@ -170,11 +206,17 @@ impl Ejabberd {
     /// Starts ejabberd with a c2s listener on 127.0.0.1:`port` (no TLS) and `hosts_yaml`
     /// (the `hosts:` list and auth settings, e.g. `auth_method: [external]`).
     pub fn start(port: u16, node: &str, hosts_yaml: &str) -> Ejabberd {
+        Ejabberd::start_with(port, node, hosts_yaml, "")
+    }
+
+    /// `start` with `modules_yaml` (more entries of the `modules:` map, indented two spaces:
+    /// `  mod_offline: {}`) beside the test's own.
+    pub fn start_with(port: u16, node: &str, hosts_yaml: &str, modules_yaml: &str) -> Ejabberd {
         let dir = crate::shared_tempdir();
         // Deviates from README on purpose: `starttls: false` on loopback (no certificate).
         let config = format!(
             "{hosts_yaml}\nloglevel: info\nlisten:\n  - port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
-             modules:\n  mod_disco: {{}}\n  mod_roster: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n"
+             modules:\n  mod_disco: {{}}\n  mod_roster: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n{modules_yaml}"
         );
         fs::write(dir.path().join("ejabberd.yml"), config).expect("write ejabberd.yml");
         fs::write(
@@ -210,21 +252,33 @@ impl Ejabberd {
         ejabberd
     }
 
-    fn command(&self) -> Command {
+    /// The options every `ejabberdctl` call against this node starts with.
+    pub fn ctl_options(&self) -> Vec<String> {
         let d = self.dir.path();
+        let path = |name: &str| d.join(name).display().to_string();
+        vec![
+            "--config".into(),
+            path("ejabberd.yml"),
+            "--ctl-config".into(),
+            path("ejabberdctl.cfg"),
+            "--spool".into(),
+            path("spool"),
+            "--logs".into(),
+            path("logs"),
+            "--node".into(),
+            self.node.clone(),
+        ]
+    }
+
+    fn command(&self) -> Command {
         let mut command = Command::new("/usr/sbin/ejabberdctl");
+        command.args(self.ctl_options());
         command
-            .arg("--config")
-            .arg(d.join("ejabberd.yml"))
-            .arg("--ctl-config")
-            .arg(d.join("ejabberdctl.cfg"))
-            .arg("--spool")
-            .arg(d.join("spool"))
-            .arg("--logs")
-            .arg(d.join("logs"))
-            .arg("--node")
-            .arg(&self.node);
-        command
+    }
+
+    /// The node's Mnesia spool directory.
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
     }
 
     /// Runs `ejabberdctl ARGS` against this node.
@@ -289,6 +343,12 @@ impl Prosody {
     /// Starts Prosody on 127.0.0.1:`port` (no TLS, PLAIN allowed, in-band registration on)
     /// with `hosts_lua` (VirtualHost sections with their `authentication`).
     pub fn start(port: u16, hosts_lua: &str) -> Prosody {
+        Prosody::start_with(port, "", hosts_lua)
+    }
+
+    /// `start` with `globals` (global Lua lines) after the test's own, which they may override
+    /// (a later assignment wins: `modules_enabled`, `http_ports`).
+    pub fn start_with(port: u16, globals: &str, hosts_lua: &str) -> Prosody {
         let dir = crate::shared_tempdir();
         let d = dir.path().display().to_string();
         // The module is copied so Prosody's user can read it wherever the checkout lives.
@@ -319,6 +379,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 allow_registration = true
 min_seconds_between_registrations = 0
+{globals}
 {hosts_lua}
 "#,
             plugins = plugins.display()
@@ -363,6 +424,11 @@ min_seconds_between_registrations = 0
             .stdin(Stdio::null())
             .output()
             .expect("run prosodyctl")
+    }
+
+    /// Prosody's `data_path`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Prosody's log.
