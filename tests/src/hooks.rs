@@ -67,23 +67,6 @@ impl HooksDir {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod hook");
     }
 
-    /// An executable `NAME` in this dir that runs `program` with `options` before its own
-    /// arguments: a service's control program pointed at a test instance.
-    pub fn wrapper(&self, name: &str, program: &str, options: &[String]) -> PathBuf {
-        let path = self.path().join(name);
-        let quoted: Vec<String> = options
-            .iter()
-            .map(|option| format!("'{}'", option.replace('\'', "'\\''")))
-            .collect();
-        fs::write(
-            &path,
-            format!("#!/bin/sh\nexec {program} {} \"$@\"\n", quoted.join(" ")),
-        )
-        .expect("write wrapper");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod wrapper");
-        path
-    }
-
     /// A file in this dir, for hooks' records and markers.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)

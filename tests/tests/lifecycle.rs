@@ -279,17 +279,12 @@ fn start_prosody(qamd: &Daemon) -> Prosody {
     Prosody::start_with(PROSODY_PORT, &globals, &hosts)
 }
 
-/// `/etc/default/qam-hooks` for this Prosody. Deviates from a host: `QAM_PROSODYCTL` is a
-/// wrapper adding `--config` for the test's instance.
-fn prosody_defaults(hooks: &HooksDir, prosody: &Prosody) -> String {
-    let ctl = hooks.wrapper(
-        "prosodyctl",
-        "/usr/bin/prosodyctl",
-        &["--config".into(), prosody.config.display().to_string()],
-    );
+/// `/etc/default/qam-hooks` for this Prosody (`QAM_PROSODYCTL` with `--config`, as the file's
+/// comment allows for another instance).
+fn prosody_defaults(prosody: &Prosody) -> String {
     format!(
-        "QAM_PROSODY_HOST=localhost\nQAM_PROSODYCTL={}\n",
-        ctl.display()
+        "QAM_PROSODY_HOST=localhost\nQAM_PROSODYCTL=/usr/bin/prosodyctl --config {}\n",
+        prosody.config.display()
     )
 }
 
@@ -313,17 +308,12 @@ fn start_ejabberd(qamd: &Daemon) -> Ejabberd {
     Ejabberd::start_with(EJABBERD_PORT, EJABBERD_NODE, &hosts, "  mod_offline: {}\n")
 }
 
-/// `/etc/default/qam-hooks` for this ejabberd. Deviates from a host: `QAM_EJABBERDCTL` is a
-/// wrapper adding the test node's config, spool and node name.
-fn ejabberd_defaults(hooks: &HooksDir, ejabberd: &Ejabberd) -> String {
-    let ctl = hooks.wrapper(
-        "ejabberdctl",
-        "/usr/sbin/ejabberdctl",
-        &ejabberd.ctl_options(),
-    );
+/// `/etc/default/qam-hooks` for this ejabberd (`QAM_EJABBERDCTL` with the options naming the
+/// test's node, config and spool).
+fn ejabberd_defaults(ejabberd: &Ejabberd) -> String {
     format!(
-        "QAM_EJABBERD_HOST=localhost\nQAM_EJABBERDCTL={}\n",
-        ctl.display()
+        "QAM_EJABBERD_HOST=localhost\nQAM_EJABBERDCTL=/usr/sbin/ejabberdctl {}\n",
+        ejabberd.ctl_options().join(" ")
     )
 }
 
@@ -366,6 +356,7 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
     let _serial = serial();
     let name = "adapurge";
     let hooks = HooksDir::new();
+    hooks.enable("lock", "50-prosody");
     hooks.enable("delete", "50-prosody");
     let qamd = qamd(&hooks);
     qamd.add_user(name, PASSWORD);
@@ -415,7 +406,7 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
         );
     }
 
-    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &prosody_defaults(&hooks, &prosody));
+    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &prosody_defaults(&prosody));
     let (code, out, took, gone_after) = timed_delete(&qamd, name, || {
         holding(&data, name).is_empty() && stored_upload().is_empty()
     });
@@ -455,6 +446,7 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
     let _serial = serial();
     let name = "benpurge";
     let hooks = HooksDir::new();
+    hooks.enable("lock", "51-ejabberd");
     hooks.enable("delete", "51-ejabberd");
     let qamd = qamd(&hooks);
     qamd.add_user(name, PASSWORD);
@@ -489,7 +481,7 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
     let spool = ejabberd.spool();
     let before = holding(&spool, name);
 
-    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &ejabberd_defaults(&hooks, &ejabberd));
+    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &ejabberd_defaults(&ejabberd));
     let (code, out, took, gone_after) = timed_delete(&qamd, name, || {
         !ctl(&["get_roster", name, "localhost"]).1.contains("friend")
             && ctl(&["get_offline_count", name, "localhost"]).1.trim() == "0"
@@ -533,6 +525,7 @@ fn deleting_a_dovecot_user_removes_their_mail_home() {
     let _serial = serial();
     let name = "cypurge";
     let hooks = HooksDir::new();
+    hooks.enable("lock", "52-dovecot");
     hooks.enable("delete", "52-dovecot");
     let qamd = qamd(&hooks);
     qamd.add_user(name, PASSWORD);
@@ -635,8 +628,8 @@ fn locking_ends_live_sessions_on_prosody_ejabberd_and_dovecot() {
     let dovecot = start_dovecot(&qamd, "lock");
     let defaults = format!(
         "{}{}{}",
-        prosody_defaults(&hooks, &prosody),
-        ejabberd_defaults(&hooks, &ejabberd),
+        prosody_defaults(&prosody),
+        ejabberd_defaults(&ejabberd),
         dovecot_defaults(&dovecot)
     );
     let qam_hooks = QamHooks::start(&qamd.socket, &hooks, &defaults);
