@@ -660,12 +660,27 @@ mod tests {
                 user: "a".into(),
                 password: "pw".into(),
                 force: false,
+                reuse_name: false,
             },
             Request::Register {
                 user: "a".into(),
                 password: "pw".into(),
                 force: true,
+                reuse_name: true,
             },
+            Request::Events {
+                epoch: Some("e".into()),
+                since: Some(3),
+                wait_seconds: Some(25),
+            },
+            Request::DeletionStep {
+                user: "a".into(),
+                hook: "delete.d/50-x".into(),
+                ok: false,
+                detail: Some("exit 1".into()),
+            },
+            Request::DeletionFinish { user: "a".into() },
+            Request::Debug { seconds: Some(60) },
             Request::ChangePassword {
                 user: "a".into(),
                 old_password: "o".into(),

@@ -67,6 +67,42 @@ pub struct Config {
     /// Realms the saslauthd door accepts; empty accepts any.
     pub saslauthd_realms: Vec<String>,
     pub nss: NssConfig,
+    pub accounts: AccountsConfig,
+    pub hooks: HooksConfig,
+}
+
+/// What becomes of deleted accounts' names.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Days a deleted account's name cannot be registered again (other users' rosters and
+    /// mail still point at it); 0 lets it be taken at once.
+    pub name_quarantine_days: u32,
+}
+
+/// Where qam-hooks finds the programs that make services follow deletions and locks.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksConfig {
+    /// qam-hooks' `--hooks-dir`: with any entry in its `delete.d` or `lock.d`, a deletion
+    /// waits for qam-hooks to run them; without, it erases at once.
+    pub dir: PathBuf,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            name_quarantine_days: 180,
+        }
+    }
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            dir: PathBuf::from("/etc/qam/hooks"),
+        }
+    }
 }
 
 /// qam users as system users (getpwnam, id, sshd) through systemd's userdb and nss-systemd.
@@ -210,6 +246,8 @@ impl Default for Config {
             saslauthd_socket: None,
             saslauthd_realms: Vec::new(),
             nss: NssConfig::default(),
+            accounts: AccountsConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -517,6 +555,12 @@ impl Config {
         }
         if let Err(message) = self.nss.validate() {
             return invalid(message);
+        }
+        if !self.hooks.dir.is_absolute() {
+            return invalid("hooks.dir must be an absolute path".into());
+        }
+        if self.accounts.name_quarantine_days > 36_500 {
+            return invalid("accounts.name_quarantine_days must be at most 36500".into());
         }
         let lists = std::iter::once(("permissions.default".to_owned(), &self.permissions.default))
             .chain(

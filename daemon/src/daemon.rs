@@ -60,7 +60,7 @@ pub async fn run(
     }
     let accounts = Accounts::new(store.clone(), hasher, &config, settings, uids);
     let policy = Policy::new(&config.permissions, &config.admin_group);
-    let state = Arc::new(State::new(accounts, policy));
+    let state = Arc::new(State::new(accounts, policy, reload.log_level()));
     let activated = passed.main.is_some();
     let std_listener = match passed.main {
         Some(listener) => listener,

@@ -6,11 +6,12 @@ use crate::policy::{Grants, Peer};
 use crate::state::State;
 use crate::throttle::Source;
 use qam_client::wire::{
-    decode_request, encode_error, encode_success, Answer, Done, ExistsInfo, ExportPage,
-    ExportRecord, HelloInfo, ImportInfo, InviteList, LinkInfo, ListPage, LookupInfo, NameInfo,
-    Serve, StatusInfo, PROTOCOL_VERSION,
+    decode_request, encode_error, encode_success, Answer, DebugInfo, DeleteInfo, Done, EventPage,
+    ExistsInfo, ExportPage, ExportRecord, HelloInfo, ImportInfo, InviteList, LinkInfo, ListPage,
+    LookupInfo, NameInfo, Serve, StatusInfo, MAX_DEBUG_SECONDS, PROTOCOL_VERSION,
 };
 use qam_client::{ClientKey, ErrorCode, Password, Request, WireError};
+use std::time::Duration;
 use tracing::Instrument;
 
 /// Answers one request line (newline stripped) from `peer`.
@@ -104,10 +105,13 @@ impl Serve for Call<'_> {
         user: String,
         password: Password,
         force: bool,
+        reuse_name: bool,
     ) -> Result<NameInfo, WireError> {
         let admin = self.grants.is_admin();
         let accounts = &self.state.accounts;
-        accounts.register(&user, password, admin, force).await
+        accounts
+            .register(&user, password, admin, force, reuse_name)
+            .await
     }
 
     async fn change_password(
@@ -186,7 +190,7 @@ impl Serve for Call<'_> {
         self.state.accounts.set_password(&user, password).await
     }
 
-    async fn delete(&self, user: String) -> Result<Done, WireError> {
+    async fn delete(&self, user: String) -> Result<DeleteInfo, WireError> {
         self.state.accounts.delete(&user).await
     }
 
@@ -212,6 +216,56 @@ impl Serve for Call<'_> {
         limit: Option<u32>,
     ) -> Result<ExportPage, WireError> {
         self.state.accounts.export(after.as_deref(), limit)
+    }
+
+    async fn events(
+        &self,
+        epoch: Option<String>,
+        since: Option<u64>,
+        wait_seconds: Option<u64>,
+    ) -> Result<EventPage, WireError> {
+        let accounts = &self.state.accounts;
+        accounts.events(epoch, since, wait_seconds).await
+    }
+
+    async fn deletion_step(
+        &self,
+        user: String,
+        hook: String,
+        ok: bool,
+        detail: Option<String>,
+    ) -> Result<Done, WireError> {
+        let accounts = &self.state.accounts;
+        accounts.deletion_step(&user, &hook, ok, detail).await
+    }
+
+    async fn deletion_finish(&self, user: String) -> Result<DeleteInfo, WireError> {
+        self.state.accounts.deletion_finish(&user).await
+    }
+
+    async fn debug(&self, seconds: Option<u64>) -> Result<DebugInfo, WireError> {
+        let seconds = seconds.unwrap_or(0);
+        if seconds > MAX_DEBUG_SECONDS {
+            return Err(WireError::new(
+                ErrorCode::BadRequest,
+                "a debug window lasts at most a day (86400 seconds)",
+            ));
+        }
+        let level = &self.state.log_level;
+        if seconds == 0 {
+            level.close_window(None);
+            return Ok(DebugInfo { until: None });
+        }
+        let until = level
+            .open_window(Duration::from_secs(seconds))
+            .map_err(|err| {
+                tracing::error!(error = %err, "no debug window");
+                WireError::new(
+                    ErrorCode::Internal,
+                    "the log level cannot be changed; see qamd's log",
+                )
+            })?;
+        Ok(DebugInfo { until: Some(until) })
     }
 
     async fn import(

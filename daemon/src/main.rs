@@ -4,8 +4,10 @@
 use clap::Parser;
 use qamd::cli::Cli;
 use qamd::config::Config;
+use qamd::log_level::LogLevel;
 use qamd::reload::ReloadSource;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +54,7 @@ fn main() -> ExitCode {
     match runtime.block_on(qamd::daemon::run(
         config,
         passed,
-        ReloadSource::new(cli, level_handle),
+        ReloadSource::new(cli, Arc::new(LogLevel::new(level_handle, level))),
     )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(err),

@@ -5,7 +5,8 @@ use crate::accounts::Settings;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError};
 use crate::hasher::HashError;
-use crate::logging::{self, LevelHandle};
+use crate::log_level::LogLevel;
+use crate::logging;
 use crate::policy::Policy;
 use crate::shutdown::Shutdown;
 use crate::state::State;
@@ -95,6 +96,8 @@ pub fn compare(old: &Config, new: &mut Config, old_level: &str, new_level: &str)
         ("permissions", differs(&old.permissions, &new.permissions)),
         ("username rules", differs(&old.username, &new.username)),
         ("password rules", differs(&old.password, &new.password)),
+        ("accounts", differs(&old.accounts, &new.accounts)),
+        ("hooks", differs(&old.hooks, &new.hooks)),
     ];
     let applied = shown
         .into_iter()
@@ -117,13 +120,18 @@ pub fn compare(old: &Config, new: &mut Config, old_level: &str, new_level: &str)
 pub struct ReloadSource {
     /// The command line qamd started with (config path and overriding flags).
     cli: Cli,
-    /// The log filter of the running subscriber.
-    level: LevelHandle,
+    /// The log level of the running subscriber (a debug window may hold it for a while).
+    level: Arc<LogLevel>,
 }
 
 impl ReloadSource {
-    pub fn new(cli: Cli, level: LevelHandle) -> ReloadSource {
+    pub fn new(cli: Cli, level: Arc<LogLevel>) -> ReloadSource {
         ReloadSource { cli, level }
+    }
+
+    /// The running log level, which `debug` windows change too.
+    pub fn log_level(&self) -> Arc<LogLevel> {
+        Arc::clone(&self.level)
     }
 }
 
@@ -159,7 +167,7 @@ impl Reloader {
             self.effective_level(&self.config),
             self.effective_level(&new),
         );
-        let filter = logging::parse_filter(&new_level).map_err(ReloadError::Level)?;
+        logging::parse_filter(&new_level).map_err(ReloadError::Level)?;
         let changes = compare(&self.config, &mut new, &old_level, &new_level);
         if hash_costs(&self.config) != hash_costs(&new) {
             self.state.accounts.hasher().set_params(&new.hash).await?;
@@ -169,7 +177,7 @@ impl Reloader {
         if old_level != new_level {
             self.source
                 .level
-                .reload(filter)
+                .set_configured(new_level)
                 .map_err(|err| ReloadError::Level(err.to_string()))?;
         }
         self.config = new;

@@ -2,6 +2,7 @@
 //! (replaced on reload), the count of open connections and the start time.
 
 use crate::accounts::{Accounts, ServerFigures};
+use crate::log_level::LogLevel;
 use crate::policy::Policy;
 use crate::reloadable::Reloadable;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,15 +19,18 @@ pub struct State {
     connections: AtomicUsize,
     /// When qamd started, for `status`'s uptime.
     started: Instant,
+    /// The running log level, which `debug` opens a window of debug logging on.
+    pub log_level: Arc<LogLevel>,
 }
 
 impl State {
-    pub fn new(accounts: Accounts, policy: Policy) -> State {
+    pub fn new(accounts: Accounts, policy: Policy, log_level: Arc<LogLevel>) -> State {
         State {
             accounts,
             policy: Reloadable::new(policy),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
+            log_level,
         }
     }
 
@@ -51,6 +55,7 @@ impl State {
         ServerFigures {
             uptime: self.started.elapsed(),
             connections: self.connections.load(Ordering::Relaxed),
+            debug_until: self.log_level.window_until(),
         }
     }
 }

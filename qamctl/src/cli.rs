@@ -10,7 +10,8 @@ use std::path::PathBuf;
 ///
 /// Every command talks to qamd over its Unix socket and needs admin rights there (root or a
 /// member of qamd's admin group). Errors print the daemon's error code and message; the exit
-/// status is 0 on success, 1 on any failure (a denied `verify` included), 2 on a usage error.
+/// status is 0 on success, 1 on any failure (a denied `verify` included), 2 on a usage error,
+/// 3 while a deletion is pending.
 #[derive(Debug, Parser)]
 #[command(name = "qamctl", version, propagate_version = true)]
 pub struct Cli {
@@ -31,6 +32,13 @@ pub enum Command {
     /// Make, list and withdraw invite links to the self-service page.
     #[command(subcommand)]
     Invite(InviteCommand),
+
+    /// Log at debug level for a while (`on --for 30m`), or stop now (`off`).
+    ///
+    /// qamd returns to its configured level by itself when the window ends; `status` shows
+    /// until when. Debug lines name users and operations, never passwords or tokens.
+    #[command(subcommand)]
+    Debug(DebugCommand),
 
     /// Check a user's password: exit 0 when accepted, 1 when denied.
     Verify {
@@ -141,6 +149,10 @@ pub enum UserCommand {
         /// unix user in with the qam password).
         #[arg(long)]
         force: bool,
+        /// Take the name of an account deleted less than `name_quarantine_days` ago (other
+        /// users' rosters and mail may still point at it).
+        #[arg(long)]
+        reuse_deleted_name: bool,
         #[command(flatten)]
         password: PasswordInput,
     },
@@ -153,15 +165,23 @@ pub enum UserCommand {
         password: PasswordInput,
     },
 
-    /// Delete an account and its password hash.
+    /// Delete an account everywhere: in every service through the hooks, then in qam.
     ///
-    /// Asks for confirmation on a terminal; without a terminal, `--yes` is required.
+    /// With hooks installed (see README, "Deleting and locking across services"), the account
+    /// is locked, qam-hooks runs every hook, and the record is erased only once all
+    /// succeeded; each hook's result is shown. While any hook failed or has not run, the exit
+    /// status is 3 and the account stays locked, listed as deletion pending: run the same
+    /// command again to retry what is left. Asks for confirmation on a terminal; without a
+    /// terminal, `--yes` is required.
     Del {
         /// The user name.
         name: String,
         /// Delete without asking.
         #[arg(short, long)]
         yes: bool,
+        /// How long to wait for the hooks, e.g. `60s`, `5m`.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
 
     /// Lock an account: its password is refused until it is unlocked.
@@ -206,6 +226,18 @@ pub enum UserCommand {
         #[command(flatten)]
         output: OutputFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Open a window of debug logging.
+    On {
+        /// How long, e.g. `30m`, `2h` (at most a day).
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        length: std::time::Duration,
+    },
+    /// Close the window now: back to the configured level.
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,5 @@
-//! `CtlError`: every way a qamctl command can fail, worded for the sysadmin, and the exit
-//! status each maps to (2 for usage errors, 1 for everything else). Never holds a password.
+//! `CtlError`: every way a qamctl command can fail, worded for the sysadmin, and its exit
+//! status (2 usage, 3 a deletion still pending, 1 the rest). Never holds a password.
 
 use qam_client::{ClientError, UnknownDaemonUser};
 use std::path::PathBuf;
@@ -48,6 +48,9 @@ pub enum CtlError {
     /// `import --from` refused entries (listed above it); nothing or only the rest was written.
     #[error("{0} entr(ies) of the source were not imported (see the list above)")]
     MoveInRefused(usize),
+    /// A deletion started but is not complete: hooks failed, or have not all run yet.
+    #[error("deletion of `{name}` pending: {reason}")]
+    DeletionPending { name: String, reason: String },
     /// The daemon's answers break the protocol (e.g. a page that does not advance).
     #[error("qamd's answer is not valid: {0}")]
     Protocol(String),
@@ -82,6 +85,7 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Usage(_) => 2,
+            CtlError::DeletionPending { .. } => 3,
             _ => 1,
         }
     }

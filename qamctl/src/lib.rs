@@ -5,6 +5,7 @@
 //! [`run`] executes a parsed command and returns the process exit status.
 
 pub mod cli;
+mod deletion;
 mod error;
 pub mod migrate;
 mod move_in;
@@ -15,10 +16,10 @@ mod transfer;
 
 pub use error::{CtlError, LineProblem};
 
-use cli::{Cli, Command, InviteCommand, OutputFormat, UserCommand};
+use cli::{Cli, Command, DebugCommand, InviteCommand, OutputFormat, UserCommand};
 use prompt::Purpose;
 use qam_client::wire::{
-    Account, Done, InviteList, LinkInfo, ListPage, LookupInfo, NameInfo, StatusInfo,
+    Account, DebugInfo, Done, InviteList, LinkInfo, ListPage, LookupInfo, NameInfo, StatusInfo,
 };
 use qam_client::{Client, ClientOptions, Request, TrustedDaemon};
 use std::process::ExitCode;
@@ -51,6 +52,20 @@ fn execute(cli: Cli) -> Result<(), CtlError> {
     match &cli.command {
         Command::User(command) => user(&cli, command),
         Command::Invite(command) => invite(&cli, command),
+        Command::Debug(command) => {
+            let seconds = match command {
+                DebugCommand::On { length } => length.as_secs().max(1),
+                DebugCommand::Off => 0,
+            };
+            let request = Request::Debug {
+                seconds: Some(seconds),
+            };
+            let info: DebugInfo = connect(&cli)?.call(&request)?;
+            output::emit(&match info.until {
+                Some(until) => format!("debug logging until {until}"),
+                None => "debug logging off: qamd logs at its configured level".to_owned(),
+            })
+        }
         Command::Verify { name, password } => {
             // Read the password before connecting: a prompt may take the sysadmin a while.
             let password = prompt::password(*password, name, Purpose::Check)?;
@@ -124,6 +139,7 @@ fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
         UserCommand::Add {
             name,
             force,
+            reuse_deleted_name,
             password,
         } => {
             let password = prompt::password(*password, name, Purpose::New)?;
@@ -131,6 +147,7 @@ fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
                 user: name.clone(),
                 password,
                 force: *force,
+                reuse_name: *reuse_deleted_name,
             };
             let info: NameInfo = connect(cli)?.call(&request)?;
             output::emit(&format!("created user {}", info.name))
@@ -144,12 +161,12 @@ fn user(cli: &Cli, command: &UserCommand) -> Result<(), CtlError> {
             connect(cli)?.call::<Done>(&request)?;
             output::emit(&format!("password of {name} changed"))
         }
-        UserCommand::Del { name, yes } => {
-            if !yes && !prompt::confirm(&format!("Delete user {name} and their password?"))? {
+        UserCommand::Del { name, yes, wait } => {
+            let question = format!("Delete user {name} from qam and from every service?");
+            if !yes && !prompt::confirm(&question)? {
                 return Err(CtlError::NotConfirmed);
             }
-            admin(cli, Request::Delete { user: name.clone() })?;
-            output::emit(&format!("deleted user {name}"))
+            deletion::delete(&mut connect(cli)?, name, *wait)
         }
         UserCommand::Lock { name } => {
             admin(cli, Request::Lock { user: name.clone() })?;

@@ -3,7 +3,7 @@
 
 use crate::error::CtlError;
 use comfy_table::{presets, Table};
-use qam_client::wire::{Account, InviteList, LinkInfo, StatusInfo};
+use qam_client::wire::{Account, DeletionInfo, InviteList, LinkInfo, StatusInfo};
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -67,7 +67,27 @@ pub fn account(account: &Account) -> String {
             format!("legacy ({legacy}): upgraded at next login"),
         ));
     }
+    if let Some(deletion) = &account.deletion {
+        lines.push(("deletion", deletion_state(deletion)));
+    }
     fields(&lines)
+}
+
+/// `pending: hooks running (2 done)` or `pending: delete.d/52-dovecot failed (retry ...)`.
+fn deletion_state(deletion: &DeletionInfo) -> String {
+    let done = deletion.done.len();
+    if deletion.failed.is_empty() {
+        return format!("pending: hooks running ({done} done)");
+    }
+    let failed: Vec<String> = deletion
+        .failed
+        .iter()
+        .map(|(hook, detail)| format!("{hook} failed: {}", detail.trim()))
+        .collect();
+    format!(
+        "pending: {} ({done} done; `qamctl user del` retries)",
+        failed.join("; ")
+    )
 }
 
 /// A new invite or reset link: the link alone on the first line (to copy), then its expiry.
@@ -115,7 +135,11 @@ pub fn accounts(accounts: &[Account]) -> String {
             account.name.as_str(),
             account.email.as_str(),
             account.created.as_str(),
-            yes_no(account.locked),
+            if account.deleting {
+                "deleting"
+            } else {
+                yes_no(account.locked)
+            },
         ];
         if any_legacy {
             row.push(account.legacy.as_deref().unwrap_or("argon2id"));
@@ -135,6 +159,14 @@ pub fn status(status: &StatusInfo) -> String {
         ("users", status.users.to_string()),
         ("locked", status.locked.to_string()),
         ("connections", status.connections.to_string()),
+        ("deletions pending", status.deleting.to_string()),
+        (
+            "debug logging",
+            match &status.debug_until {
+                Some(until) => format!("on until {until}"),
+                None => "off".to_owned(),
+            },
+        ),
         (
             "registration",
             if status.registration_open {
@@ -206,6 +238,8 @@ mod tests {
             created: "2026-11-25".into(),
             locked: false,
             legacy: None,
+            deleting: false,
+            deletion: None,
         }
     }
 

@@ -168,6 +168,11 @@ impl Daemon {
     /// Starts qamd with `extra` TOML appended to the test config (top-level keys first, then
     /// tables; `[hash]` is already set to cheap parameters unless `extra` has its own).
     pub fn start_with(extra: &str) -> Daemon {
+        Daemon::start_at_level(&test_log_level("debug"), extra)
+    }
+
+    /// Like [`Daemon::start_with`], with `level` as the config's `log_level`.
+    pub fn start_at_level(level: &str, extra: &str) -> Daemon {
         let dir = shared_tempdir();
         let socket = dir.path().join("qamd.sock");
         let data_dir = dir.path().join("data");
@@ -186,7 +191,6 @@ impl Daemon {
         let (top, tables) = split_top_level(extra);
         let text = format!(
             "socket = {socket:?}\ndata_dir = {data_dir:?}\nlog_level = {level:?}\n{top}\n{hash}\n{strength}\n{tables}\n",
-            level = test_log_level("debug"),
             socket = socket.display().to_string(),
             data_dir = data_dir.display().to_string(),
         );

@@ -43,6 +43,7 @@ fn register(client: &mut Client, user: &str, password: &str, force: bool) -> Str
         user: user.into(),
         password: Password::from(password),
         force,
+        reuse_name: false,
     }))
 }
 

@@ -30,6 +30,7 @@ fn open_registration_cannot_take_over_a_unix_account() {
         user: victim.name.clone(),
         password: Password::from("attacker-password"),
         force: false,
+        reuse_name: false,
     });
     // ... and logs in over SSH with that password.
     let service = PamService::readme_sshd("takeover", &daemon);

@@ -293,6 +293,7 @@ fn names_and_uids_of_the_system_are_never_given() {
                 password: Password::from(PASSWORD),
                 // Even forced: with NSS served, the system's entry would shadow the account.
                 force: true,
+                reuse_name: false,
             })
             .expect_err("a system name is refused");
         assert_eq!(refused.code(), Some(ErrorCode::InvalidUsername), "{name}");
@@ -712,6 +713,7 @@ fn the_userdb_socket_is_taken_from_socket_activation_with_its_name() {
             user: "nss-leo".into(),
             password: Password::from(PASSWORD),
             force: false,
+            reuse_name: false,
         })
         .expect("register");
     let (code, shown) = run(USERDBCTL, &["user", "nss-leo"]);

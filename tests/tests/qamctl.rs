@@ -1,7 +1,7 @@
 //! End-to-end tests of `qamctl` against a real qamd: every subcommand, both output modes, the
 //! exit codes (0 ok, 1 refused, 2 usage), and export/import as a backup and restore path.
 
-use qam_client::wire::ExportRecord;
+use qam_client::wire::{Done, ExportRecord};
 use qam_client::Request;
 use qam_tests::identity::{Identity, SETPRIV};
 use qam_tests::{bin, Daemon};
@@ -690,4 +690,117 @@ fn import_refuses_a_name_twice_in_one_file() {
         "line 3: `alice` already appears on line 1",
     );
     assert_eq!(user_count(&daemon), 0);
+}
+
+#[test]
+fn a_debug_window_ends_by_itself_and_logs_no_password() {
+    let daemon = Daemon::start_at_level("info", "");
+    daemon.add_user("alice", "Debug-Window-Secret-1");
+    let mut client = daemon.client();
+    let verify = |client: &mut qam_client::Client, password: &str| {
+        client
+            .verify("alice", &qam_client::Password::from(password))
+            .unwrap()
+    };
+    let debug_lines = || daemon.log_text().matches("verify accepted").count();
+    assert!(verify(&mut client, "Debug-Window-Secret-1"));
+    assert_eq!(debug_lines(), 0, "{}", daemon.log_text());
+    let opened = ok(&daemon, &["debug", "on", "--for", "3s"], "");
+    assert!(
+        opened.stdout.starts_with("debug logging until "),
+        "{opened:?}"
+    );
+    let status = ok(&daemon, &["status"], "");
+    assert!(status.stdout.contains("on until"), "{status:?}");
+    assert!(verify(&mut client, "Debug-Window-Secret-1"));
+    assert!(!verify(&mut client, "Debug-Window-Secret-2"));
+    assert_eq!(debug_lines(), 1, "{}", daemon.log_text());
+    assert!(daemon.log_text().contains("verify denied"));
+    qam_tests::wait_until(qam_tests::within(30), "the window to end", || {
+        daemon.status().debug_until.is_none()
+    });
+    assert!(verify(&mut client, "Debug-Window-Secret-1"));
+    assert_eq!(debug_lines(), 1, "debug lines after the window ended");
+    ok(&daemon, &["debug", "on", "--for", "1h"], "");
+    let closed = ok(&daemon, &["debug", "off"], "");
+    assert!(closed.stdout.contains("configured level"), "{closed:?}");
+    assert!(daemon.status().debug_until.is_none());
+    fails_with(&daemon, &["debug", "on", "--for", "2d"], "", "bad_request");
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("Debug-Window-Secret"),
+        "a password in the log: {log}"
+    );
+}
+
+#[test]
+fn a_deletion_waits_for_its_hooks_and_its_name_is_quarantined() {
+    let hooks = qam_tests::shared_tempdir();
+    std::fs::create_dir(hooks.path().join("delete.d")).unwrap();
+    std::fs::write(hooks.path().join("delete.d/50-service"), "").unwrap();
+    let daemon = Daemon::start_with(&format!("[hooks]\ndir = \"{}\"\n", hooks.path().display()));
+    add(&daemon, "bob", "bob-password-1");
+    // No qam-hooks runs here: the deletion stays pending, and says what it waits for.
+    refused(
+        &daemon,
+        &["user", "del", "bob", "--yes", "--wait", "1s"],
+        "",
+        3,
+        "deletion of `bob` pending: waiting for qam-hooks",
+    );
+    let shown = ok(&daemon, &["user", "show", "bob"], "");
+    assert!(shown.stdout.contains("pending: hooks running"), "{shown:?}");
+    fails_with(&daemon, &["user", "unlock", "bob"], "", "deletion_pending");
+    // What qam-hooks reports: the hook failed, the round ended.
+    let mut client = daemon.client();
+    let step = |client: &mut qam_client::Client, ok: bool| {
+        client
+            .call::<Done>(&Request::DeletionStep {
+                user: "bob".into(),
+                hook: "delete.d/50-service".into(),
+                ok,
+                detail: Some("exit status 1: mail home busy".into()),
+            })
+            .unwrap();
+    };
+    step(&mut client, false);
+    let finish = Request::DeletionFinish { user: "bob".into() };
+    client.call::<Done>(&finish).unwrap();
+    let shown = ok(&daemon, &["user", "show", "bob"], "");
+    assert!(
+        shown
+            .stdout
+            .contains("delete.d/50-service failed: exit status 1: mail home busy"),
+        "{shown:?}"
+    );
+    let listed = ok(&daemon, &["user", "list"], "");
+    assert!(listed.stdout.contains("deleting"), "{listed:?}");
+    let status = ok(&daemon, &["status"], "");
+    assert!(status.stdout.contains("deletions pending"), "{status:?}");
+    step(&mut client, true);
+    client.call::<Done>(&finish).unwrap();
+    refused(
+        &daemon,
+        &["user", "show", "bob"],
+        "",
+        1,
+        "no user named `bob`",
+    );
+    fails_with(
+        &daemon,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-password-2\n",
+        "name_quarantined",
+    );
+    ok(
+        &daemon,
+        &[
+            "user",
+            "add",
+            "bob",
+            "--reuse-deleted-name",
+            "--password-stdin",
+        ],
+        "bob-password-2\n",
+    );
 }

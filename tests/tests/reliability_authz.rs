@@ -107,6 +107,19 @@ fn requests(who: &str, links: &Links) -> Vec<(&'static str, String)> {
             "delete",
             format!(r#"{{"op":"delete","user":"doomed-{who}"}}"#),
         ),
+        // With a hook installed the deletion waits: its steps are the hook runner's to report.
+        (
+            "deletion_step",
+            format!(
+                r#"{{"op":"deletion_step","user":"doomed-{who}","hook":"delete.d/50-x","ok":true}}"#
+            ),
+        ),
+        (
+            "deletion_finish",
+            format!(r#"{{"op":"deletion_finish","user":"doomed-{who}"}}"#),
+        ),
+        ("events", r#"{"op":"events"}"#.into()),
+        ("debug", r#"{"op":"debug","seconds":0}"#.into()),
         ("lock", format!(r#"{{"op":"lock","user":"{target}"}}"#)),
         ("unlock", format!(r#"{{"op":"unlock","user":"{target}"}}"#)),
         ("list", r#"{"op":"list","limit":2}"#.into()),
@@ -142,11 +155,16 @@ fn every_operation_for_every_kind_of_peer_is_allowed_or_forbidden_as_configured(
 
     let user_grant = ["register", "lock", "unlock"];
     let group_grant = ["list", "status"];
+    let hooks = qam_tests::shared_tempdir();
+    std::fs::create_dir(hooks.path().join("delete.d")).unwrap();
+    std::fs::write(hooks.path().join("delete.d/50-x"), "").unwrap();
     let daemon = Daemon::start_with(&format!(
         "socket_group = \"{sock}\"\nadmin_group = \"{admin}\"\nregistration_open = true\n\
+         [hooks]\ndir = \"{hooks}\"\n\
          [permissions]\ndefault = [\"verify\", \"exists\", \"lookup\", \"change_password\"]\n\
          [permissions.users]\n\"{granted}\" = {user_grant:?}\n\
-         [permissions.groups]\n\"{svc_group}\" = {group_grant:?}\n"
+         [permissions.groups]\n\"{svc_group}\" = {group_grant:?}\n",
+        hooks = hooks.path().display()
     ));
     let default: BTreeSet<&str> = ["hello", "verify", "exists", "lookup", "change_password"].into();
     let everything: BTreeSet<&str> = requests("x", &Links::default())

@@ -139,7 +139,8 @@ fn typed_request() -> impl Strategy<Value = Request> {
         (name(), secret()).prop_map(|(user, password)| Request::Register {
             user,
             password,
-            force: false
+            force: false,
+            reuse_name: false,
         }),
         (name(), secret(), secret()).prop_map(|(user, old_password, new_password)| {
             Request::ChangePassword {
@@ -601,6 +602,23 @@ fn every_protocol_error_code_is_triggered() {
     ]) {
         expect(code, answer);
     }
+    // A deleted account's name, and an account whose deletion waits for its hook.
+    let hooks = qam_tests::shared_tempdir();
+    std::fs::create_dir(hooks.path().join("delete.d")).unwrap();
+    std::fs::write(hooks.path().join("delete.d/50-x"), "").unwrap();
+    let hooked = Daemon::start_with(&format!("[hooks]\ndir = \"{}\"\n", hooks.path().display()));
+    hooked.add_user("leaving", "leaving-password");
+    let pending = raw_lines(
+        &hooked.socket,
+        &[
+            br#"{"op":"delete","user":"leaving"}"#,
+            br#"{"op":"unlock","user":"leaving"}"#,
+            br#"{"op":"deletion_finish","user":"leaving"}"#,
+            br#"{"op":"register","user":"leaving","password":"long-enough-password"}"#,
+        ],
+    );
+    expect("deletion_pending", &pending[1]);
+    expect("name_quarantined", &pending[3]);
     // The strength check is off in the harness's default config: on here.
     let strict = Daemon::start_with("[password]\nmin_strength = 3\n");
     let weak = raw_lines(

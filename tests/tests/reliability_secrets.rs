@@ -52,6 +52,7 @@ fn no_password_stays_in_qamd_memory_after_use() {
                 user: "memuser".into(),
                 password: Password::from(right),
                 force: false,
+                reuse_name: false,
             })
             .unwrap();
         for _ in 0..20 {
@@ -129,6 +130,7 @@ fn no_password_reaches_any_log_or_answer_at_trace_level() {
             user: user.into(),
             password: Password::from(pw),
             force: false,
+            reuse_name: false,
         })
         .map(|i| format!("{i:?}"))
     };

@@ -62,6 +62,7 @@ fn work(
                 user: name.clone(),
                 password: Password::from(password.as_str()),
                 force: false,
+                reuse_name: false,
             };
             (name, request, Some(password))
         } else {

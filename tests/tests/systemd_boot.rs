@@ -534,6 +534,7 @@ impl Writers {
                             user: name.clone(),
                             password: Password::from("writer password"),
                             force: false,
+                            reuse_name: false,
                         };
                         // A request cut off by the kill is not acknowledged: not counted.
                         if client.call::<NameInfo>(&request).is_ok() {

@@ -244,6 +244,7 @@ fn socket_activated_qamd_serves_the_passed_socket_and_notifies() {
         user: "activated".into(),
         password: Password::from("socket activation works"),
         force: false,
+        reuse_name: false,
     };
     let created: NameInfo = client.call(&register).unwrap();
     assert_eq!(created.name, "activated");
@@ -555,6 +556,7 @@ fn qamd_stays_within_the_service_syscall_filter() {
         user: "traced".into(),
         password: password.clone(),
         force: false,
+        reuse_name: false,
     };
     client.call::<NameInfo>(&register).unwrap();
     assert!(client.verify("traced", &password).unwrap());

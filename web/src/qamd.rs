@@ -103,6 +103,7 @@ impl Qamd {
             user,
             password,
             force: false,
+            reuse_name: false,
         };
         let made: NameInfo = self.call(request).await?;
         Ok(made.name)

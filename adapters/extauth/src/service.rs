@@ -117,6 +117,7 @@ impl Answer for Service {
                     user,
                     password: password.clone(),
                     force: false,
+                    reuse_name: false,
                 })
                 .map(|_| true),
             Command::SetPass { password, .. } => self

@@ -1,11 +1,11 @@
-//! An account's life: `register` creates it, an admin sets its password, locks, unlocks or
-//! deletes it. Every change is durable before it is answered.
+//! An account's life: `register` creates it, an admin sets its password, locks or unlocks it
+//! (`deletion.rs` deletes it). Every change is durable before it is answered.
 
-use super::{hash_failed, not_found, rule_failed, store_failed, Accounts};
+use super::{deletion_pending, hash_failed, not_found, rule_failed, store_failed, Accounts};
 use crate::rules::RuleError;
-use crate::store::Record;
+use crate::store::{unix_now, Record};
 use crate::system_names::known_to_system;
-use qam_client::wire::{Done, NameInfo};
+use qam_client::wire::{Done, EventKind, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 
 /// The answer for a name that is already an account's.
@@ -15,19 +15,22 @@ pub(super) fn taken(name: &str) -> WireError {
 
 impl Accounts {
     /// Creates an account. `admin` bypasses `registration_open`; `force` (admins only) lets a
-    /// name the system's user or group database knows be taken.
+    /// name the system's user or group database knows be taken, `reuse_name` (admins only) a
+    /// deleted account's name still in quarantine.
     pub async fn register(
         &self,
         user: &str,
         password: Password,
         admin: bool,
         force: bool,
+        reuse_name: bool,
     ) -> Result<NameInfo, WireError> {
         let settings = self.settings();
-        if force && !admin {
+        if (force || reuse_name) && !admin {
+            let flag = if force { "force" } else { "reuse_name" };
             return Err(WireError::new(
                 ErrorCode::Forbidden,
-                "only an admin may register with `force`",
+                format!("only an admin may register with `{flag}`"),
             ));
         }
         if !admin && !settings.registration_open {
@@ -36,7 +39,7 @@ impl Accounts {
                 "registration is closed on this host",
             ));
         }
-        let (name, record) = self.new_account(user, password, force).await?;
+        let (name, record) = self.new_account(user, password, force, reuse_name).await?;
         if !self
             .store
             .insert_new(&name, &record)
@@ -48,18 +51,23 @@ impl Accounts {
         if let Some(uid) = record.uid {
             self.uids.note(uid, &name);
         }
+        if reuse_name {
+            self.store.release_name(&name).await.map_err(store_failed)?;
+        }
         tracing::info!(user = %name, uid = record.uid, "account created");
         Ok(NameInfo { name })
     }
 
     /// The name and record of a new account: the name and password pass the rules, the name
-    /// is not the system's (unless an admin `force`s it) and is free (for now: the write that
-    /// creates it checks again), the password is hashed.
+    /// is not the system's (unless an admin `force`s it), not a recently deleted account's
+    /// (unless an admin reuses it) and is free (for now: the write that creates it checks
+    /// again), the password is hashed.
     pub(super) async fn new_account(
         &self,
         user: &str,
         password: Password,
         force: bool,
+        reuse_name: bool,
     ) -> Result<(String, Record), WireError> {
         let settings = self.settings();
         let name = settings.rules.new_username(user).map_err(rule_failed)?;
@@ -73,6 +81,20 @@ impl Accounts {
         }
         if self.store.contains(&name).map_err(store_failed)? {
             return Err(taken(&name));
+        }
+        if !reuse_name
+            && self
+                .store
+                .quarantined(&name, unix_now())
+                .map_err(store_failed)?
+        {
+            return Err(WireError::new(
+                ErrorCode::NameQuarantined,
+                format!(
+                    "`{name}` belonged to a deleted account and cannot be taken for {} days after its deletion",
+                    settings.name_quarantine_days
+                ),
+            ));
         }
         let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
         let uid = self.allocate_uids(1).await?.first().copied();
@@ -104,9 +126,7 @@ impl Accounts {
             .rules
             .new_password(&password, &name)
             .map_err(rule_failed)?;
-        if !self.store.contains(&name).map_err(store_failed)? {
-            return Err(not_found(&name));
-        }
+        self.not_deleting(&name)?;
         let hash = self.hasher.hash(password).await.map_err(hash_failed)?;
         self.store
             .update(&name, |record| record.set_hash(hash.clone()))
@@ -115,43 +135,45 @@ impl Accounts {
             .ok_or_else(|| not_found(&name))?;
         self.throttle.forget(&name);
         self.forget_reset(&name).await;
+        self.events.publish(EventKind::Password, &name, Vec::new());
         tracing::info!(user = %name, "password set by admin");
         Ok(Done {})
     }
 
-    /// Removes every byte of an account from the store's current state.
-    pub async fn delete(&self, user: &str) -> Result<Done, WireError> {
-        let name = self.settings().rules.username(user).map_err(rule_failed)?;
-        self.store
-            .drop_reset_of(&name)
-            .await
-            .map_err(store_failed)?;
-        let uid = self
-            .store
-            .get(&name)
-            .map_err(store_failed)?
-            .and_then(|r| r.uid);
-        if !self.store.remove(&name).await.map_err(store_failed)? {
-            return Err(not_found(&name));
-        }
-        if let Some(uid) = uid {
-            self.uids.forget(uid);
-        }
-        self.throttle.forget(&name);
-        tracing::info!(user = %name, "account deleted");
-        Ok(Done {})
-    }
-
-    /// Locks or unlocks an account.
+    /// Locks or unlocks an account (an account being deleted stays locked).
     pub async fn set_locked(&self, user: &str, locked: bool) -> Result<Done, WireError> {
         let name = self.settings().rules.username(user).map_err(rule_failed)?;
-        self.store
-            .update(&name, |record| record.locked = locked)
+        if !locked {
+            self.not_deleting(&name)?;
+        }
+        let changed = self
+            .store
+            .update(&name, |record| {
+                record.locked = locked || record.deletion.is_some();
+            })
             .await
             .map_err(store_failed)?
             .ok_or_else(|| not_found(&name))?;
+        if changed.locked != locked {
+            return Err(deletion_pending(&name));
+        }
+        let event = if locked {
+            EventKind::Lock
+        } else {
+            EventKind::Unlock
+        };
+        self.events.publish(event, &name, Vec::new());
         tracing::info!(user = %name, locked, "account lock changed");
         Ok(Done {})
+    }
+
+    /// `not_found` for no account, `deletion_pending` for one being deleted.
+    pub(super) fn not_deleting(&self, name: &str) -> Result<(), WireError> {
+        match self.store.facts(name).map_err(store_failed)? {
+            None => Err(not_found(name)),
+            Some(facts) if facts.deleting => Err(deletion_pending(name)),
+            Some(_) => Ok(()),
+        }
     }
 }
 
@@ -167,28 +189,32 @@ mod tests {
         let long = || password("long-enough-password");
         let code = |result: Result<_, qam_client::WireError>| result.unwrap_err().code;
         assert_eq!(
-            code(accounts.register("ALICE", long(), true, false).await),
+            code(accounts.register("ALICE", long(), true, false, false).await),
             ErrorCode::Exists
         );
         assert_eq!(
-            code(accounts.register("Bad Name!", long(), true, false).await),
+            code(
+                accounts
+                    .register("Bad Name!", long(), true, false, false)
+                    .await
+            ),
             ErrorCode::InvalidUsername
         );
         assert_eq!(
-            code(accounts.register("root", long(), true, false).await),
+            code(accounts.register("root", long(), true, false, false).await),
             ErrorCode::InvalidUsername
         );
         assert_eq!(
             code(
                 accounts
-                    .register("bob", password("short"), true, false)
+                    .register("bob", password("short"), true, false, false)
                     .await
             ),
             ErrorCode::InvalidPassword
         );
         assert_eq!(
             accounts
-                .register("Bob", long(), true, false)
+                .register("Bob", long(), true, false, false)
                 .await
                 .unwrap()
                 .name,
@@ -201,11 +227,11 @@ mod tests {
         let (_dir, accounts) = accounts(Config::default());
         let long = || password("long-enough-password");
         // `disk` is a group of every Debian system (base-passwd) and not reserved.
-        let refused = accounts.register("disk", long(), true, false).await;
+        let refused = accounts.register("disk", long(), true, false, false).await;
         assert_eq!(refused.unwrap_err().code, ErrorCode::InvalidUsername);
-        let stranger = accounts.register("disk", long(), false, true).await;
+        let stranger = accounts.register("disk", long(), false, true, false).await;
         assert_eq!(stranger.unwrap_err().code, ErrorCode::Forbidden);
-        let forced = accounts.register("disk", long(), true, true).await;
+        let forced = accounts.register("disk", long(), true, true, false).await;
         assert_eq!(forced.unwrap().name, "disk");
     }
 
@@ -214,12 +240,12 @@ mod tests {
         let (_dir, accounts) = accounts(Config::default());
         assert!(!accounts.settings().registration_open);
         let err = accounts
-            .register("bob", password("long-enough-password"), false, false)
+            .register("bob", password("long-enough-password"), false, false, false)
             .await
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::RegistrationClosed);
         accounts
-            .register("bob", password("long-enough-password"), true, false)
+            .register("bob", password("long-enough-password"), true, false, false)
             .await
             .unwrap();
     }

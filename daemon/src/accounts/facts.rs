@@ -1,6 +1,7 @@
 //! The public facts: `exists` and `lookup` answer from the store on the async side, never
 //! waiting behind hashing; a name that breaks the rules simply does not exist.
 
+use super::deletion::deletion_info;
 use super::{account, store_failed, Accounts};
 use qam_client::wire::{Account, ExistsInfo, LookupInfo};
 use qam_client::WireError;
@@ -20,10 +21,18 @@ impl Accounts {
         let Ok(name) = settings.rules.username(user) else {
             return Ok(LookupInfo { account: None });
         };
-        let facts = self.store.facts(&name).map_err(store_failed)?;
+        let Some(facts) = self.store.facts(&name).map_err(store_failed)? else {
+            return Ok(LookupInfo { account: None });
+        };
+        let deletion = match facts.deleting && admin {
+            true => self.store.get(&name).map_err(store_failed)?,
+            false => None,
+        };
         Ok(LookupInfo {
-            account: facts.map(|facts| Account {
+            account: Some(Account {
                 legacy: facts.legacy.filter(|_| admin).map(|kind| kind.to_string()),
+                deleting: facts.deleting,
+                deletion: deletion.and_then(|record| record.deletion.as_ref().map(deletion_info)),
                 ..account(&settings, name, facts.created(), facts.locked)
             }),
         })

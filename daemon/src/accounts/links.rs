@@ -3,10 +3,10 @@
 
 use super::admin::taken;
 use super::{hash_failed, rule_failed, store_failed, Accounts};
-use crate::store::{unix_now, Invite, Redeemed, TokenHash};
+use crate::store::{rfc3339, unix_now, Invite, Redeemed, TokenHash};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use blake2::{Blake2s256, Digest};
-use qam_client::wire::{Done, InviteInfo, InviteList, LinkInfo, NameInfo};
+use qam_client::wire::{Done, EventKind, InviteInfo, InviteList, LinkInfo, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 use zeroize::Zeroizing;
 
@@ -60,18 +60,6 @@ fn new_token() -> Result<(Password, TokenHash), WireError> {
 /// The stored form of a token.
 fn token_hash(token: &Password) -> TokenHash {
     Blake2s256::digest(token.expose().as_bytes()).into()
-}
-
-/// An RFC 3339 UTC time for answers.
-fn rfc3339(unix: u64) -> String {
-    let seconds = i64::try_from(unix).unwrap_or(i64::MAX);
-    time::OffsetDateTime::from_unix_timestamp(seconds)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// A requested lifetime checked against its bounds.
@@ -171,12 +159,7 @@ impl Accounts {
     ) -> Result<LinkInfo, WireError> {
         let lifetime = lifetime(expires_seconds, RESET_LIFETIME, RESET_MAX_LIFETIME)?;
         let name = self.settings().rules.username(user).map_err(rule_failed)?;
-        if !self.store.contains(&name).map_err(store_failed)? {
-            return Err(WireError::new(
-                ErrorCode::NotFound,
-                format!("no account named `{name}`"),
-            ));
-        }
+        self.not_deleting(&name)?;
         let now = unix_now();
         self.store.prune_tokens(now).await.map_err(store_failed)?;
         let (token, hash) = new_token()?;
@@ -205,7 +188,7 @@ impl Accounts {
         self.invite_info(token)?;
         let hash_of_token = token_hash(token);
         let now = unix_now();
-        let (name, record) = self.new_account(user, password, false).await?;
+        let (name, record) = self.new_account(user, password, false, false).await?;
         match self
             .store
             .redeem_invite(&hash_of_token, now, &name, &record)
@@ -270,6 +253,7 @@ impl Accounts {
         {
             Some(name) => {
                 self.throttle.forget(&name);
+                self.events.publish(EventKind::Password, &name, Vec::new());
                 tracing::info!(user = %name, "password set with a reset link");
                 Ok(NameInfo { name })
             }

@@ -6,7 +6,7 @@ use super::{denied, hash_failed, rule_failed, store_failed, Accounts};
 use crate::hasher::HashError;
 use crate::store::Record;
 use crate::throttle::Source;
-use qam_client::wire::{Done, NameInfo};
+use qam_client::wire::{Done, EventKind, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -74,6 +74,7 @@ impl Accounts {
             return Err(denied());
         }
         self.forget_reset(&name).await;
+        self.events.publish(EventKind::Password, &name, Vec::new());
         tracing::info!(user = %name, "password changed by its user");
         Ok(Done {})
     }

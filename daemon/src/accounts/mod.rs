@@ -2,10 +2,12 @@
 //! into typed answers or wire errors. Authorization happens before (see `dispatch`).
 //!
 //! One file per family of requests: `login` (verify, change_password), `facts` (exists,
-//! lookup), `admin` (register, set_password, delete, lock), `links` (invites and reset links),
-//! `transfer` (list, export, import) and `status`.
+//! lookup), `admin` (register, set_password, lock), `deletion` (delete and the events and
+//! steps of qam-hooks), `links` (invites and reset links), `transfer` (list, export, import)
+//! and `status`.
 
 mod admin;
+mod deletion;
 mod facts;
 mod links;
 mod login;
@@ -13,6 +15,7 @@ mod status;
 mod transfer;
 
 use crate::config::Config;
+use crate::events::Events;
 use crate::hasher::{HashError, Hasher};
 use crate::reloadable::Reloadable;
 use crate::rules::{RuleError, Rules};
@@ -21,6 +24,7 @@ use crate::throttle::Throttle;
 use crate::uids::{SystemIds, UidError, Uids};
 use qam_client::wire::Account;
 use qam_client::{ErrorCode, WireError};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -38,6 +42,10 @@ pub struct Settings {
     pub web_url: String,
     /// What a username and a new password must look like.
     pub rules: Rules,
+    /// Days a deleted name stays unavailable.
+    pub name_quarantine_days: u32,
+    /// Where qam-hooks looks for hooks: whether any is installed decides how `delete` goes.
+    pub hooks_dir: PathBuf,
 }
 
 impl Settings {
@@ -48,6 +56,8 @@ impl Settings {
             mail_domain: config.mail_domain.clone(),
             web_url: config.web_url.clone(),
             rules: Rules::new(&config.username, &config.password, &config.mail_domain)?,
+            name_quarantine_days: config.accounts.name_quarantine_days,
+            hooks_dir: config.hooks.dir.clone(),
         })
     }
 }
@@ -82,6 +92,8 @@ pub struct Accounts {
     /// `[nss] enabled`: names the system knows are then refused at creation even when an
     /// admin forces it, since the system's own entry would shadow the account.
     refuse_system_names: bool,
+    /// Tells qam-hooks what happened to accounts.
+    events: Events,
 }
 
 const DENIED: &str = "wrong user name or password";
@@ -146,6 +158,13 @@ fn not_found(name: &str) -> WireError {
     WireError::new(ErrorCode::NotFound, format!("no account named `{name}`"))
 }
 
+fn deletion_pending(name: &str) -> WireError {
+    WireError::new(
+        ErrorCode::DeletionPending,
+        format!("`{name}` is being deleted (see `qamctl user show {name}`)"),
+    )
+}
+
 impl Accounts {
     pub fn new(
         store: Store,
@@ -162,6 +181,7 @@ impl Accounts {
             counters: Counters::default(),
             uids,
             refuse_system_names: config.nss.enabled,
+            events: Events::new(),
         }
     }
 
@@ -217,6 +237,8 @@ fn account(settings: &Settings, name: String, created: String, locked: bool) -> 
         created,
         locked,
         legacy: None,
+        deleting: false,
+        deletion: None,
     }
 }
 
@@ -251,7 +273,7 @@ mod testing {
     pub async fn with_alice() -> (tempfile::TempDir, Accounts) {
         let (dir, accounts) = accounts(Config::default());
         accounts
-            .register("alice", password("alice-password"), true, false)
+            .register("alice", password("alice-password"), true, false, false)
             .await
             .unwrap();
         (dir, accounts)

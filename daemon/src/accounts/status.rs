@@ -8,12 +8,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What the server, not the accounts, knows for `status`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerFigures {
     /// Time since qamd started.
     pub uptime: Duration,
     /// Client connections open now.
     pub connections: usize,
+    /// When the open debug window ends (RFC 3339), if one is open.
+    pub debug_until: Option<String>,
 }
 
 impl Accounts {
@@ -51,6 +53,8 @@ impl Accounts {
                 .iter()
                 .map(|(kind, count)| (kind.to_string(), *count))
                 .collect(),
+            deleting: counts.deleting,
+            debug_until: server.debug_until,
         })
     }
 }
@@ -71,6 +75,7 @@ mod tests {
         let figures = ServerFigures {
             uptime: Duration::from_secs(7),
             connections: 3,
+            debug_until: None,
         };
         let status = accounts.status(figures).await.unwrap();
         assert_eq!((status.users, status.locked), (1, 1));

@@ -1,6 +1,7 @@
 //! Accounts in bulk: `list` pages through public facts, `export` through whole records, and
 //! `import` writes a checked batch of whole records, all or nothing.
 
+use super::deletion::deletion_info;
 use super::{account, store_failed, system_ids, Accounts};
 use crate::hasher::StoredBounds;
 use crate::legacy::{Legacy, LegacyKind};
@@ -27,6 +28,8 @@ impl Accounts {
                     let legacy = LegacyKind::of(record.origin.as_deref(), &record.hash);
                     Account {
                         legacy: legacy.map(|kind| kind.to_string()),
+                        deleting: record.deletion.is_some(),
+                        deletion: record.deletion.as_ref().map(deletion_info),
                         ..account(&settings, name, record.created, record.locked)
                     }
                 })
@@ -302,6 +305,7 @@ impl Accounts {
             locked: record.locked,
             uid: record.uid,
             origin: record.origin.filter(|_| legacy),
+            deletion: None,
         })
     }
 }
@@ -345,7 +349,7 @@ mod tests {
         let (_dir, accounts) = with_alice().await;
         for name in ["carol", "bob"] {
             accounts
-                .register(name, password("long-enough-password"), true, false)
+                .register(name, password("long-enough-password"), true, false, false)
                 .await
                 .unwrap();
         }

@@ -8,7 +8,7 @@
 
 use crate::legacy::LegacyKind;
 use compact_str::CompactString;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::{Condvar, Mutex, RwLock};
 
@@ -21,6 +21,8 @@ pub struct Facts {
     pub locked: bool,
     /// Where a legacy verifier came from and its scheme, until the first login replaces it.
     pub legacy: Option<LegacyKind>,
+    /// An admin started deleting the account; its hooks have not all succeeded.
+    pub deleting: bool,
 }
 
 impl Facts {
@@ -45,6 +47,8 @@ struct State {
     locked: u64,
     /// Accounts still on a legacy verifier, by kind (status).
     legacy: BTreeMap<LegacyKind, u64>,
+    /// Accounts being deleted (status, and the pending deletions qam-hooks asks for).
+    deleting: BTreeSet<CompactString>,
     phase: Phase,
 }
 
@@ -71,6 +75,7 @@ impl Index {
                 names: BTreeMap::new(),
                 locked: 0,
                 legacy: BTreeMap::new(),
+                deleting: BTreeSet::new(),
                 phase: Phase::Building(HashSet::new()),
             }),
             built: (Mutex::new(false), Condvar::new()),
@@ -180,7 +185,22 @@ impl Index {
         for kind in names.values().filter_map(|facts| facts.legacy) {
             *state.legacy.entry(kind).or_insert(0) += 1;
         }
+        state.deleting = names
+            .iter()
+            .filter(|(_, facts)| facts.deleting)
+            .map(|(name, _)| name.clone())
+            .collect();
         state.names = names;
+    }
+
+    /// The accounts being deleted, in name order, once built.
+    pub fn deleting(&self) -> Result<Vec<String>, String> {
+        self.wait_built();
+        let state = self.read();
+        match &state.phase {
+            Phase::Failed(reason) => Err(reason.clone()),
+            _ => Ok(state.deleting.iter().map(|name| name.to_string()).collect()),
+        }
     }
 
     /// Building ended: `Ok` the index is complete, `Err` the store is damaged.
@@ -196,6 +216,11 @@ impl Index {
 }
 
 fn apply(state: &mut State, name: &str, facts: Option<Facts>) {
+    if facts.is_some_and(|facts| facts.deleting) {
+        state.deleting.insert(CompactString::from(name));
+    } else {
+        state.deleting.remove(name);
+    }
     let old = match facts {
         Some(facts) => {
             if facts.locked {

@@ -22,9 +22,9 @@ mod tokens;
 use crate::legacy::LegacyKind;
 pub use error::StoreError;
 pub use index::Facts;
-pub use record::{today, Record};
+pub use record::{today, Deletion, Record};
 use std::collections::BTreeMap;
-pub use tokens::{unix_now, Invite, Redeemed, TokenHash};
+pub use tokens::{rfc3339, unix_now, Invite, Redeemed, TokenHash};
 
 use commit::Committer;
 use erasure::{open as open_sealed, slot_of, KeyFile, NameKey};
@@ -51,6 +51,8 @@ pub struct Counts {
     pub locked: u64,
     /// Accounts still on a legacy verifier, by kind.
     pub legacy: BTreeMap<LegacyKind, u64>,
+    /// Accounts being deleted.
+    pub deleting: u64,
 }
 
 /// Outcome of writing an import batch.
@@ -100,6 +102,7 @@ fn facts_of(record: &Record) -> Result<Facts, StoreError> {
         created,
         locked: record.locked,
         legacy: LegacyKind::of(record.origin.as_deref(), &record.hash),
+        deleting: record.deletion.is_some(),
     })
 }
 
@@ -373,11 +376,19 @@ impl Store {
     /// Counts all users and the locked ones (waits for the index: call off the async threads).
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let (users, locked, legacy) = self.shared.index.counts().map_err(corrupt)?;
+        let deleting = self.shared.index.deleting().map_err(corrupt)?.len() as u64;
         Ok(Counts {
             users,
             locked,
             legacy,
+            deleting,
         })
+    }
+
+    /// The names of the accounts being deleted (waits for the index: call off the async
+    /// threads).
+    pub fn deleting(&self) -> Result<Vec<String>, StoreError> {
+        self.shared.index.deleting().map_err(corrupt)
     }
 
     /// Writes a batch of records atomically, durable once. Unless `replace`, any existing

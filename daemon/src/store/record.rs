@@ -12,6 +12,7 @@
 
 use qam_client::wire::ExportRecord;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 /// The version byte written in front of every record body today.
@@ -35,6 +36,22 @@ pub struct Record {
     /// replaces it; absent from records that hold an argon2id hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// An admin started deleting the account and hooks are installed: where the deletion
+    /// stands, so that a restart of qamd or qam-hooks loses no step; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<Deletion>,
+}
+
+/// A deletion waiting for its hooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deletion {
+    /// Hooks that succeeded: a retry does not run them again.
+    pub done: Vec<String>,
+    /// Hooks that failed in the current round, with the end of their output.
+    pub failed: BTreeMap<String, String>,
+    /// A round of hooks is under way (false once one ended with failures).
+    pub running: bool,
 }
 
 /// Why a record's bytes do not decode.
@@ -59,6 +76,7 @@ impl Record {
             locked: false,
             uid: None,
             origin: None,
+            deletion: None,
         }
     }
 

@@ -83,6 +83,7 @@ async fn pages_are_sorted_and_exclusive() {
             users: 4,
             locked: 0,
             legacy: Default::default(),
+            deleting: 0,
         }
     );
 }
@@ -129,6 +130,7 @@ async fn records_survive_reopen_and_the_index_is_rebuilt() {
             users: 2,
             locked: 1,
             legacy: Default::default(),
+            deleting: 0,
         }
     );
 }

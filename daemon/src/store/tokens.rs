@@ -1,5 +1,5 @@
 //! Invite and reset tokens in the store's own `tokens` tree: only a hash of each token, its
-//! expiry and uses left. Redeeming a token and writing the account it makes or changes is one
+//! expiry and uses left; and the quarantine of deleted names (a keyed hash and a date). Redeeming a token and writing the account it makes or changes is one
 //! sled transaction, durable before it returns, so two racing redeemers get one outcome.
 
 use super::erasure::NameKey;
@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 const INVITE_PREFIX: &[u8] = b"i:";
 const RESET_PREFIX: &[u8] = b"r:";
 const RESET_OF_PREFIX: &[u8] = b"u:";
+/// The quarantine of a deleted account's name, by the keyed hash of the name.
+const QUARANTINE_PREFIX: &[u8] = b"q:";
 
 /// The hash a token is stored under (a fast hash suffices: tokens have ≥ 128 random bits).
 pub type TokenHash = [u8; 32];
@@ -43,6 +45,15 @@ struct Reset {
     account: NameKey,
     /// Unix time after which it is refused.
     expires: u64,
+}
+
+/// A deleted account's name, kept from being registered again until `until`: the other users'
+/// rosters and mail still point at it. Nothing else of the account is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Quarantine {
+    /// Unix time (a day's start) from which the name is free again.
+    until: u64,
 }
 
 /// The outcome of redeeming an invite for a new account.
@@ -77,6 +88,8 @@ fn is_expired(key: &[u8], value: &[u8], now: u64) -> bool {
         decode::<Invite>(value).map(|invite| invite.expires)
     } else if key.starts_with(RESET_PREFIX) {
         decode::<Reset>(value).map(|reset| reset.expires)
+    } else if key.starts_with(QUARANTINE_PREFIX) {
+        decode::<Quarantine>(value).map(|quarantine| quarantine.until)
     } else {
         return false;
     };
@@ -346,6 +359,39 @@ impl Store {
         .await
     }
 
+    /// Keeps `name` from being registered until `until` (unix time); durable.
+    pub async fn quarantine(&self, name: &str, until: u64) -> Result<(), StoreError> {
+        let entry = key(QUARANTINE_PREFIX, &self.keys()?.name_key(name));
+        let value = encode(&Quarantine { until });
+        self.write_tokens(|tokens| {
+            tokens.insert(entry.as_slice(), value.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether `name` belonged to an account deleted whose quarantine lasts past `now`.
+    pub fn quarantined(&self, name: &str, now: u64) -> Result<bool, StoreError> {
+        let entry = key(QUARANTINE_PREFIX, &self.keys()?.name_key(name));
+        match self.generation().tokens.get(entry).engine()? {
+            Some(value) => Ok(decode::<Quarantine>(&value)?.until > now),
+            None => Ok(false),
+        }
+    }
+
+    /// Lifts the quarantine of `name` (an admin reuses it); durable.
+    pub async fn release_name(&self, name: &str) -> Result<(), StoreError> {
+        let entry = key(QUARANTINE_PREFIX, &self.keys()?.name_key(name));
+        if !self.generation().tokens.contains_key(&entry).engine()? {
+            return Ok(());
+        }
+        self.write_tokens(|tokens| {
+            tokens.remove(entry.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Removes every token entry expired at `now`, and the index of resets removed; durable.
     pub async fn prune_tokens(&self, now: u64) -> Result<(), StoreError> {
         let generation = self.generation();
@@ -403,4 +449,16 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// An RFC 3339 UTC time for answers.
+pub fn rfc3339(unix: u64) -> String {
+    let seconds = i64::try_from(unix).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
