@@ -7,7 +7,8 @@
 --   qam_idle_connections = 4             -- open connections kept for the next requests
 --   qam_daemon_users = { "root", "qam" } -- who may serve the socket (see below)
 -- qamd must grant Prosody's user `verify` and `exists` (the defaults), `register` for in-band
--- registration and `set_password` for password changes, in [permissions.users].
+-- registration, `set_password` for password changes and `lookup` (a default) for deleting an
+-- account qamd is deleting, in [permissions.users].
 --
 -- Prosody is single-threaded. Inside a session's async runner (where SASL and in-band
 -- registration run) a request waits for qamd's answer with util.async and net.server's
@@ -276,7 +277,22 @@ function provider.create_user(username, password)
 	return perform({ op = "register", user = username, password = password }, "Registration refused: ");
 end
 
+-- Prosody purges an account's data (roster, offline messages, PEP, archive, uploads) only
+-- after this agrees. Agreed only while qamd is deleting the account (qam-hooks runs
+-- `prosodyctl shell user delete`); a user's in-band unregistration is refused.
 function provider.delete_user(username)
+	local reply, err = call({ op = "lookup", user = username });
+	if not reply then
+		return nil, err;
+	end
+	if not reply.ok then
+		return nil, "Account deletion is not available right now: " .. failure(reply, "lookup");
+	end
+	local account = reply.account;
+	if type(account) == "table" and account.deleting == true then
+		log("info", "letting Prosody purge %s: qamd is deleting the account", username);
+		return true;
+	end
 	log("warn", "refused to delete %s: accounts are removed by the host's admin with qamctl", username);
 	return nil, "Accounts are removed by the host's admin";
 end

@@ -3,6 +3,7 @@
 
 use qam_tests::{bin, require_peer, shared_tempdir, workspace_root};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -31,6 +32,23 @@ const PACKAGED: &[&str] = &[
     "/usr/share/zsh/vendor-completions/_qamctl",
     "/usr/share/fish/vendor_completions.d/qamctl.fish",
     "/usr/share/doc/qam/copyright",
+    "/usr/sbin/qam-hooks",
+    "/usr/lib/systemd/system/qam-hooks.service",
+    "/etc/default/qam-hooks",
+];
+
+/// The shipped hooks, installed executable and disabled (README "Deleting and locking across
+/// services").
+const HOOKS: &[&str] = &[
+    "/usr/share/qam/hooks/delete.d/50-prosody",
+    "/usr/share/qam/hooks/delete.d/51-ejabberd",
+    "/usr/share/qam/hooks/delete.d/52-dovecot",
+    "/usr/share/qam/hooks/lock.d/50-prosody",
+    "/usr/share/qam/hooks/lock.d/51-ejabberd",
+    "/usr/share/qam/hooks/lock.d/52-dovecot",
+    "/usr/share/qam/hooks/password.d/50-prosody",
+    "/usr/share/qam/hooks/password.d/51-ejabberd",
+    "/usr/share/qam/hooks/password.d/52-dovecot",
 ];
 
 fn run(command: &mut Command) -> Output {
@@ -151,6 +169,19 @@ fn deb_installs_where_debian_expects_and_purges() {
     for path in PACKAGED {
         assert!(Path::new(path).exists(), "{path} was not installed");
     }
+    for hook in HOOKS {
+        let mode = fs::metadata(hook)
+            .unwrap_or_else(|err| panic!("{hook} was not installed: {err}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{hook} is not executable");
+    }
+    // The hook directories exist and are empty: qamd erases deleted accounts at once.
+    for event in ["delete", "lock", "unlock", "password"] {
+        let dir = format!("/etc/qam/hooks/{event}.d");
+        let entries = fs::read_dir(&dir).unwrap_or_else(|err| panic!("{dir}: {err}"));
+        assert_eq!(entries.count(), 0, "{dir} is not empty");
+    }
     let listed = run(Command::new(DPKG).args(["-L", "qam"]));
     assert!(
         !String::from_utf8_lossy(&listed.stdout).contains("/usr/bin/"),
@@ -191,6 +222,7 @@ fn deb_installs_where_debian_expects_and_purges() {
             "/usr/lib/systemd/system/qamd.socket",
             "/usr/lib/systemd/system/qamd-saslauthd.socket",
             "/usr/lib/systemd/system/qam-userdb.socket",
+            "/usr/lib/systemd/system/qam-hooks.service",
         ]));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.trim().is_empty(), "{stderr}");
@@ -200,14 +232,14 @@ fn deb_installs_where_debian_expects_and_purges() {
     let wants = Command::new("sh")
         .args([
             "-c",
-            "ls /etc/systemd/system/*.wants/ 2>/dev/null | grep qamd || true",
+            "ls /etc/systemd/system/*.wants/ 2>/dev/null | grep 'qamd\\|qam-' || true",
         ])
         .output()
         .unwrap();
     assert!(wants.stdout.is_empty(), "install enabled a unit");
 
     run(Command::new(DPKG).args(["--purge", "qam"]));
-    for path in PACKAGED {
+    for path in PACKAGED.iter().chain(HOOKS).chain(&["/etc/qam/hooks"]) {
         assert!(
             !Path::new(path).exists(),
             "{path} is still there after purge"

@@ -1,9 +1,9 @@
 //! Answers parsed extauth commands by asking qamd: auth → verify, isuser → exists,
-//! tryregister → register, setpass → set_password; account removal is always refused.
+//! tryregister → register, setpass → set_password; removal only of an account qamd is deleting.
 
 use crate::command::Command;
 use crate::log::Log;
-use qam_client::wire::{Done, ExistsInfo, NameInfo};
+use qam_client::wire::{Done, ExistsInfo, LookupInfo, NameInfo};
 use qam_client::{Client, ClientError, ClientOptions, ErrorCode, Request};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -126,13 +126,23 @@ impl Answer for Service {
                     password: password.clone(),
                 })
                 .map(|_| true),
+            // ejabberd purges the account's data only after its backend agreed to remove it;
+            // qamd's own deletion (qam-hooks running `ejabberdctl unregister`) is let through,
+            // a user's in-band unregistration is not.
             Command::RemoveUser { .. } | Command::RemoveUser3 { .. } => {
-                let server = command.account().1;
-                self.log.line(&format!(
-                    "{} on {server} refused: accounts are removed by an admin with qamctl",
-                    command.name()
-                ));
-                return false;
+                match self.call::<LookupInfo>(&Request::Lookup { user }) {
+                    Ok(LookupInfo {
+                        account: Some(account),
+                    }) if account.deleting => Ok(true),
+                    Ok(_) => {
+                        self.log.line(&format!(
+                            "{} on {server} refused: accounts are removed by an admin with qamctl",
+                            command.name()
+                        ));
+                        return false;
+                    }
+                    Err(err) => Err(err),
+                }
             }
         };
         result.unwrap_or_else(|err| self.refused(&command, &err))
@@ -192,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn other_hosts_and_removal_never_reach_the_daemon() {
+    fn other_hosts_never_reach_the_daemon() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("qamd.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -201,12 +211,83 @@ mod tests {
         assert!(!service.answer(auth("example.org")));
         assert!(!service.answer(Command::RemoveUser {
             user: "alice".into(),
-            server: "localhost".into()
-        }));
-        assert!(!service.answer(Command::RemoveUser3 {
-            user: "alice".into(),
-            server: "localhost".into()
+            server: "example.org".into()
         }));
         assert!(listener.accept().is_err(), "nothing connected");
+    }
+
+    /// A qamd that answers each `lookup` with `account` (JSON), echoing the request id.
+    fn lookup_daemon(
+        path: &std::path::Path,
+        account: &'static str,
+    ) -> std::thread::JoinHandle<Vec<String>> {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut seen = Vec::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 {
+                let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+                seen.push(format!("{} {}", request["op"], request["user"]));
+                let answer = format!(
+                    "{{\"ok\":true,\"id\":{},\"account\":{account}}}\n",
+                    request["id"]
+                );
+                writer.write_all(answer.as_bytes()).unwrap();
+                line.clear();
+            }
+            seen
+        })
+    }
+
+    fn removals(service: &mut Service) -> [bool; 2] {
+        [
+            service.answer(Command::RemoveUser {
+                user: "alice".into(),
+                server: "localhost".into(),
+            }),
+            service.answer(Command::RemoveUser3 {
+                user: "alice".into(),
+                server: "localhost".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn removal_is_accepted_only_for_an_account_being_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        for (account, accepted) in [
+            (
+                r#"{"name":"alice","email":"alice@localhost","created":"2026-12-03","locked":true,"deleting":true}"#,
+                true,
+            ),
+            (
+                r#"{"name":"alice","email":"alice@localhost","created":"2026-12-03","locked":true}"#,
+                false,
+            ),
+            ("null", false),
+        ] {
+            let path = dir
+                .path()
+                .join(format!("qamd-{accepted}-{}.sock", account.len()));
+            let daemon = lookup_daemon(&path, account);
+            let mut service = service(&path, Duration::from_secs(5));
+            assert_eq!(removals(&mut service), [accepted; 2], "{account}");
+            drop(service);
+            assert_eq!(
+                daemon.join().unwrap(),
+                ["\"lookup\" \"alice\"", "\"lookup\" \"alice\""]
+            );
+        }
+    }
+
+    #[test]
+    fn removal_without_qamd_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = service(&dir.path().join("none.sock"), Duration::from_secs(5));
+        assert_eq!(removals(&mut service), [false; 2]);
     }
 }
