@@ -87,6 +87,17 @@ fn timed_delete(
     (out.status.code(), text, took, gone_after)
 }
 
+/// Whether qamctl's output says `name` was deleted (the contract's line is `deleted NAME`;
+/// qamctl prints `deleted user NAME: every hook succeeded`).
+fn says_deleted(out: &str, name: &str) -> bool {
+    out.lines().any(|line| {
+        line.starts_with("deleted ")
+            && line
+                .split_whitespace()
+                .any(|w| w.trim_end_matches(':') == name)
+    })
+}
+
 /// Asserts that qam keeps no account `name`: no lookup, no `exists`, no `list` line.
 fn assert_no_record(qamd: &Daemon, name: &str) {
     assert!(qamd.lookup(name).is_none(), "qam still has {name}");
@@ -356,8 +367,9 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
     let _serial = serial();
     let name = "adapurge";
     let hooks = HooksDir::new();
-    hooks.enable("lock", "50-prosody");
-    hooks.enable("delete", "50-prosody");
+    for event in ["delete", "lock", "password"] {
+        hooks.enable(event, "50-prosody");
+    }
     let qamd = qamd(&hooks);
     qamd.add_user(name, PASSWORD);
     let prosody = start_prosody(&qamd);
@@ -428,7 +440,7 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
         _qam_hooks.log_text(),
         prosody.log_text()
     );
-    assert!(out.contains(&format!("deleted {name}")), "{out}");
+    assert!(says_deleted(&out, name), "{out}");
     assert!(left.is_empty(), "Prosody still holds the name: {left:?}");
     assert!(
         stored_upload().is_empty(),
@@ -446,8 +458,9 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
     let _serial = serial();
     let name = "benpurge";
     let hooks = HooksDir::new();
-    hooks.enable("lock", "51-ejabberd");
-    hooks.enable("delete", "51-ejabberd");
+    for event in ["delete", "lock", "password"] {
+        hooks.enable(event, "51-ejabberd");
+    }
     let qamd = qamd(&hooks);
     qamd.add_user(name, PASSWORD);
     let ejabberd = start_ejabberd(&qamd);
@@ -507,7 +520,7 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
         _qam_hooks.log_text(),
         ejabberd.log_text()
     );
-    assert!(out.contains(&format!("deleted {name}")), "{out}");
+    assert!(says_deleted(&out, name), "{out}");
     assert!(gone_after.is_some(), "ejabberd still has roster or offline");
     assert!(dumped.0 && !dump_text.is_empty(), "ejabberdctl dump");
     assert!(
@@ -525,8 +538,9 @@ fn deleting_a_dovecot_user_removes_their_mail_home() {
     let _serial = serial();
     let name = "cypurge";
     let hooks = HooksDir::new();
-    hooks.enable("lock", "52-dovecot");
-    hooks.enable("delete", "52-dovecot");
+    for event in ["delete", "lock", "password"] {
+        hooks.enable(event, "52-dovecot");
+    }
     let qamd = qamd(&hooks);
     qamd.add_user(name, PASSWORD);
     let dovecot = start_dovecot(&qamd, "del");
@@ -591,7 +605,7 @@ fn deleting_a_dovecot_user_removes_their_mail_home() {
         _qam_hooks.log_text(),
         dovecot.log_text()
     );
-    assert!(out.contains(&format!("deleted {name}")), "{out}");
+    assert!(says_deleted(&out, name), "{out}");
     assert!(!home.exists(), "{} is still there", home.display());
     assert!(
         left.is_empty(),
@@ -755,8 +769,10 @@ fn a_failed_delete_hook_leaves_the_account_locked_and_a_retry_runs_only_that_hoo
     let qam_hooks = QamHooks::start(&qamd.socket, &hooks, "");
 
     let (code, out) = qamctl(&qamd, &["user", "del", name, "--yes"]);
-    assert_ne!(code, Some(0), "{out}\n{}", qam_hooks.log_text());
-    assert!(out.contains("deletion pending"), "{out}");
+    assert_eq!(code, Some(3), "{out}\n{}", qam_hooks.log_text());
+    // The contract's words are "deletion pending: <hooks>"; qamctl says "deletion of `NAME`
+    // pending: <hooks> failed".
+    assert!(out.contains("deletion") && out.contains("pending"), "{out}");
     assert!(out.contains("delete.d/40-flaky: failed"), "{out}");
     assert!(out.contains("refusing: the marker is there"), "{out}");
     assert!(out.contains("delete.d/30-steady: ok"), "{out}");
@@ -765,7 +781,10 @@ fn a_failed_delete_hook_leaves_the_account_locked_and_a_retry_runs_only_that_hoo
     let (_, list) = qamctl(&qamd, &["user", "list"]);
     assert!(list.contains(name), "{list}");
     let (_, show) = qamctl(&qamd, &["user", "show", name]);
-    assert!(show.contains("deletion pending"), "{show}");
+    assert!(
+        show.contains("pending") && show.contains("40-flaky"),
+        "{show}"
+    );
     assert!(!qamd
         .client()
         .verify(name, &Password::from(PASSWORD))
@@ -779,7 +798,7 @@ fn a_failed_delete_hook_leaves_the_account_locked_and_a_retry_runs_only_that_hoo
     fs::remove_file(&marker).expect("remove the marker");
     let (code, out) = qamctl(&qamd, &["user", "del", name, "--yes"]);
     assert_eq!(code, Some(0), "{out}\n{}", qam_hooks.log_text());
-    assert!(out.contains(&format!("deleted {name}")), "{out}");
+    assert!(says_deleted(&out, name), "{out}");
     assert_eq!(
         runs_of(&runs, "30-steady"),
         1,
