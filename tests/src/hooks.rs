@@ -130,6 +130,29 @@ impl QamHooks {
         self.child = Some(child);
     }
 
+    /// Returns once qam-hooks serves events published from now on: locks and unlocks a bystander
+    /// account until the site hook `unlock.d/00-listening` (added to `hooks`) saw it. (A lock,
+    /// unlock or password event before that is not replayed to it; a deletion is.)
+    pub fn wait_listening(&self, qamd: &crate::Daemon, hooks: &HooksDir) {
+        let seen = hooks.file("listening");
+        hooks.add(
+            "unlock",
+            "00-listening",
+            &format!("echo \"$2\" >> '{}'", seen.display()),
+        );
+        qamd.add_user("hooksready", "hooks ready password");
+        let mut client = qamd.client();
+        crate::wait_until(crate::within(120), "qam-hooks to serve events", || {
+            let _ = client.call::<qam_client::wire::Done>(&qam_client::Request::Lock {
+                user: "hooksready".into(),
+            });
+            let _ = client.call::<qam_client::wire::Done>(&qam_client::Request::Unlock {
+                user: "hooksready".into(),
+            });
+            crate::poll_until(crate::within(5), || seen.exists())
+        });
+    }
+
     /// SIGKILL to qam-hooks alone (not the hooks it started), then reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
