@@ -335,6 +335,7 @@ fn dovecot_present() -> bool {
     require_peer(dovecot::DOVECOT, "dovecot-core")
         && require_peer("/usr/lib/dovecot/imap", "dovecot-imapd")
         && require_peer("/usr/lib/dovecot/checkpassword-reply", "dovecot-core")
+        && require_peer("/usr/lib/dovecot/dovecot-lda", "dovecot-core")
 }
 
 /// Dovecot serving IMAP through README's checkpassword passdb and static userdb (mail homes
@@ -428,16 +429,25 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
     }
 
     let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &prosody_defaults(&prosody));
+    let host = data.join("localhost");
+    let mut host_gone_after = None;
+    let started = Instant::now();
     let (code, out, took, gone_after) = timed_delete(&qamd, name, || {
-        holding(&data, name).is_empty() && stored_upload().is_empty()
+        let host_gone = holding(&host, name).is_empty();
+        if host_gone && host_gone_after.is_none() {
+            host_gone_after = Some(started.elapsed());
+        }
+        host_gone && holding(&data, name).is_empty() && stored_upload().is_empty()
     });
     let left = holding(&data, name);
+    let served = http("GET", &url, &[], b"");
     figure(
         "lifecycle delete prosody",
         format!(
-            "{} files held the name before; qamctl user del returned {code:?} after {} ms, the data gone after {} ms; files holding the name after: {left:?}, uploaded file left: {:?}",
+            "{} files held the name before; qamctl user del returned {code:?} after {} ms; the user's host (roster, offline, archive) clean after {} ms, the whole data dir and the upload after {} ms; files holding the name after: {left:?}, uploaded file left: {:?} (HTTP GET answers {served})",
             before.len(),
             took.as_millis(),
+            host_gone_after.map_or("never".into(), |d| d.as_millis().to_string()),
             gone_after.map_or("never".into(), |d| d.as_millis().to_string()),
             stored_upload()
         ),
@@ -450,7 +460,7 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
         prosody.log_text()
     );
     assert!(says_deleted(&out, name), "{out}");
-    let on_host = holding(&data.join("localhost"), name);
+    let on_host = holding(&host, name);
     assert!(
         on_host.is_empty(),
         "the user's host still holds the name: {on_host:?}"
@@ -460,7 +470,7 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
         "the uploaded file is still there (README: the hook removes uploads): {left:?}"
     );
     assert!(left.is_empty(), "Prosody still holds the name: {left:?}");
-    assert_eq!(http("GET", &url, &[], b""), 404, "the file is still served");
+    assert_eq!(served, 404, "the file is still served");
     assert_no_record(&qamd, name);
 }
 
