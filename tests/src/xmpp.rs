@@ -194,6 +194,32 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Copies qam-extauth into `dir` where user `ejabberd` can run it, wherever the checkout lives.
+pub fn install_extauth(dir: &Path) -> PathBuf {
+    let program = dir.join("qam-extauth");
+    fs::copy(crate::bin("qam-extauth"), &program).expect("copy qam-extauth");
+    fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod qam-extauth");
+    program
+}
+
+/// ejabberd's `hosts:` and auth settings as README's ejabberd section gives them: `localhost`
+/// authenticated by qam-extauth (`program`, installed from `qamd`'s dir) and
+/// `builtin.localhost` by ejabberd's own store.
+pub fn extauth_hosts(qamd: &crate::Daemon) -> String {
+    let program = install_extauth(qamd.dir.path());
+    format!(
+        "hosts:\n  - localhost\n  - builtin.localhost\nauth_method: [external]\n\
+         extauth_program: \"{} --socket {} --domain localhost\"\nextauth_pool_size: 1\n\
+         auth_use_cache: false\nhost_config:\n  builtin.localhost:\n    auth_method: [internal]\n",
+        program.display(),
+        qamd.socket.display()
+    )
+}
+
 /// A running ejabberd 23.01 node with its own config, spool and logs.
 pub struct Ejabberd {
     pub dir: tempfile::TempDir,

@@ -7,7 +7,7 @@ use qam_tests::dovecot::{self, checkpassword_auth, imap_idle, Dovecot};
 use qam_tests::hooks::{HooksDir, QamHooks};
 use qam_tests::reliability::{figure, files_holding};
 use qam_tests::session::Watched;
-use qam_tests::xmpp::{median, session, Ejabberd, Prosody};
+use qam_tests::xmpp::{extauth_hosts, median, session, Ejabberd, Prosody};
 use qam_tests::{bin, poll_until, require_peer, shown, wait_until, within, Daemon};
 use std::fs;
 use std::io::{Read, Write};
@@ -310,16 +310,12 @@ fn ejabberd_present() -> bool {
 /// offline storage, and `builtin.localhost` on ejabberd's own store for the peer who writes.
 fn start_ejabberd(qamd: &Daemon) -> Ejabberd {
     qam_tests::deployment::join_qam("ejabberd");
-    let program = qamd.dir.path().join("qam-extauth");
-    fs::copy(bin("qam-extauth"), &program).expect("copy qam-extauth");
-    let hosts = format!(
-        "hosts:\n  - localhost\n  - builtin.localhost\nauth_method: [external]\n\
-         extauth_program: \"{} --socket {} --domain localhost\"\nextauth_pool_size: 1\n\
-         auth_use_cache: false\nhost_config:\n  builtin.localhost:\n    auth_method: [internal]\n",
-        program.display(),
-        qamd.socket.display()
-    );
-    Ejabberd::start_with(EJABBERD_PORT, EJABBERD_NODE, &hosts, "  mod_offline: {}\n")
+    Ejabberd::start_with(
+        EJABBERD_PORT,
+        EJABBERD_NODE,
+        &extauth_hosts(qamd),
+        "  mod_offline: {}\n",
+    )
 }
 
 /// `/etc/default/qam-hooks` for this ejabberd (`QAM_EJABBERDCTL` with the options naming the
