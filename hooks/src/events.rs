@@ -94,9 +94,33 @@ impl Runner {
         }
     }
 
-    /// `delete`: runs `lock.d/*` then `delete.d/*` except the hooks in `done`, reports each,
-    /// then finishes the round.
+    /// `delete`: runs `lock.d/*` then `delete.d/*` except the hooks done, reports each, then
+    /// finishes the round. qamd is asked first where the deletion stands: an event can be older
+    /// than the state (the first page lists the pending deletions, and a deletion started just
+    /// then also comes as an event), and a round that ended with failures waits for an admin's
+    /// retry, which sets it running again and sends its own event.
     fn delete(&self, qamd: &mut impl Qamd, user: &str, done: &[String]) -> Result<(), LoopError> {
+        let deletion = match qamd.deletion(user) {
+            Ok(Some(deletion)) => deletion,
+            Ok(None) => {
+                tracing::info!(user, "not being deleted (any more): nothing to do");
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(LoopError::Qamd {
+                    what: "lookup",
+                    source,
+                })
+            }
+        };
+        if !deletion.running {
+            tracing::info!(
+                user,
+                "its last round ended with failures: waiting for an admin's retry"
+            );
+            return Ok(());
+        }
+        let done: Vec<&String> = done.iter().chain(&deletion.done).collect();
         let mut hooks = Vec::new();
         for subdir in ["lock.d", "delete.d"] {
             match self.hooks(subdir) {
@@ -115,7 +139,7 @@ impl Runner {
         }
         tracing::info!(user, hooks = hooks.len(), done = done.len(), "deleting");
         for hook in hooks {
-            if done.contains(&hook.id) {
+            if done.contains(&&hook.id) {
                 tracing::debug!(hook = %hook.id, user, "done in an earlier round: skipped");
                 continue;
             }
@@ -175,6 +199,7 @@ impl Runner {
             for event in &page.events {
                 self.handle(qamd, event)?;
             }
+            tracing::debug!(epoch = %page.epoch, next = page.next, "waiting for events");
             position = Some((page.epoch, page.next));
         }
     }
@@ -184,7 +209,8 @@ impl Runner {
 mod tests {
     use super::*;
     use crate::testing::write_hook;
-    use qam_client::wire::{EventPage, WireError};
+    use qam_client::wire::{DeletionInfo, EventPage, WireError};
+    use std::collections::BTreeMap;
     use std::fs;
     use std::path::Path;
     use std::time::Duration;
@@ -195,6 +221,8 @@ mod tests {
         steps: Vec<(String, String, bool, Option<String>)>,
         finished: Vec<String>,
         gone: Vec<String>,
+        /// What `lookup` tells of a deletion; absent users are deleting, nothing done yet.
+        states: BTreeMap<String, Option<DeletionInfo>>,
         pages: Vec<EventPage>,
         asked: Vec<(Option<String>, Option<u64>)>,
     }
@@ -220,6 +248,13 @@ mod tests {
                 }));
             }
             Ok(self.pages.remove(0))
+        }
+        fn deletion(&mut self, user: &str) -> Result<Option<DeletionInfo>, ClientError> {
+            Ok(self.states.get(user).cloned().unwrap_or(Some(DeletionInfo {
+                done: Vec::new(),
+                failed: BTreeMap::new(),
+                running: true,
+            })))
         }
         fn step(
             &mut self,
@@ -371,6 +406,37 @@ mod tests {
             "delete.d/10-a delete dave delete\n"
         );
         assert!(qamd.finished.is_empty());
+    }
+
+    #[test]
+    fn a_stale_event_runs_nothing_and_hooks_qamd_has_as_done_are_skipped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ran = install(dir.path(), &["delete.d/10-a", "delete.d/20-b"]);
+        let deletion = |done: &[&str], running| {
+            Some(DeletionInfo {
+                done: done.iter().map(|hook| hook.to_string()).collect(),
+                failed: BTreeMap::new(),
+                running,
+            })
+        };
+        let mut qamd = Recorder {
+            states: BTreeMap::from([
+                ("gone".to_owned(), None),
+                ("waiting".to_owned(), deletion(&[], false)),
+                ("halfway".to_owned(), deletion(&["delete.d/10-a"], true)),
+            ]),
+            ..Recorder::default()
+        };
+        for user in ["gone", "waiting", "halfway"] {
+            runner(dir.path())
+                .handle(&mut qamd, &delete(user, &[]))
+                .expect("handle");
+        }
+        assert_eq!(
+            fs::read_to_string(&ran).expect("ran"),
+            "delete.d/20-b delete halfway delete\n"
+        );
+        assert_eq!(qamd.finished, ["halfway"]);
     }
 
     #[test]

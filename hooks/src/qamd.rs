@@ -1,7 +1,9 @@
 //! qam-hooks' side of the qamd protocol: `events`, `deletion_step`, `deletion_finish`, over a
 //! connection that is made again (with backoff up to 5 s) whenever qamd is away.
 
-use qam_client::wire::{DeleteInfo, Done, EventPage, MAX_EVENT_WAIT_SECONDS};
+use qam_client::wire::{
+    DeleteInfo, DeletionInfo, Done, EventPage, LookupInfo, MAX_EVENT_WAIT_SECONDS,
+};
 use qam_client::{Client, ClientError, ClientOptions, Request};
 use std::thread;
 use std::time::Duration;
@@ -24,6 +26,8 @@ pub trait Qamd {
     /// The events after `since` of `epoch` (every pending deletion for another epoch or none).
     fn events(&mut self, epoch: Option<&str>, since: Option<u64>)
         -> Result<EventPage, ClientError>;
+    /// Where the account's deletion stands; `None` when it is not (or no longer) being deleted.
+    fn deletion(&mut self, user: &str) -> Result<Option<DeletionInfo>, ClientError>;
     /// Records one delete hook's outcome.
     fn step(
         &mut self,
@@ -120,6 +124,11 @@ impl Qamd for Live {
             since,
             wait_seconds: Some(EVENT_WAIT.as_secs()),
         })
+    }
+
+    fn deletion(&mut self, user: &str) -> Result<Option<DeletionInfo>, ClientError> {
+        self.call::<LookupInfo>(&Request::Lookup { user: user.into() })
+            .map(|info| info.account.and_then(|account| account.deletion))
     }
 
     fn step(

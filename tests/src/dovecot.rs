@@ -6,7 +6,7 @@ use crate::session::Watched;
 use crate::{poll_until, readme, shown, within};
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -213,16 +213,6 @@ impl Dovecot {
         self.doveadm(&["auth", "lookup", user])
     }
 
-    /// The instance's `dovecot.conf` (for `doveadm -c`).
-    pub fn config(&self) -> &std::path::Path {
-        &self.config
-    }
-
-    /// The directory holding the mail users' homes (`None` without IMAP).
-    pub fn mail_root(&self) -> Option<&std::path::Path> {
-        self.mail.as_ref().map(|dir| dir.path())
-    }
-
     /// `doveadm -c CONFIG ARGS` against this instance.
     pub fn doveadm(&self, args: &[&str]) -> Output {
         Command::new(DOVEADM)
@@ -232,6 +222,16 @@ impl Dovecot {
             .stdin(Stdio::null())
             .output()
             .expect("run doveadm")
+    }
+
+    /// Its config file (`doveadm -c`).
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Where an IMAP instance keeps the users' homes (`<dir>/<user>`).
+    pub fn mail_root(&self) -> Option<&Path> {
+        self.mail.as_ref().map(tempfile::TempDir::path)
     }
 
     /// Dovecot's log (checkpassword's stderr lands here too).

@@ -1,127 +1,57 @@
-//! qam-hooks as README sets it up: a hooks dir whose `<event>.d/` entries are symlinks to the
-//! shipped scripts (or a test's own), and the qam-hooks process that runs them for qamd.
+//! qam-hooks for tests: started on a test qamd's socket and a hooks dir with the environment
+//! `/etc/default/qam-hooks` would give it, killed (SIGKILL) on demand or on drop.
 
+use crate::{bin, Daemon};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// The events qamd publishes, each with its `<event>.d` directory.
-pub const EVENTS: [&str; 4] = ["delete", "lock", "unlock", "password"];
-
-/// A hooks directory (what `/etc/qam/hooks` is on a host) in a temp dir.
-pub struct HooksDir {
-    /// The temp dir holding `<event>.d/`, wrappers and the hooks' records.
-    pub dir: tempfile::TempDir,
-}
-
-impl Default for HooksDir {
-    fn default() -> Self {
-        HooksDir::new()
-    }
-}
-
-impl HooksDir {
-    /// An empty hooks dir: every `<event>.d/` there, none holding a hook.
-    pub fn new() -> HooksDir {
-        let dir = crate::shared_tempdir();
-        for event in EVENTS {
-            fs::create_dir_all(dir.path().join(format!("{event}.d"))).expect("hook dir");
-        }
-        HooksDir { dir }
-    }
-
-    /// The directory qamd's `[hooks] dir` and qam-hooks' `--hooks-dir` name.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// qamd's `[hooks]` table naming this dir.
-    pub fn qamd_config(&self) -> String {
-        format!("[hooks]\ndir = {:?}\n", self.path().display().to_string())
-    }
-
-    /// README: `ln -s /usr/share/qam/hooks/EVENT.d/SCRIPT /etc/qam/hooks/EVENT.d/`, with the
-    /// checkout's `packaging/hooks` standing for `/usr/share/qam/hooks`.
-    pub fn enable(&self, event: &str, script: &str) {
-        let shipped = crate::workspace_root()
-            .join("packaging/hooks")
-            .join(format!("{event}.d"))
-            .join(script);
-        assert!(
-            shipped.exists(),
-            "{} is not shipped (packaging/hooks)",
-            shipped.display()
-        );
-        std::os::unix::fs::symlink(
-            &shipped,
-            self.path().join(format!("{event}.d")).join(script),
-        )
-        .expect("symlink a shipped hook");
-    }
-
-    /// A site's own hook `EVENT.d/NAME`: a shell script with `body` (executable).
-    pub fn add(&self, event: &str, name: &str, body: &str) {
-        let path = self.path().join(format!("{event}.d")).join(name);
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write hook");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod hook");
-    }
-
-    /// A file in this dir, for hooks' records and markers.
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.path().join(name)
-    }
-}
-
-/// A running `qam-hooks --socket SOCKET --hooks-dir DIR`, as its unit runs it (root).
+/// A running qam-hooks, its log in the hooks dir.
 pub struct QamHooks {
-    /// qamd's socket.
-    socket: PathBuf,
-    /// The hooks dir.
-    hooks_dir: PathBuf,
-    /// The variables `/etc/default/qam-hooks` gives it (the unit's `EnvironmentFile=`).
-    env: Vec<(String, String)>,
-    /// Where its stdout and stderr go (the journal on a host).
-    log: PathBuf,
-    /// The process while it runs.
+    /// The process; killed on drop.
     child: Option<Child>,
+    /// stdout and stderr of every start.
+    log: PathBuf,
+    /// The settings of the shipped hooks (`QAM_PROSODY_HOST`, ...), given at every start.
+    env: Vec<(String, String)>,
 }
 
 impl QamHooks {
-    /// Starts qam-hooks for `socket` and `hooks`, its environment read from `defaults` (the
-    /// text of `/etc/default/qam-hooks`: `NAME=value` lines, `#` comments) as systemd does.
-    pub fn start(socket: &Path, hooks: &HooksDir, defaults: &str) -> QamHooks {
-        let env = defaults
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .filter_map(|line| line.split_once('='))
-            .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-            .collect();
-        let mut hooks = QamHooks {
-            socket: socket.to_owned(),
-            hooks_dir: hooks.path().to_owned(),
-            env,
-            log: hooks.file("qam-hooks.log"),
-            child: None,
-        };
-        hooks.spawn();
-        hooks
+    /// Starts qam-hooks with `--hooks-dir hooks`, a 20 s hook timeout and debug logs.
+    pub fn start(qamd: &Daemon, hooks: &Path) -> QamHooks {
+        QamHooks::start_with(qamd, hooks, &[])
     }
 
-    /// Starts the process (again, after `kill`).
-    pub fn spawn(&mut self) {
+    /// Starts it with `env` added, as `EnvironmentFile=-/etc/default/qam-hooks` would.
+    pub fn start_with(qamd: &Daemon, hooks: &Path, env: &[(&str, &str)]) -> QamHooks {
+        let mut runner = QamHooks {
+            child: None,
+            log: hooks.join("qam-hooks.log"),
+            env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        };
+        runner.spawn(qamd, hooks);
+        runner
+    }
+
+    /// Starts the process (again).
+    pub fn spawn(&mut self, qamd: &Daemon, hooks: &Path) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("open qam-hooks log");
-        let child = Command::new(crate::bin("qam-hooks"))
+        let child = Command::new(bin("qam-hooks"))
             .arg("--socket")
-            .arg(&self.socket)
+            .arg(&qamd.socket)
             .arg("--hooks-dir")
-            .arg(&self.hooks_dir)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg(hooks)
+            .arg("--timeout")
+            .arg("20")
+            .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -130,30 +60,14 @@ impl QamHooks {
         self.child = Some(child);
     }
 
-    /// Returns once qam-hooks serves events published from now on: locks and unlocks a bystander
-    /// account until the site hook `unlock.d/00-listening` (added to `hooks`) saw it. (A lock,
-    /// unlock or password event before that is not replayed to it; a deletion is.)
-    pub fn wait_listening(&self, qamd: &crate::Daemon, hooks: &HooksDir) {
-        let seen = hooks.file("listening");
-        hooks.add(
-            "unlock",
-            "00-listening",
-            &format!("echo \"$2\" >> '{}'", seen.display()),
-        );
-        qamd.add_user("hooksready", "hooks ready password");
-        let mut client = qamd.client();
-        crate::wait_until(crate::within(120), "qam-hooks to serve events", || {
-            let _ = client.call::<qam_client::wire::Done>(&qam_client::Request::Lock {
-                user: "hooksready".into(),
-            });
-            let _ = client.call::<qam_client::wire::Done>(&qam_client::Request::Unlock {
-                user: "hooksready".into(),
-            });
-            crate::poll_until(crate::within(5), || seen.exists())
+    /// Waits until qam-hooks has had its first page of events: later events reach it.
+    pub fn wait_listening(&self) {
+        crate::wait_until(crate::within(30), "qam-hooks to wait for events", || {
+            self.log_text().contains("waiting for events")
         });
     }
 
-    /// SIGKILL to qam-hooks alone (not the hooks it started), then reaps it.
+    /// SIGKILL, as the OOM killer or a crash would end it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -161,7 +75,7 @@ impl QamHooks {
         }
     }
 
-    /// Everything qam-hooks logged so far.
+    /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -170,8 +84,37 @@ impl QamHooks {
 impl Drop for QamHooks {
     fn drop(&mut self) {
         self.kill();
-        if let Some(dir) = self.log.parent() {
-            crate::keep_log(dir, &self.log);
-        }
     }
+}
+
+/// A hooks dir (qamd's `[hooks] dir`) with `<event>.d` for the four events.
+pub fn hooks_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("hooks dir");
+    for event in ["delete", "lock", "unlock", "password"] {
+        fs::create_dir(dir.path().join(format!("{event}.d"))).expect("event dir");
+    }
+    dir
+}
+
+/// Enables shipped hooks as README says: symlinks from `<hooks>/<id>` to the repo's
+/// `packaging/hooks/<id>` (ids like `delete.d/50-prosody`).
+pub fn enable_shipped(hooks: &Path, ids: &[&str]) {
+    for id in ids {
+        let shipped = crate::workspace_root().join("packaging/hooks").join(id);
+        assert!(shipped.exists(), "{} is not shipped", shipped.display());
+        std::os::unix::fs::symlink(&shipped, hooks.join(id)).expect("enable hook");
+    }
+}
+
+/// The `[hooks]` table pointing qamd at `hooks`.
+pub fn qamd_hooks_table(hooks: &Path) -> String {
+    format!("\n[hooks]\ndir = {:?}\n", hooks.display().to_string())
+}
+
+/// A site's own hook `<hooks>/<id>` (`delete.d/40-site`): a shell script running `body`.
+pub fn add_hook(hooks: &Path, id: &str, body: &str) {
+    let path = hooks.join(id);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write hook");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod hook");
 }

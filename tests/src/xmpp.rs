@@ -52,40 +52,59 @@ pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::R
     }
 }
 
-/// A logged-in c2s session of `user` on `domain` at 127.0.0.1:`port` with resource `resource`
-/// bound and presence sent, watched until the server ends it (`</stream:stream>` or a close).
-pub fn session(
-    port: u16,
-    domain: &str,
-    user: &str,
-    password: &str,
-    resource: &str,
-) -> io::Result<crate::session::Watched> {
-    let (mut stream, _) = open_stream(port, domain)?;
-    let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
-    write!(
-        stream,
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-    )?;
-    let answer = read_until(&mut stream, &["<success", "</failure>"])?;
-    if !answer.contains("<success") {
-        return Err(io::Error::other(format!("login refused: {answer}")));
+/// A c2s session kept open after SASL PLAIN and resource binding, to watch the server end it.
+pub struct Session {
+    /// The authenticated stream.
+    stream: TcpStream,
+}
+
+impl Session {
+    /// Logs `user` in on 127.0.0.1:`port` and binds a resource.
+    pub fn open(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Session> {
+        let (mut stream, _) = open_stream(port, domain)?;
+        let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
+        write!(
+            stream,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        )?;
+        let answer = read_until(&mut stream, &["<success", "</failure>"])?;
+        if !answer.contains("<success") {
+            return Err(io::Error::other(format!("login refused: {answer}")));
+        }
+        write!(
+            stream,
+            "<stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        )?;
+        read_until(&mut stream, &["</stream:features>"])?;
+        let mut session = Session { stream };
+        session.iq(
+            "bind",
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+        )?;
+        Ok(session)
     }
-    write!(
-        stream,
-        "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-    )?;
-    read_until(&mut stream, &["</stream:features>"])?;
-    write!(
-        stream,
-        "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
-    )?;
-    let bound = read_until(&mut stream, &["</iq>", "/>"])?;
-    if !bound.contains("result") {
-        return Err(io::Error::other(format!("bind refused: {bound}")));
+
+    /// Sends `<iq id='ID' ...>` and reads until the server's answer to `id` has come (pushes
+    /// before it are returned too).
+    pub fn iq(&mut self, id: &str, iq: &str) -> io::Result<String> {
+        self.stream.write_all(iq.as_bytes())?;
+        read_until(
+            &mut self.stream,
+            &[&format!("id='{id}'"), &format!("id=\"{id}\"")],
+        )
     }
-    stream.write_all(b"<presence/>")?;
-    crate::session::Watched::new(stream, "</stream:stream>")
+
+    /// Hands the session to a reader thread that records when the server ends it, after
+    /// sending presence (so that messages to the bare JID reach it).
+    pub fn watch(mut self) -> io::Result<crate::session::Watched> {
+        self.stream.write_all(b"<presence/>")?;
+        crate::session::Watched::new(self.stream, "</stream:stream>")
+    }
+
+    /// Waits for the server to close the stream; returns what it sent last (its stream error).
+    pub fn closed_by_server(&mut self) -> io::Result<String> {
+        read_until(&mut self.stream, &["</stream:stream>"])
+    }
 }
 
 /// Time from opening a c2s stream to `domain` to receiving its features: how quickly the
@@ -400,7 +419,7 @@ http_ports = {{}}
 https_ports = {{}}
 c2s_direct_tls_ports = {{}}
 s2s_direct_tls_ports = {{}}
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "register" }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "register", "admin_shell" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 allow_registration = true

@@ -4,10 +4,10 @@
 use qam_client::wire::NameInfo;
 use qam_client::{ClientError, Password, Request};
 use qam_tests::dovecot::{self, checkpassword_auth, imap_idle, Dovecot};
-use qam_tests::hooks::{HooksDir, QamHooks};
+use qam_tests::hooks::{add_hook, enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::reliability::{figure, files_holding};
 use qam_tests::session::Watched;
-use qam_tests::xmpp::{extauth_hosts, median, session, Ejabberd, Prosody};
+use qam_tests::xmpp::{extauth_hosts, median, Ejabberd, Prosody, Session};
 use qam_tests::{bin, poll_until, require_peer, shown, wait_until, within, Daemon};
 use std::fs;
 use std::io::{Read, Write};
@@ -37,8 +37,21 @@ const DELETE_WITHIN: u64 = 120;
 
 /// qamd with its `[hooks] dir` at `hooks`. Deviates from README (`/etc/qam/hooks`): a temp
 /// dir, so the host's hooks stay untouched and each test has its own.
-fn qamd(hooks: &HooksDir) -> Daemon {
-    Daemon::start_with(&hooks.qamd_config())
+fn qamd(hooks: &Path) -> Daemon {
+    Daemon::start_with(&qamd_hooks_table(hooks))
+}
+
+/// qam-hooks with `env` (what `/etc/default/qam-hooks` gives it), once it listens.
+fn start_hooks(qamd: &Daemon, hooks: &Path, env: &[(&str, String)]) -> QamHooks {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let runner = QamHooks::start_with(qamd, hooks, &env);
+    runner.wait_listening();
+    runner
+}
+
+/// A live c2s session of `user` on `domain`, watched until the server ends it.
+fn live(port: u16, domain: &str, user: &str, password: &str) -> std::io::Result<Watched> {
+    Session::open(port, domain, user, password)?.watch()
 }
 
 /// `qamctl ARGS`' exit code with its stdout and stderr together.
@@ -295,11 +308,14 @@ fn start_prosody(qamd: &Daemon) -> Prosody {
 
 /// `/etc/default/qam-hooks` for this Prosody (`QAM_PROSODYCTL` with `--config`, as the file's
 /// comment allows for another instance).
-fn prosody_defaults(prosody: &Prosody) -> String {
-    format!(
-        "QAM_PROSODY_HOST=localhost\nQAM_PROSODYCTL=/usr/bin/prosodyctl --config {}\n",
-        prosody.config.display()
-    )
+fn prosody_defaults(prosody: &Prosody) -> Vec<(&'static str, String)> {
+    vec![
+        ("QAM_PROSODY_HOST", "localhost".into()),
+        (
+            "QAM_PROSODYCTL",
+            format!("/usr/bin/prosodyctl --config {}", prosody.config.display()),
+        ),
+    ]
 }
 
 fn ejabberd_present() -> bool {
@@ -320,11 +336,14 @@ fn start_ejabberd(qamd: &Daemon) -> Ejabberd {
 
 /// `/etc/default/qam-hooks` for this ejabberd (`QAM_EJABBERDCTL` with the options naming the
 /// test's node, config and spool).
-fn ejabberd_defaults(ejabberd: &Ejabberd) -> String {
-    format!(
-        "QAM_EJABBERD_HOST=localhost\nQAM_EJABBERDCTL=/usr/sbin/ejabberdctl {}\n",
-        ejabberd.ctl_options().join(" ")
-    )
+fn ejabberd_defaults(ejabberd: &Ejabberd) -> Vec<(&'static str, String)> {
+    vec![
+        ("QAM_EJABBERD_HOST", "localhost".into()),
+        (
+            "QAM_EJABBERDCTL",
+            format!("/usr/sbin/ejabberdctl {}", ejabberd.ctl_options().join(" ")),
+        ),
+    ]
 }
 
 fn dovecot_present() -> bool {
@@ -349,12 +368,14 @@ fn start_dovecot(qamd: &Daemon, name: &str) -> Dovecot {
 
 /// `/etc/default/qam-hooks` for this Dovecot (its `-c` as README's `QAM_DOVEADM_ARGS` says
 /// for a non-default instance).
-fn dovecot_defaults(dovecot: &Dovecot) -> String {
-    format!(
-        "QAM_DOVEADM={}\nQAM_DOVEADM_ARGS=-c {}\n",
-        dovecot::DOVEADM,
-        dovecot.config().display()
-    )
+fn dovecot_defaults(dovecot: &Dovecot) -> Vec<(&'static str, String)> {
+    vec![
+        ("QAM_DOVEADM", dovecot::DOVEADM.into()),
+        (
+            "QAM_DOVEADM_ARGS",
+            format!("-c {}", dovecot.config().display()),
+        ),
+    ]
 }
 
 // ---------------------------------------------------------------- deletion, service by service
@@ -366,11 +387,16 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
     }
     let _serial = serial();
     let name = "adapurge";
-    let hooks = HooksDir::new();
-    for event in ["delete", "lock", "password"] {
-        hooks.enable(event, "50-prosody");
-    }
-    let qamd = qamd(&hooks);
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "delete.d/50-prosody",
+            "lock.d/50-prosody",
+            "password.d/50-prosody",
+        ],
+    );
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
     let prosody = start_prosody(&qamd);
     let registered = prosody.ctl(&["register", "bob", "other.localhost", "bob password"]);
@@ -378,9 +404,9 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
 
     // The user's data: two contacts, a message they sent (archived), a file they uploaded,
     // and, once they are offline, a message to them (offline store and archive).
-    let mut bob = session(PROSODY_PORT, "other.localhost", "bob", "bob password", "b")
-        .expect("bob's session");
-    let mut user = session(PROSODY_PORT, "localhost", name, PASSWORD, "v").unwrap_or_else(|err| {
+    let mut bob =
+        live(PROSODY_PORT, "other.localhost", "bob", "bob password").expect("bob's session");
+    let mut user = live(PROSODY_PORT, "localhost", name, PASSWORD).unwrap_or_else(|err| {
         panic!(
             "{err}\nprosody:\n{}\nqamd:\n{}",
             prosody.log_text(),
@@ -424,7 +450,7 @@ fn deleting_a_prosody_user_purges_roster_offline_archive_and_upload() {
         );
     }
 
-    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &prosody_defaults(&prosody));
+    let _qam_hooks = start_hooks(&qamd, hooks.path(), &prosody_defaults(&prosody));
     let host = data.join("localhost");
     let mut host_gone_after = None;
     let started = Instant::now();
@@ -477,11 +503,16 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
     }
     let _serial = serial();
     let name = "benpurge";
-    let hooks = HooksDir::new();
-    for event in ["delete", "lock", "password"] {
-        hooks.enable(event, "51-ejabberd");
-    }
-    let qamd = qamd(&hooks);
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "delete.d/51-ejabberd",
+            "lock.d/51-ejabberd",
+            "password.d/51-ejabberd",
+        ],
+    );
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
     let ejabberd = start_ejabberd(&qamd);
     let ctl = |args: &[&str]| {
@@ -493,18 +524,12 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
     };
     assert!(ctl(&["register", "bob", "builtin.localhost", "bob password"]).0);
 
-    let mut user = session(EJABBERD_PORT, "localhost", name, PASSWORD, "v").expect("session");
+    let mut user = live(EJABBERD_PORT, "localhost", name, PASSWORD).expect("session");
     add_contact(&mut user, "r1", "friend1@example.net");
     add_contact(&mut user, "r2", "friend2@example.net");
     log_out(user);
-    let mut bob = session(
-        EJABBERD_PORT,
-        "builtin.localhost",
-        "bob",
-        "bob password",
-        "b",
-    )
-    .expect("bob's session");
+    let mut bob =
+        live(EJABBERD_PORT, "builtin.localhost", "bob", "bob password").expect("bob's session");
     message(&mut bob, &format!("{name}@localhost"), "a note while away");
     wait_until(within(20), "the offline message to be stored", || {
         ctl(&["get_offline_count", name, "localhost"]).1.trim() == "1"
@@ -514,7 +539,7 @@ fn deleting_an_ejabberd_user_purges_roster_and_offline_messages() {
     let spool = ejabberd.spool();
     let before = holding(&spool, name);
 
-    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &ejabberd_defaults(&ejabberd));
+    let _qam_hooks = start_hooks(&qamd, hooks.path(), &ejabberd_defaults(&ejabberd));
     let (code, out, took, gone_after) = timed_delete(&qamd, name, || {
         !ctl(&["get_roster", name, "localhost"]).1.contains("friend")
             && ctl(&["get_offline_count", name, "localhost"]).1.trim() == "0"
@@ -570,11 +595,16 @@ fn deleting_a_dovecot_user_removes_their_mail_home() {
     }
     let _serial = serial();
     let name = "cypurge";
-    let hooks = HooksDir::new();
-    for event in ["delete", "lock", "password"] {
-        hooks.enable(event, "52-dovecot");
-    }
-    let qamd = qamd(&hooks);
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "delete.d/52-dovecot",
+            "lock.d/52-dovecot",
+            "password.d/52-dovecot",
+        ],
+    );
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
     let dovecot = start_dovecot(&qamd, "del");
     let root = dovecot.mail_root().expect("an IMAP instance").to_owned();
@@ -617,7 +647,7 @@ fn deleting_a_dovecot_user_removes_their_mail_home() {
     let before = holding(&root, name);
     assert!(!before.is_empty());
 
-    let _qam_hooks = QamHooks::start(&qamd.socket, &hooks, &dovecot_defaults(&dovecot));
+    let _qam_hooks = start_hooks(&qamd, hooks.path(), &dovecot_defaults(&dovecot));
     let (code, out, took, gone_after) = timed_delete(&qamd, name, || {
         !home.exists() && holding(&root, name).is_empty()
     });
@@ -656,23 +686,24 @@ fn locking_ends_live_sessions_on_prosody_ejabberd_and_dovecot() {
     }
     let _serial = serial();
     let name = "dalock";
-    let hooks = HooksDir::new();
-    hooks.enable("lock", "50-prosody");
-    hooks.enable("lock", "51-ejabberd");
-    hooks.enable("lock", "52-dovecot");
-    let qamd = qamd(&hooks);
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "lock.d/50-prosody",
+            "lock.d/51-ejabberd",
+            "lock.d/52-dovecot",
+        ],
+    );
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
     let prosody = start_prosody(&qamd);
     let ejabberd = start_ejabberd(&qamd);
     let dovecot = start_dovecot(&qamd, "lock");
-    let defaults = format!(
-        "{}{}{}",
-        prosody_defaults(&prosody),
-        ejabberd_defaults(&ejabberd),
-        dovecot_defaults(&dovecot)
-    );
-    let qam_hooks = QamHooks::start(&qamd.socket, &hooks, &defaults);
-    qam_hooks.wait_listening(&qamd, &hooks);
+    let mut defaults = prosody_defaults(&prosody);
+    defaults.extend(ejabberd_defaults(&ejabberd));
+    defaults.extend(dovecot_defaults(&dovecot));
+    let qam_hooks = start_hooks(&qamd, hooks.path(), &defaults);
 
     // Each hook's floor: one call of the service's control program, as the hooks make them.
     let prosody_floor = baseline("prosodyctl shell", || {
@@ -681,9 +712,8 @@ fn locking_ends_live_sessions_on_prosody_ejabberd_and_dovecot() {
     let ejabberd_floor = baseline("ejabberdctl status", || ejabberd.ctl(&["status"]));
     let dovecot_floor = baseline("doveadm who", || dovecot.doveadm(&["who"]));
 
-    let xmpp_prosody = session(PROSODY_PORT, "localhost", name, PASSWORD, "live").expect("Prosody");
-    let xmpp_ejabberd =
-        session(EJABBERD_PORT, "localhost", name, PASSWORD, "live").expect("ejabberd");
+    let xmpp_prosody = live(PROSODY_PORT, "localhost", name, PASSWORD).expect("Prosody");
+    let xmpp_ejabberd = live(EJABBERD_PORT, "localhost", name, PASSWORD).expect("ejabberd");
     let imap = imap_idle(IMAP_PORT, name, PASSWORD).expect("IMAP IDLE");
     let started = Instant::now();
     let (code, out) = qamctl(&qamd, &["user", "lock", name]);
@@ -738,8 +768,8 @@ fn locking_ends_live_sessions_on_prosody_ejabberd_and_dovecot() {
         );
     }
     // Locked means locked: no new session either.
-    assert!(session(PROSODY_PORT, "localhost", name, PASSWORD, "again").is_err());
-    assert!(session(EJABBERD_PORT, "localhost", name, PASSWORD, "again").is_err());
+    assert!(live(PROSODY_PORT, "localhost", name, PASSWORD).is_err());
+    assert!(live(EJABBERD_PORT, "localhost", name, PASSWORD).is_err());
     assert!(imap_idle(IMAP_PORT, name, PASSWORD).is_err());
 }
 
@@ -766,13 +796,17 @@ fn runs_of(runs: &Path, hook: &str) -> usize {
 fn a_failed_delete_hook_leaves_the_account_locked_and_a_retry_runs_only_that_hook() {
     let _serial = serial();
     let name = "evefail";
-    let hooks = HooksDir::new();
-    let runs = hooks.file("runs");
-    let marker = hooks.file("refuse");
-    hooks.add("delete", "30-steady", &recording(&runs, "30-steady"));
-    hooks.add(
-        "delete",
-        "40-flaky",
+    let hooks = hooks_dir();
+    let runs = hooks.path().join("runs");
+    let marker = hooks.path().join("refuse");
+    add_hook(
+        hooks.path(),
+        "delete.d/30-steady",
+        &recording(&runs, "30-steady"),
+    );
+    add_hook(
+        hooks.path(),
+        "delete.d/40-flaky",
         &format!(
             "{}\nif [ -e '{}' ]; then echo 'refusing: the marker is there' >&2; exit 1; fi",
             recording(&runs, "40-flaky"),
@@ -780,13 +814,11 @@ fn a_failed_delete_hook_leaves_the_account_locked_and_a_retry_runs_only_that_hoo
         ),
     );
     fs::write(&marker, "").expect("marker");
-    let qamd = qamd(&hooks);
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
-    let qam_hooks = QamHooks::start(&qamd.socket, &hooks, "");
-    // A deletion started while qam-hooks asks for its first page reaches it twice (among the
-    // pending deletions and as the event), and its hooks run twice: wait until it listens.
-    qam_hooks.wait_listening(&qamd, &hooks);
-
+    // start_hooks waits until qam-hooks listens: a deletion started while it asks for its
+    // first page reaches it twice (among the pending deletions and as the event).
+    let qam_hooks = start_hooks(&qamd, hooks.path(), &[]);
     let (code, out) = qamctl(&qamd, &["user", "del", name, "--yes"]);
     assert_eq!(code, Some(3), "{out}\n{}", qam_hooks.log_text());
     // The contract's words are "deletion pending: <hooks>"; qamctl says "deletion of `NAME`
@@ -841,13 +873,17 @@ fn a_failed_delete_hook_leaves_the_account_locked_and_a_retry_runs_only_that_hoo
 fn a_deletion_interrupted_by_a_qam_hooks_crash_finishes_after_its_restart() {
     let _serial = serial();
     let name = "finkill";
-    let hooks = HooksDir::new();
-    let runs = hooks.file("runs");
-    let hold = hooks.file("hold");
-    hooks.add("delete", "20-first", &recording(&runs, "20-first"));
-    hooks.add(
-        "delete",
-        "30-slow",
+    let hooks = hooks_dir();
+    let runs = hooks.path().join("runs");
+    let hold = hooks.path().join("hold");
+    add_hook(
+        hooks.path(),
+        "delete.d/20-first",
+        &recording(&runs, "20-first"),
+    );
+    add_hook(
+        hooks.path(),
+        "delete.d/30-slow",
         &format!(
             "{}\nwhile [ -e '{}' ]; do sleep 0.05; done",
             recording(&runs, "30-slow"),
@@ -855,10 +891,9 @@ fn a_deletion_interrupted_by_a_qam_hooks_crash_finishes_after_its_restart() {
         ),
     );
     fs::write(&hold, "").expect("hold");
-    let qamd = qamd(&hooks);
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
-    let mut qam_hooks = QamHooks::start(&qamd.socket, &hooks, "");
-    qam_hooks.wait_listening(&qamd, &hooks);
+    let mut qam_hooks = start_hooks(&qamd, hooks.path(), &[]);
     let admin = qamd
         .qamctl_command(&["user", "del", name, "--yes"])
         .spawn()
@@ -871,7 +906,7 @@ fn a_deletion_interrupted_by_a_qam_hooks_crash_finishes_after_its_restart() {
     assert!(account.locked && account.deleting, "{account:?}");
     // The killed qam-hooks' hook goes on alone; let it end (a host's unit stop kills it).
     fs::remove_file(&hold).expect("release the slow hook");
-    qam_hooks.spawn();
+    qam_hooks.spawn(&qamd, hooks.path());
     let erased = poll_until(within(60), || qamd.lookup(name).is_none());
     let out = admin.wait_with_output().expect("qamctl");
     assert!(
@@ -906,8 +941,8 @@ fn a_deletion_interrupted_by_a_qam_hooks_crash_finishes_after_its_restart() {
 fn a_deleted_name_is_quarantined_unless_an_admin_reuses_it() {
     let _serial = serial();
     let name = "gusreuse";
-    let hooks = HooksDir::new();
-    let qamd = qamd(&hooks);
+    let hooks = hooks_dir();
+    let qamd = qamd(hooks.path());
     qamd.add_user(name, PASSWORD);
     let (code, out) = qamctl(&qamd, &["user", "del", name, "--yes"]);
     assert_eq!(code, Some(0), "{out}");

@@ -5,6 +5,7 @@
 
 use qam_tests::deployment::{join_qam, sysadmin};
 use qam_tests::dovecot::{self, checkpassword_auth, pam_dovecot_file, pam_passdb, Dovecot};
+use qam_tests::hooks::{enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::readme;
 use qam_tests::sshd::{self, Sshd};
 use qam_tests::xmpp::{median, PRODUCTION_HASH};
@@ -546,4 +547,108 @@ fn smtp_auth_plain_and_login_through_the_saslauthd_door() {
             "sasldb2",
         );
     }
+}
+
+/// An IMAP session kept open by python3's imaplib: logs in, selects INBOX (Dovecot makes the
+/// Maildir), says `in`, then on each line of stdin sends NOOP and says `ok` or `closed`.
+const IMAP_SESSION: &str = r#"
+import imaplib, sys
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.login(sys.argv[2], sys.stdin.readline().rstrip("\n"))
+m.select("INBOX")
+print("in", flush=True)
+for line in sys.stdin:
+    try:
+        m.noop()
+        print("ok", flush=True)
+    except Exception as err:
+        print("closed", type(err).__name__, flush=True)
+"#;
+
+/// The shipped Dovecot hooks enabled as README says, run by qam-hooks: a deletion kicks the
+/// user's IMAP session and removes the home Dovecot's userdb names; qamd then erases her.
+#[test]
+fn deletion_through_the_shipped_dovecot_hooks_kicks_and_removes_the_home() {
+    if !imap_present() || !require_peer("/usr/lib/dovecot/checkpassword-reply", "dovecot-core") {
+        return;
+    }
+    let _serial = serial();
+    join_qam("dovecot");
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "lock.d/52-dovecot",
+            "delete.d/52-dovecot",
+            "password.d/52-dovecot",
+        ],
+    );
+    let daemon = Daemon::start_with(&qamd_hooks_table(hooks.path()));
+    daemon.add_user("alice", "alice password 1");
+    daemon.add_user("bob", "bob password 1");
+    let programs = shared_tempdir();
+    let program = programs.path().join("qam-checkpassword");
+    fs::copy(bin("qam-checkpassword"), &program).expect("copy qam-checkpassword");
+    let dovecot = Dovecot::start_imap(
+        &format!("qam-imap-hooks-{}", std::process::id()),
+        15645,
+        &checkpassword_auth(&program, &daemon.socket),
+    );
+    let args = format!("-c {}", dovecot.config().display());
+    let runner = QamHooks::start_with(&daemon, hooks.path(), &[("QAM_DOVEADM_ARGS", &args)]);
+    runner.wait_listening();
+
+    let mut session = Command::new(PYTHON)
+        .args(["-c", IMAP_SESSION, "15645", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imaplib");
+    let mut to_session = session.stdin.take().expect("stdin");
+    let mut from_session = std::io::BufReader::new(session.stdout.take().expect("stdout"));
+    let mut said = String::new();
+    writeln!(to_session, "alice password 1").expect("password");
+    std::io::BufRead::read_line(&mut from_session, &mut said).expect("session output");
+    assert_eq!(said, "in\n", "the IMAP login failed");
+    let home = dovecot.mail_root().expect("IMAP instance").join("alice");
+    assert!(
+        home.join("Maildir").exists(),
+        "no Maildir in {}",
+        home.display()
+    );
+    assert!(mail_login("imap", 15645, "bob", "bob password 1"));
+    // Another user's home beside hers, which the hook must leave alone.
+    let bob = dovecot.mail_root().expect("IMAP instance").join("bob");
+    fs::create_dir_all(bob.join("Maildir")).expect("bob's home");
+
+    let info: qam_client::wire::DeleteInfo = daemon
+        .client()
+        .call(&qam_client::Request::Delete {
+            user: "alice".into(),
+        })
+        .expect("delete");
+    assert!(!info.erased, "the deletion waits for its hooks");
+    let erased = poll_until(within(60), || {
+        !daemon.client().exists("alice").expect("exists")
+    });
+    assert!(erased, "alice was not erased:\n{}", runner.log_text());
+    assert!(!home.exists(), "{} is still there", home.display());
+    assert!(bob.exists(), "bob's home went too");
+
+    writeln!(to_session, "noop").expect("to session");
+    said.clear();
+    std::io::BufRead::read_line(&mut from_session, &mut said).expect("session output");
+    assert!(
+        said.starts_with("closed"),
+        "the session was not ended: {said}"
+    );
+    drop(to_session);
+    let _ = session.wait();
+    let log = runner.log_text();
+    assert!(
+        log.contains("hook ok hook=lock.d/52-dovecot")
+            && log.contains("hook ok hook=delete.d/52-dovecot"),
+        "{log}"
+    );
 }

@@ -1,11 +1,14 @@
 //! qam-extauth against a real qamd and a real ejabberd 23.01: the extauth commands through
-//! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, and login timing.
+//! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, deletion through the shipped
+//! hooks, and login timing.
 
-use qam_client::Password;
+use qam_client::wire::{DeleteInfo, Done};
+use qam_client::{Password, Request};
+use qam_tests::hooks::{enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::identity::Identity;
 use qam_tests::xmpp::{
     bench_runs, compare_logins, extauth_hosts, install_extauth, plain_login, Ejabberd, Login,
-    PRODUCTION_HASH,
+    Session, PRODUCTION_HASH,
 };
 use qam_tests::{bin, require_peer, wait_until, within, Daemon};
 use std::fs;
@@ -396,4 +399,164 @@ fn generic_mode_on_a_pty_answers_without_echo_and_keeps_stderr_clean() {
     drop(master);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// removeuser as nobody (default grants only): false for an account, true once qamd is
+/// deleting it (qam-hooks' `ejabberdctl unregister` gets through, a user's own does not).
+#[test]
+fn removeuser_is_true_only_while_qamd_deletes_the_account() {
+    let hooks = hooks_dir();
+    fs::write(hooks.path().join("delete.d/50-wait"), "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(
+        hooks.path().join("delete.d/50-wait"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let qamd = Daemon::start_with(&qamd_hooks_table(hooks.path()));
+    qamd.add_user("alice", "alice's password");
+    qamd.add_user("bob", "bob's password");
+    // Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
+    fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let program = install_extauth(qamd.dir.path());
+    let mut child = Identity::nobody()
+        .command(program)
+        .arg("--socket")
+        .arg(&qamd.socket)
+        .args(["--domain", "localhost"])
+        .env(qam_client::TRUSTED_ENV, "root")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut extauth = Extauth {
+        stdin: child.stdin.take().unwrap(),
+        stdout: child.stdout.take().unwrap(),
+        generic: false,
+        child,
+    };
+    assert!(!extauth.ask("removeuser:alice:localhost"));
+    // No qam-hooks runs: the deletion stays pending.
+    let info: DeleteInfo = qamd
+        .client()
+        .call(&Request::Delete {
+            user: "alice".into(),
+        })
+        .unwrap();
+    assert!(!info.erased);
+    assert!(extauth.ask("removeuser:alice:localhost"));
+    assert!(extauth.ask("removeuser3:alice:localhost:anything"));
+    assert!(!extauth.ask("removeuser:bob:localhost"));
+    assert!(!extauth.ask("removeuser:nobody:localhost"));
+    let (code, stderr) = extauth.finish();
+    assert_eq!(code, Some(0));
+    assert!(
+        stderr.contains("removeuser on localhost refused"),
+        "{stderr}"
+    );
+    assert!(qamd.client().exists("bob").unwrap());
+}
+
+/// The shipped ejabberd hooks enabled as README says, run by qam-hooks: a lock kicks alice,
+/// a deletion unregisters her through ejabberd (qam-extauth agrees because qamd marks the
+/// account deleting), which purges her roster, then qamd erases her.
+#[test]
+fn shipped_hooks_kick_and_unregister_a_deleted_account_through_ejabberd() {
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "lock.d/51-ejabberd",
+            "delete.d/51-ejabberd",
+            "password.d/51-ejabberd",
+        ],
+    );
+    let Some(servers) = servers(
+        &qamd_hooks_table(hooks.path()),
+        &[("alice", "alice's password"), ("bob", "bob's password")],
+    ) else {
+        return;
+    };
+    // QAM_EJABBERDCTL is split on spaces: a wrapper carries this node's options.
+    let wrapper = hooks.path().join("ejabberdctl");
+    let d = servers.ejabberd.dir.path().display().to_string();
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/sbin/ejabberdctl --config {d}/ejabberd.yml --ctl-config {d}/ejabberdctl.cfg --spool {d}/spool --logs {d}/logs --node {NODE} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = wrapper.display().to_string();
+    let runner = QamHooks::start_with(
+        &servers.qamd,
+        hooks.path(),
+        &[
+            ("QAM_EJABBERD_HOST", "localhost"),
+            ("QAM_EJABBERDCTL", &wrapper),
+        ],
+    );
+    runner.wait_listening();
+
+    let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
+    servers.qamd.lock_user("alice");
+    let closed = session.closed_by_server().unwrap();
+    assert!(closed.contains("kicked"), "{closed}");
+    let _: Done = servers
+        .qamd
+        .client()
+        .call(&Request::Unlock {
+            user: "alice".into(),
+        })
+        .unwrap();
+
+    assert!(ctl_ok(
+        &servers.ejabberd,
+        &[
+            "add_rosteritem",
+            "alice",
+            "localhost",
+            "bob",
+            "localhost",
+            "Bob",
+            "Friends",
+            "both"
+        ]
+    ));
+    let roster = |user: &str| {
+        String::from_utf8_lossy(
+            &servers
+                .ejabberd
+                .ctl(&["get_roster", user, "localhost"])
+                .stdout,
+        )
+        .into_owned()
+    };
+    assert!(roster("alice").contains("bob@localhost"));
+
+    let info: DeleteInfo = servers
+        .qamd
+        .client()
+        .call(&Request::Delete {
+            user: "alice".into(),
+        })
+        .unwrap();
+    assert!(!info.erased, "the deletion waits for its hooks");
+    wait_until(within(90), "alice to be erased", || {
+        !servers.qamd.client().exists("alice").unwrap()
+    });
+    assert_eq!(roster("alice").trim(), "", "ejabberd kept alice's roster");
+    assert!(servers.qamd.client().exists("bob").unwrap());
+    let log = servers.ejabberd.log_text();
+    assert!(!log.contains("removeuser on localhost refused"), "{log}");
+    wait_until(within(30), "qam-hooks to log the erasure", || {
+        runner.log_text().contains("erased")
+    });
+    let log = runner.log_text();
+    assert!(
+        log.contains("hook ok hook=lock.d/51-ejabberd")
+            && log.contains("hook ok hook=delete.d/51-ejabberd"),
+        "{log}"
+    );
 }

@@ -1,9 +1,13 @@
 //! mod_auth_qam in a real Prosody 0.12 (as user `prosody`) against a real qamd: SASL PLAIN
-//! logins, qamd restarts, in-band registration, password change, locking, and login timing.
+//! logins, qamd restarts, in-band registration, password change, locking, deletion through the
+//! shipped hooks, and login timing.
 
+use qam_client::wire::{DeleteInfo, Done};
+use qam_client::Request;
+use qam_tests::hooks::{enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::xmpp::{
     bench_runs, compare_logins, median, plain_login, stream_open_time, xmpp_account, Login,
-    Prosody, PRODUCTION_HASH,
+    Prosody, Session, PRODUCTION_HASH,
 };
 use qam_tests::{bin, require_peer, unread_on_socket, wait_until, within, Daemon};
 use std::io::Write;
@@ -325,4 +329,90 @@ fn a_socket_in_a_directory_others_may_write_is_not_trusted() {
     assert_ne!(refused, Login::Success);
     assert!(log.contains("refusing qamd's socket"), "{log}");
     assert_eq!(login("alice", "alice's password"), Login::Success);
+}
+
+/// The shipped Prosody hooks enabled as README says, run by qam-hooks: a lock ends alice's
+/// session, a deletion goes through the running Prosody (mod_auth_qam agrees because qamd marks
+/// the account deleting), which ends the session and purges her roster, then qamd erases her.
+#[test]
+fn shipped_hooks_end_sessions_and_purge_a_deleted_account_through_prosody() {
+    let hooks = hooks_dir();
+    enable_shipped(
+        hooks.path(),
+        &[
+            "lock.d/50-prosody",
+            "delete.d/50-prosody",
+            "password.d/50-prosody",
+        ],
+    );
+    let Some(servers) = servers("", &qamd_hooks_table(hooks.path())) else {
+        return;
+    };
+    let prosodyctl = format!(
+        "/usr/bin/prosodyctl --config {}",
+        servers.prosody.config.display()
+    );
+    let runner = QamHooks::start_with(
+        &servers.qamd,
+        hooks.path(),
+        &[
+            ("QAM_PROSODY_HOST", "localhost"),
+            ("QAM_PROSODYCTL", &prosodyctl),
+        ],
+    );
+    runner.wait_listening();
+
+    let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
+    servers.qamd.lock_user("alice");
+    let closed = session.closed_by_server().unwrap();
+    assert!(closed.contains("Your account was locked"), "{closed}");
+    let _: Done = servers
+        .qamd
+        .client()
+        .call(&Request::Unlock {
+            user: "alice".into(),
+        })
+        .unwrap();
+
+    let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
+    let answer = session
+        .iq("r1", "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' name='Bob'/></query></iq>")
+        .unwrap();
+    assert!(answer.contains("r1"), "{answer}");
+    let roster = servers
+        .prosody
+        .dir
+        .path()
+        .join("data/localhost/roster/alice.dat");
+    wait_until(within(10), "alice's roster to be stored", || {
+        roster.exists()
+    });
+
+    let erased: DeleteInfo = servers
+        .qamd
+        .client()
+        .call(&Request::Delete {
+            user: "alice".into(),
+        })
+        .unwrap();
+    assert!(!erased.erased, "the deletion waits for its hooks");
+    // lock.d runs first in a deletion: it ends the session.
+    let closed = session.closed_by_server().unwrap();
+    assert!(closed.contains("Your account is being deleted"), "{closed}");
+    wait_until(within(60), "alice to be erased", || {
+        !servers.qamd.client().exists("alice").unwrap()
+    });
+    assert!(!roster.exists(), "Prosody kept alice's roster");
+    let log = servers.prosody.log_text();
+    assert!(log.contains("letting Prosody purge alice"), "{log}");
+    assert!(failed(login("alice", "alice's password")));
+    wait_until(within(30), "qam-hooks to log the erasure", || {
+        runner.log_text().contains("erased")
+    });
+    let log = runner.log_text();
+    assert!(
+        log.contains("hook ok hook=lock.d/50-prosody")
+            && log.contains("hook ok hook=delete.d/50-prosody"),
+        "{log}"
+    );
 }
