@@ -138,16 +138,8 @@ pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<(std::path::PathBuf, usiz
 
 /// How many times `needle` occurs in the raw bytes of every file under `dir`.
 pub fn occurrences(dir: &Path, needle: &[u8]) -> usize {
-    let mut found = 0;
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            found += occurrences(&path, needle);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            found += bytes.windows(needle.len()).filter(|w| *w == needle).count();
-        }
-    }
-    found
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    files_holding(dir, needle).iter().map(|(_, n)| n).sum()
 }
 
 /// User + system CPU seconds of a process (from /proc/PID/stat; USER_HZ is 100 on Linux).
