@@ -2,6 +2,7 @@
 //! door tests: its own config, base and state dirs in a temp dir, driven with `doveadm auth`
 //! or, with IMAP on, by a real IMAP client.
 
+use crate::session::Watched;
 use crate::{poll_until, readme, shown, within};
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -212,7 +213,8 @@ impl Dovecot {
         self.doveadm(&["auth", "lookup", user])
     }
 
-    fn doveadm(&self, args: &[&str]) -> Output {
+    /// `doveadm -c CONFIG ARGS` against this instance.
+    pub fn doveadm(&self, args: &[&str]) -> Output {
         Command::new(DOVEADM)
             .arg("-c")
             .arg(&self.config)
@@ -240,6 +242,37 @@ impl Dovecot {
         );
         text
     }
+}
+
+/// An IMAP session of `user` on 127.0.0.1:`port` (LOGIN, SELECT INBOX, IDLE), watched until
+/// the server ends it (`* BYE` or a close).
+pub fn imap_idle(port: u16, user: &str, password: &str) -> std::io::Result<Watched> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut seen = Vec::new();
+    let mut expect = |stream: &mut std::net::TcpStream, marker: &str| -> std::io::Result<()> {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::other(format!(
+                    "closed before {marker:?}: {}",
+                    String::from_utf8_lossy(&seen)
+                )));
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    };
+    expect(&mut stream, "* OK")?;
+    write!(stream, "a1 LOGIN \"{user}\" \"{password}\"\r\n")?;
+    expect(&mut stream, "a1 OK")?;
+    stream.write_all(b"a2 SELECT INBOX\r\n")?;
+    expect(&mut stream, "a2 OK")?;
+    stream.write_all(b"a3 IDLE\r\n")?;
+    expect(&mut stream, "+ ")?;
+    Watched::new(stream, "* BYE")
 }
 
 impl Drop for Dovecot {

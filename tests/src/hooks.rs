@@ -110,3 +110,11 @@ pub fn enable_shipped(hooks: &Path, ids: &[&str]) {
 pub fn qamd_hooks_table(hooks: &Path) -> String {
     format!("\n[hooks]\ndir = {:?}\n", hooks.display().to_string())
 }
+
+/// A site's own hook `<hooks>/<id>` (`delete.d/40-site`): a shell script running `body`.
+pub fn add_hook(hooks: &Path, id: &str, body: &str) {
+    let path = hooks.join(id);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write hook");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod hook");
+}

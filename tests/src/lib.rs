@@ -9,6 +9,7 @@ pub mod identity;
 pub mod pam;
 pub mod readme;
 pub mod reliability;
+pub mod session;
 pub mod sshd;
 pub mod web;
 pub mod xmpp;
@@ -280,6 +281,43 @@ impl Daemon {
         self.client()
             .call::<NameInfo>(&request)
             .expect("register test user");
+    }
+
+    /// `qamctl --socket SOCKET ARGS` against this daemon (run as the test: root, an admin),
+    /// stdin closed, output captured.
+    pub fn qamctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("qamctl"));
+        command
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `qamctl ARGS` against this daemon to its end, `input` on its stdin.
+    pub fn qamctl(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .qamctl_command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("qamctl {args:?}: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("qamctl {args:?}: {e}"))
+    }
+
+    /// The account `name` as an admin's `lookup` shows it (`None`: no such account).
+    pub fn lookup(&self, name: &str) -> Option<qam_client::wire::Account> {
+        self.client()
+            .call::<qam_client::wire::LookupInfo>(&Request::Lookup { user: name.into() })
+            .expect("lookup")
+            .account
     }
 
     /// Locks an account as admin.

@@ -107,18 +107,39 @@ pub fn code_of(answer: &serde_json::Value) -> String {
     answer["error"]["code"].as_str().unwrap_or("?").to_owned()
 }
 
-/// How many times `needle` occurs in the raw bytes of every file under `dir`.
-pub fn occurrences(dir: &Path, needle: &[u8]) -> usize {
-    let mut found = 0;
-    for entry in std::fs::read_dir(dir).expect("read dir") {
-        let path = entry.expect("dir entry").path();
+/// Every file under `dir` whose raw bytes or path hold `needle`, with how often its bytes do.
+pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<(std::path::PathBuf, usize)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for path in entries.flatten().map(|entry| entry.path()) {
+        let in_path = path.file_name().is_some_and(|name| {
+            name.as_encoded_bytes()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        });
         if path.is_dir() {
-            found += occurrences(&path, needle);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            found += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+            found.extend(files_holding(&path, needle));
+            if in_path {
+                found.push((path, 0));
+            }
+        } else {
+            let count = std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).filter(|w| *w == needle).count())
+                .unwrap_or(0);
+            if count > 0 || in_path {
+                found.push((path, count));
+            }
         }
     }
     found
+}
+
+/// How many times `needle` occurs in the raw bytes of every file under `dir`.
+pub fn occurrences(dir: &Path, needle: &[u8]) -> usize {
+    assert!(dir.is_dir(), "{} is not a directory", dir.display());
+    files_holding(dir, needle).iter().map(|(_, n)| n).sum()
 }
 
 /// User + system CPU seconds of a process (from /proc/PID/stat; USER_HZ is 100 on Linux).

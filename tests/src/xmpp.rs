@@ -94,6 +94,13 @@ impl Session {
         )
     }
 
+    /// Hands the session to a reader thread that records when the server ends it, after
+    /// sending presence (so that messages to the bare JID reach it).
+    pub fn watch(mut self) -> io::Result<crate::session::Watched> {
+        self.stream.write_all(b"<presence/>")?;
+        crate::session::Watched::new(self.stream, "</stream:stream>")
+    }
+
     /// Waits for the server to close the stream; returns what it sent last (its stream error).
     pub fn closed_by_server(&mut self) -> io::Result<String> {
         read_until(&mut self.stream, &["</stream:stream>"])
@@ -206,6 +213,32 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Copies qam-extauth into `dir` where user `ejabberd` can run it, wherever the checkout lives.
+pub fn install_extauth(dir: &Path) -> PathBuf {
+    let program = dir.join("qam-extauth");
+    fs::copy(crate::bin("qam-extauth"), &program).expect("copy qam-extauth");
+    fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod qam-extauth");
+    program
+}
+
+/// ejabberd's `hosts:` and auth settings as README's ejabberd section gives them: `localhost`
+/// authenticated by qam-extauth (`program`, installed from `qamd`'s dir) and
+/// `builtin.localhost` by ejabberd's own store.
+pub fn extauth_hosts(qamd: &crate::Daemon) -> String {
+    let program = install_extauth(qamd.dir.path());
+    format!(
+        "hosts:\n  - localhost\n  - builtin.localhost\nauth_method: [external]\n\
+         extauth_program: \"{} --socket {} --domain localhost\"\nextauth_pool_size: 1\n\
+         auth_use_cache: false\nhost_config:\n  builtin.localhost:\n    auth_method: [internal]\n",
+        program.display(),
+        qamd.socket.display()
+    )
+}
+
 /// A running ejabberd 23.01 node with its own config, spool and logs.
 pub struct Ejabberd {
     pub dir: tempfile::TempDir,
@@ -218,11 +251,17 @@ impl Ejabberd {
     /// Starts ejabberd with a c2s listener on 127.0.0.1:`port` (no TLS) and `hosts_yaml`
     /// (the `hosts:` list and auth settings, e.g. `auth_method: [external]`).
     pub fn start(port: u16, node: &str, hosts_yaml: &str) -> Ejabberd {
+        Ejabberd::start_with(port, node, hosts_yaml, "")
+    }
+
+    /// `start` with `modules_yaml` (more entries of the `modules:` map, indented two spaces:
+    /// `  mod_offline: {}`) beside the test's own.
+    pub fn start_with(port: u16, node: &str, hosts_yaml: &str, modules_yaml: &str) -> Ejabberd {
         let dir = crate::shared_tempdir();
         // Deviates from README on purpose: `starttls: false` on loopback (no certificate).
         let config = format!(
             "{hosts_yaml}\nloglevel: info\nlisten:\n  - port: {port}\n    ip: \"127.0.0.1\"\n    module: ejabberd_c2s\n    starttls: false\n\
-             modules:\n  mod_disco: {{}}\n  mod_roster: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n"
+             modules:\n  mod_disco: {{}}\n  mod_roster: {{}}\n  mod_ping: {{}}\n  mod_admin_extra: {{}}\n{modules_yaml}"
         );
         fs::write(dir.path().join("ejabberd.yml"), config).expect("write ejabberd.yml");
         fs::write(
@@ -258,21 +297,33 @@ impl Ejabberd {
         ejabberd
     }
 
-    fn command(&self) -> Command {
+    /// The options every `ejabberdctl` call against this node starts with.
+    pub fn ctl_options(&self) -> Vec<String> {
         let d = self.dir.path();
+        let path = |name: &str| d.join(name).display().to_string();
+        vec![
+            "--config".into(),
+            path("ejabberd.yml"),
+            "--ctl-config".into(),
+            path("ejabberdctl.cfg"),
+            "--spool".into(),
+            path("spool"),
+            "--logs".into(),
+            path("logs"),
+            "--node".into(),
+            self.node.clone(),
+        ]
+    }
+
+    fn command(&self) -> Command {
         let mut command = Command::new("/usr/sbin/ejabberdctl");
+        command.args(self.ctl_options());
         command
-            .arg("--config")
-            .arg(d.join("ejabberd.yml"))
-            .arg("--ctl-config")
-            .arg(d.join("ejabberdctl.cfg"))
-            .arg("--spool")
-            .arg(d.join("spool"))
-            .arg("--logs")
-            .arg(d.join("logs"))
-            .arg("--node")
-            .arg(&self.node);
-        command
+    }
+
+    /// The node's Mnesia spool directory.
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
     }
 
     /// Runs `ejabberdctl ARGS` against this node.
@@ -337,6 +388,12 @@ impl Prosody {
     /// Starts Prosody on 127.0.0.1:`port` (no TLS, PLAIN allowed, in-band registration on)
     /// with `hosts_lua` (VirtualHost sections with their `authentication`).
     pub fn start(port: u16, hosts_lua: &str) -> Prosody {
+        Prosody::start_with(port, "", hosts_lua)
+    }
+
+    /// `start` with `globals` (global Lua lines) after the test's own, which they may override
+    /// (a later assignment wins: `modules_enabled`, `http_ports`).
+    pub fn start_with(port: u16, globals: &str, hosts_lua: &str) -> Prosody {
         let dir = crate::shared_tempdir();
         let d = dir.path().display().to_string();
         // The module is copied so Prosody's user can read it wherever the checkout lives.
@@ -367,6 +424,7 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 allow_registration = true
 min_seconds_between_registrations = 0
+{globals}
 {hosts_lua}
 "#,
             plugins = plugins.display()
@@ -411,6 +469,11 @@ min_seconds_between_registrations = 0
             .stdin(Stdio::null())
             .output()
             .expect("run prosodyctl")
+    }
+
+    /// Prosody's `data_path`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Prosody's log.

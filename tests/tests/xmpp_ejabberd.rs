@@ -7,13 +7,13 @@ use qam_client::{Password, Request};
 use qam_tests::hooks::{enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::identity::Identity;
 use qam_tests::xmpp::{
-    bench_runs, compare_logins, plain_login, Ejabberd, Login, Session, PRODUCTION_HASH,
+    bench_runs, compare_logins, extauth_hosts, install_extauth, plain_login, Ejabberd, Login,
+    Session, PRODUCTION_HASH,
 };
 use qam_tests::{bin, require_peer, wait_until, within, Daemon};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,26 +29,10 @@ static EJABBERD: Mutex<()> = Mutex::new(());
 const QAMD_FOR_EJABBERD: &str = "registration_open = true\n\
     [permissions.users]\nejabberd = [\"verify\", \"exists\", \"register\", \"set_password\"]\n";
 
-/// Copies qam-extauth where user `ejabberd` can run it, wherever the checkout lives.
-fn install_extauth(dir: &Path) -> PathBuf {
-    let program = dir.join("qam-extauth");
-    fs::copy(bin("qam-extauth"), &program).unwrap();
-    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
-    program
-}
-
 /// ejabberd with `localhost` authenticated by qam-extauth and `builtin.localhost` by
 /// ejabberd's own store.
 fn start_ejabberd(qamd: &Daemon) -> Ejabberd {
-    let program = install_extauth(qamd.dir.path());
-    let hosts = format!(
-        "hosts:\n  - localhost\n  - builtin.localhost\nauth_method: [external]\n\
-         extauth_program: \"{} --socket {} --domain localhost\"\nextauth_pool_size: 1\n\
-         auth_use_cache: false\nhost_config:\n  builtin.localhost:\n    auth_method: [internal]\n",
-        program.display(),
-        qamd.socket.display()
-    );
-    Ejabberd::start(PORT, NODE, &hosts)
+    Ejabberd::start(PORT, NODE, &extauth_hosts(qamd))
 }
 
 /// One test's qamd and ejabberd, holding the file's lock; fields drop in order, so the
