@@ -93,6 +93,13 @@ pub async fn run(
         config.socket.display(),
         if activated { " (socket-activated)" } else { "" }
     ));
+    // A waiting `events` call (qam-hooks) must not hold the stop up.
+    let mut stopping = shutdown.clone();
+    let waits = Arc::clone(&state);
+    tokio::spawn(async move {
+        stopping.recv().await;
+        waits.accounts.end_event_waits();
+    });
     Listener::new(
         listener,
         Arc::clone(&state),

@@ -3,6 +3,7 @@
 
 use qam_client::wire::{AccountEvent, EventKind};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,6 +19,8 @@ pub struct Events {
     log: Mutex<Log>,
     /// The number the next event gets; watched by the readers waiting for one.
     next: watch::Sender<u64>,
+    /// qamd is stopping: readers stop waiting, so no connection holds the stop up.
+    stopping: AtomicBool,
 }
 
 /// The kept events.
@@ -43,6 +46,7 @@ impl Events {
                 events: VecDeque::new(),
             }),
             next: watch::Sender::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -68,6 +72,12 @@ impl Events {
         self.next.send_replace(next);
     }
 
+    /// Ends every wait now and every later one at once (qamd is stopping).
+    pub fn end_waits(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.next.send_modify(|_| {});
+    }
+
     /// The number the next event will get.
     pub fn next(&self) -> u64 {
         *self.next.borrow()
@@ -77,7 +87,8 @@ impl Events {
     /// when there is none yet; and the cursor after them.
     pub async fn after(&self, since: u64, wait: Duration) -> (Vec<AccountEvent>, u64) {
         let mut watcher = self.next.subscribe();
-        let _ = tokio::time::timeout(wait, watcher.wait_for(|next| *next > since)).await;
+        let arrived = |next: &u64| *next > since || self.stopping.load(Ordering::Relaxed);
+        let _ = tokio::time::timeout(wait, watcher.wait_for(arrived)).await;
         let log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());
         let skip = since.saturating_sub(log.first) as usize;
         let events = log.events.iter().skip(skip).cloned().collect();
@@ -110,6 +121,20 @@ mod tests {
         let (seen, next) = waiting.await.unwrap();
         assert_eq!(next, 2);
         assert_eq!(seen[0].event, EventKind::Password);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_waits() {
+        let events = std::sync::Arc::new(Events::new());
+        let stopper = std::sync::Arc::clone(&events);
+        let waiting = tokio::spawn(async move { events.after(0, Duration::from_secs(60)).await });
+        tokio::task::yield_now().await;
+        stopper.end_waits();
+        let (seen, next) = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ended with the stop")
+            .unwrap();
+        assert_eq!((seen.len(), next), (0, 0));
     }
 
     #[tokio::test]

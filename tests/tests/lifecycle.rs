@@ -311,6 +311,7 @@ fn start_prosody(qamd: &Daemon) -> Prosody {
 fn prosody_defaults(prosody: &Prosody) -> Vec<(&'static str, String)> {
     vec![
         ("QAM_PROSODY_HOST", "localhost".into()),
+        ("QAM_PROSODY_UPLOAD_HOST", "upload.localhost".into()),
         (
             "QAM_PROSODYCTL",
             format!("/usr/bin/prosodyctl --config {}", prosody.config.display()),

@@ -190,6 +190,12 @@ impl Accounts {
         self.settings.get()
     }
 
+    /// Answers every waiting `events` call at once, and later ones without waiting: qamd
+    /// is stopping.
+    pub fn end_event_waits(&self) {
+        self.events.end_waits();
+    }
+
     /// Replaces the settings (config reload).
     pub fn set_settings(&self, settings: Settings) {
         self.settings.replace(settings);
