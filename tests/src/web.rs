@@ -49,12 +49,31 @@ impl Reply {
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` (`Connection: close`), answer read whole.
 pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    http_to(
+        &format!("127.0.0.1:{port}"),
+        port,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` for the virtual host `authority` (its `Host:`).
+pub fn http_to(
+    authority: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect for HTTP");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {

@@ -107,6 +107,20 @@ impl Session {
     }
 }
 
+/// Locks `user` in `qamd` while a session of theirs is open on `port` (domain `localhost`);
+/// answers what the server sent as it closed the session, after unlocking the account again.
+pub fn lock_ends_a_session(qamd: &crate::Daemon, port: u16, user: &str, password: &str) -> String {
+    let mut session = Session::open(port, "localhost", user, password).expect("a session");
+    qamd.lock_user(user);
+    let closed = session
+        .closed_by_server()
+        .expect("the server closes the session");
+    qamd.client()
+        .call::<qam_client::wire::Done>(&qam_client::Request::Unlock { user: user.into() })
+        .expect("unlock");
+    closed
+}
+
 /// Time from opening a c2s stream to `domain` to receiving its features: how quickly the
 /// server's event loop serves a new client.
 pub fn stream_open_time(port: u16, domain: &str) -> io::Result<Duration> {

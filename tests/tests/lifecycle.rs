@@ -10,8 +10,7 @@ use qam_tests::session::Watched;
 use qam_tests::xmpp::{extauth_hosts, median, Ejabberd, Prosody, Session};
 use qam_tests::{bin, poll_until, require_peer, shown, wait_until, within, Daemon};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -218,28 +217,9 @@ fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("a port in the URL");
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to Prosody's http");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("send request");
-    stream.write_all(body).expect("send body");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status: {answer}"))
+    let reply = qam_tests::web::http_to(authority, port, method, path, headers, body);
+    assert_ne!(reply.status, 0, "no HTTP status from {url}");
+    reply.status
 }
 
 /// Uploads `content` as `name` through XEP-0363 to `service`; answers the file's GET URL.

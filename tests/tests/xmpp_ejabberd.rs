@@ -2,13 +2,13 @@
 //! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, deletion through the shipped
 //! hooks, and login timing.
 
-use qam_client::wire::{DeleteInfo, Done};
+use qam_client::wire::DeleteInfo;
 use qam_client::{Password, Request};
 use qam_tests::hooks::{enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::identity::Identity;
 use qam_tests::xmpp::{
-    bench_runs, compare_logins, extauth_hosts, install_extauth, plain_login, Ejabberd, Login,
-    Session, PRODUCTION_HASH,
+    bench_runs, compare_logins, extauth_hosts, install_extauth, lock_ends_a_session, plain_login,
+    Ejabberd, Login, PRODUCTION_HASH,
 };
 use qam_tests::{bin, require_peer, wait_until, within, Daemon};
 use std::fs;
@@ -183,6 +183,30 @@ impl Extauth {
         }
     }
 
+    /// qam-extauth installed as README says, run by `nobody` (a peer without grants).
+    /// Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
+    fn start_as_nobody(qamd: &Daemon) -> Extauth {
+        fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
+        let program = install_extauth(qamd.dir.path());
+        let mut child = Identity::nobody()
+            .command(program)
+            .arg("--socket")
+            .arg(&qamd.socket)
+            .args(["--domain", "localhost"])
+            .env(qam_client::TRUSTED_ENV, "root")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Extauth {
+            stdin: child.stdin.take().unwrap(),
+            stdout: child.stdout.take().unwrap(),
+            generic: false,
+            child,
+        }
+    }
+
     /// Sends one request and returns its answer.
     fn ask(&mut self, request: &str) -> bool {
         if self.generic {
@@ -294,26 +318,7 @@ fn setpass_and_tryregister_need_grants_and_are_refused_without() {
     // A qamd whose config grants this (non-admin) peer nothing beyond the defaults.
     let qamd = Daemon::start_with("registration_open = true\n");
     qamd.add_user("alice", "right password");
-    // Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
-    fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
-    let program = install_extauth(qamd.dir.path());
-    let mut child = Identity::nobody()
-        .command(program)
-        .arg("--socket")
-        .arg(&qamd.socket)
-        .args(["--domain", "localhost"])
-        .env(qam_client::TRUSTED_ENV, "root")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut extauth = Extauth {
-        stdin: child.stdin.take().unwrap(),
-        stdout: child.stdout.take().unwrap(),
-        generic: false,
-        child,
-    };
+    let mut extauth = Extauth::start_as_nobody(&qamd);
     assert!(extauth.ask("auth:alice:localhost:right password"));
     assert!(!extauth.ask("setpass:alice:localhost:stolen password"));
     assert!(!extauth.ask("tryregister:eve:localhost:eve's password"));
@@ -415,26 +420,7 @@ fn removeuser_is_true_only_while_qamd_deletes_the_account() {
     let qamd = Daemon::start_with(&qamd_hooks_table(hooks.path()));
     qamd.add_user("alice", "alice's password");
     qamd.add_user("bob", "bob's password");
-    // Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
-    fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
-    let program = install_extauth(qamd.dir.path());
-    let mut child = Identity::nobody()
-        .command(program)
-        .arg("--socket")
-        .arg(&qamd.socket)
-        .args(["--domain", "localhost"])
-        .env(qam_client::TRUSTED_ENV, "root")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut extauth = Extauth {
-        stdin: child.stdin.take().unwrap(),
-        stdout: child.stdout.take().unwrap(),
-        generic: false,
-        child,
-    };
+    let mut extauth = Extauth::start_as_nobody(&qamd);
     assert!(!extauth.ask("removeuser:alice:localhost"));
     // No qam-hooks runs: the deletion stays pending.
     let info: DeleteInfo = qamd
@@ -499,17 +485,8 @@ fn shipped_hooks_kick_and_unregister_a_deleted_account_through_ejabberd() {
     );
     runner.wait_listening();
 
-    let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
-    servers.qamd.lock_user("alice");
-    let closed = session.closed_by_server().unwrap();
+    let closed = lock_ends_a_session(&servers.qamd, PORT, "alice", "alice's password");
     assert!(closed.contains("kicked"), "{closed}");
-    let _: Done = servers
-        .qamd
-        .client()
-        .call(&Request::Unlock {
-            user: "alice".into(),
-        })
-        .unwrap();
 
     assert!(ctl_ok(
         &servers.ejabberd,

@@ -6,8 +6,8 @@ use qam_client::wire::{DeleteInfo, Done};
 use qam_client::Request;
 use qam_tests::hooks::{enable_shipped, hooks_dir, qamd_hooks_table, QamHooks};
 use qam_tests::xmpp::{
-    bench_runs, compare_logins, median, plain_login, stream_open_time, xmpp_account, Login,
-    Prosody, Session, PRODUCTION_HASH,
+    bench_runs, compare_logins, lock_ends_a_session, median, plain_login, stream_open_time,
+    xmpp_account, Login, Prosody, Session, PRODUCTION_HASH,
 };
 use qam_tests::{bin, require_peer, unread_on_socket, wait_until, within, Daemon};
 use std::io::Write;
@@ -362,17 +362,8 @@ fn shipped_hooks_end_sessions_and_purge_a_deleted_account_through_prosody() {
     );
     runner.wait_listening();
 
-    let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
-    servers.qamd.lock_user("alice");
-    let closed = session.closed_by_server().unwrap();
+    let closed = lock_ends_a_session(&servers.qamd, PORT, "alice", "alice's password");
     assert!(closed.contains("Your account was locked"), "{closed}");
-    let _: Done = servers
-        .qamd
-        .client()
-        .call(&Request::Unlock {
-            user: "alice".into(),
-        })
-        .unwrap();
 
     // A password change ends the sessions started with the old one.
     let mut session = Session::open(PORT, "localhost", "alice", "alice's password").unwrap();
