@@ -10,6 +10,7 @@
 use qam_client::wire::{HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request, TrustedDaemon};
 use qam_tests::container::{self, Container, Script};
+use qam_tests::deployment::MAX_HOOKS_EXPOSURE;
 use qam_tests::xmpp;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -451,23 +452,26 @@ fn check_running_services(box_: &Container) {
             );
         }
 
-        let security = box_.ok(Script::new(&format!(
-            "systemd-analyze security --no-pager {service}"
-        )));
-        let exposure = security
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(&format!("→ Overall exposure level for {service}: "))
-            })
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|number| number.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{service}: no exposure level in:\n{security}"));
-        println!("FIGURE systemd: {service} exposure online {exposure}");
-        assert!(
-            exposure <= MAX_EXPOSURE,
-            "{service}: exposure {exposure} above {MAX_EXPOSURE}:\n{security}"
-        );
+        assert_exposure_at_most(box_, service, MAX_EXPOSURE);
     }
+}
+
+/// `systemd-analyze security` of the running `service` is at most `bound`.
+fn assert_exposure_at_most(box_: &Container, service: &str, bound: f64) {
+    let security = box_.ok(Script::new(&format!(
+        "systemd-analyze security --no-pager {service}"
+    )));
+    let exposure = security
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("→ Overall exposure level for {service}: ")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{service}: no exposure level in:\n{security}"));
+    println!("FIGURE systemd: {service} exposure online {exposure}");
+    assert!(
+        exposure <= bound,
+        "{service}: exposure {exposure} above {bound}:\n{security}"
+    );
 }
 
 /// Lines at priority warning or worse that qam's units logged (after `cursor` when given).
@@ -1287,4 +1291,9 @@ fn qam_hooks_service_runs_a_deletion_under_its_hardening() {
     ));
     assert!(journal.contains("erased"), "{journal}");
     assert!(!journal.contains("hook failed"), "{journal}");
+    assert_exposure_at_most(&box_, "qam-hooks.service", MAX_HOOKS_EXPOSURE);
+    let warnings = box_.ok(Script::new(
+        "journalctl -q --no-pager -p warning -o short-monotonic -u qam-hooks.service",
+    ));
+    assert!(warnings.trim().is_empty(), "qam-hooks warned:\n{warnings}");
 }

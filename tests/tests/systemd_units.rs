@@ -3,6 +3,7 @@
 
 use qam_client::wire::{HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request};
+use qam_tests::deployment::MAX_HOOKS_EXPOSURE;
 use qam_tests::identity::{Identity, SETPRIV};
 use qam_tests::{
     bin, poll_until, require_peer, shared_tempdir, within, workspace_root, Daemon, CHEAP_HASH,
@@ -98,10 +99,6 @@ fn service_exposure_is_at_most_1_5() {
         "qamd.service exposure {exposure} is above {MAX_EXPOSURE}:\n{stdout}"
     );
 }
-
-/// qam-hooks runs as root (its hooks switch users and remove mail homes): its unit keeps what
-/// hardening they allow; README explains the rest. 3.0 when written.
-const MAX_HOOKS_EXPOSURE: f64 = 3.5;
 
 #[test]
 fn qam_hooks_unit_passes_verify_and_keeps_its_hardening() {
