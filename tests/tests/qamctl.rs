@@ -702,7 +702,7 @@ fn a_debug_window_ends_by_itself_and_logs_no_password() {
             .verify("alice", &qam_client::Password::from(password))
             .unwrap()
     };
-    let debug_lines = || daemon.log_text().matches("verify accepted").count();
+    let debug_lines = || daemon.log_text().match_indices("verify accepted").count();
     assert!(verify(&mut client, "Debug-Window-Secret-1"));
     assert_eq!(debug_lines(), 0, "{}", daemon.log_text());
     let opened = ok(&daemon, &["debug", "on", "--for", "3s"], "");

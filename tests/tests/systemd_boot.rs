@@ -675,19 +675,16 @@ fn readme_install_steps_under_a_real_systemd() {
 
     // A changed setting, applied by `systemctl reload qamd` without a restart.
     let pid = main_pid(&box_, "qamd.service");
-    let status = || box_.ok(Script::new("qamctl status"));
-    assert!(
-        status().contains("registration      closed"),
-        "{}",
-        status()
-    );
+    let status = || box_.ok(Script::new("qamctl status --json"));
+    let registration_open = || status().contains("\"registration_open\": true");
+    assert!(!registration_open(), "{}", status());
     box_.ok(Script::new(
         "sed -i 's/^#registration_open = false/registration_open = true/' /etc/qam/qamd.toml \
          && grep -qx 'registration_open = true' /etc/qam/qamd.toml",
     ));
     box_.ok(Script::new("systemctl reload qamd"));
     box_.wait_for("registration open after the reload", || {
-        status().contains("registration      open").then_some(())
+        registration_open().then_some(())
     });
     assert_eq!(
         main_pid(&box_, "qamd.service"),
