@@ -37,6 +37,13 @@ macro_rules! operations {
                 }
             }
 
+            /// The names of the request's fields, in the table's order (protocol.md's).
+            pub fn fields(self) -> &'static [&'static str] {
+                match self {
+                    $(Op::$variant => &[$($(stringify!($field)),*)?],)*
+                }
+            }
+
             /// Whether each call is logged with the peer for the audit trail.
             pub fn is_audited(self) -> bool {
                 match self {

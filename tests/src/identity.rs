@@ -83,6 +83,12 @@ impl Identity {
         ]
     }
 
+    /// The same setpriv command line as one string, for a shell script (in a container, say)
+    /// to put before the command it runs as this identity.
+    pub fn shell_prefix(&self) -> String {
+        self.argv().join(" ")
+    }
+
     /// `program` run as this identity; its arguments follow as usual.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let argv = self.argv();

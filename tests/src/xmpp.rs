@@ -31,18 +31,24 @@ fn open_stream(port: u16, domain: &str) -> io::Result<(TcpStream, String)> {
     Ok((stream, features))
 }
 
+/// Sends SASL PLAIN for `user` on an open stream; returns the server's `<success` or
+/// `<failure>` answer.
+fn sasl_plain(stream: &mut TcpStream, user: &str, password: &str) -> io::Result<String> {
+    let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
+    write!(
+        stream,
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+    )?;
+    read_until(stream, &["<success", "</failure>"])
+}
+
 /// Opens a c2s stream to `domain` on 127.0.0.1:`port` and tries SASL PLAIN once.
 pub fn plain_login(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Login> {
     let (mut stream, features) = open_stream(port, domain)?;
     if !features.contains(">PLAIN<") {
         return Err(io::Error::other(format!("PLAIN not offered: {features}")));
     }
-    let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
-    write!(
-        stream,
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-    )?;
-    let answer = read_until(&mut stream, &["<success", "</failure>"])?;
+    let answer = sasl_plain(&mut stream, user, password)?;
     let _ = stream.write_all(b"</stream:stream>");
     if answer.contains("<success") {
         Ok(Login::Success)
@@ -62,12 +68,7 @@ impl Session {
     /// Logs `user` in on 127.0.0.1:`port` and binds a resource.
     pub fn open(port: u16, domain: &str, user: &str, password: &str) -> io::Result<Session> {
         let (mut stream, _) = open_stream(port, domain)?;
-        let token = Base64::encode_string(format!("\0{user}\0{password}").as_bytes());
-        write!(
-            stream,
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
-        )?;
-        let answer = read_until(&mut stream, &["<success", "</failure>"])?;
+        let answer = sasl_plain(&mut stream, user, password)?;
         if !answer.contains("<success") {
             return Err(io::Error::other(format!("login refused: {answer}")));
         }

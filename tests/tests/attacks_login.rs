@@ -437,7 +437,7 @@ fn a_refusal_costs_the_current_parameters_whatever_the_stored_hash() {
     figure(format!(
         "7 timing: a mistyped password for an account hashed at m=256,t=1 {old:?}, at the current m=19456,t=2 {current:?}"
     ));
-    // Without the top-up the cheap refusal takes about 1 % of the current one.
+    // Without the top-up the cheap hash's refusal is a small fraction of the current one's.
     assert!(
         old.as_secs_f64() >= current.as_secs_f64() * 0.5,
         "a cheap hash answers denied in {old:?}, a current one in {current:?}"

@@ -742,3 +742,47 @@ fn the_client_library_example_verifies_against_a_real_daemon() {
     assert_eq!(run("correct horse"), Some(0));
     assert_eq!(run("wrong horse"), Some(1));
 }
+
+/// protocol.md documents every operation with the fields its request takes (a heading or an
+/// item `name {field, optional?}`, or `name` → for one without fields) and every error code (a
+/// row of the table): the doc and the types change together.
+#[test]
+fn protocol_md_names_every_operation_its_fields_and_every_error_code() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../protocol.md"))
+        .expect("protocol.md at the workspace root");
+    for op in qam_client::wire::Op::ALL {
+        let name = op.as_str();
+        let with_fields = format!("`{name} {{");
+        let heading = format!("### {name} {{");
+        let documented: Option<Vec<&str>> = doc.lines().find_map(|line| {
+            let start = line
+                .find(&with_fields)
+                .map(|at| at + with_fields.len())
+                .or_else(|| line.starts_with(&heading).then_some(heading.len()))?;
+            let end = start + line[start..].find('}')?;
+            Some(
+                line[start..end]
+                    .split(", ")
+                    .map(|field| field.trim_end_matches('?'))
+                    .collect(),
+            )
+        });
+        match documented {
+            Some(fields) => assert_eq!(fields, op.fields(), "protocol.md's fields of `{name}`"),
+            None => assert!(
+                op.fields().is_empty()
+                    && doc.lines().any(|line| line == format!("### {name}")
+                        || line.contains(&format!("`{name}` →"))),
+                "protocol.md does not document `{name}`"
+            ),
+        }
+    }
+    for code in qam_client::ErrorCode::ALL {
+        let row = format!("| `{}` |", code.as_str());
+        assert!(
+            doc.lines().any(|line| line.starts_with(&row)),
+            "protocol.md's error table has no row for `{}`",
+            code.as_str()
+        );
+    }
+}

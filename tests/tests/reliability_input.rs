@@ -4,7 +4,7 @@
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use qam_client::wire::{decode_request, encode_request, ExportRecord};
+use qam_client::wire::{decode_request, encode_request, ExportRecord, Op};
 use qam_client::{ErrorCode, Password, Request};
 use qam_tests::reliability::{code_of, figure, raw_lines, size, Rng};
 use qam_tests::{bin, Daemon};
@@ -42,43 +42,27 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const FIELDS: [&str; 11] = [
-    "id",
-    "op",
-    "user",
-    "password",
-    "old_password",
-    "new_password",
-    "after",
-    "limit",
-    "records",
-    "replace",
-    "dry_run",
-];
-const OPS: [&str; 16] = [
-    "hello",
-    "verify",
-    "exists",
-    "lookup",
-    "register",
-    "change_password",
-    "set_password",
-    "delete",
-    "lock",
-    "unlock",
-    "list",
-    "status",
-    "export",
-    "import",
-    "fly",
-    "",
-];
+/// Every operation's wire name, and names of none.
+fn op_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = Op::ALL.iter().map(|op| op.as_str()).collect();
+    names.extend(["fly", ""]);
+    names
+}
+
+/// Every field any request takes, and the envelope's `id` and `op`.
+fn field_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = Op::ALL.iter().flat_map(|op| op.fields()).copied().collect();
+    names.extend(["id", "op"]);
+    names.sort_unstable();
+    names.dedup();
+    names
+}
 
 /// Request-shaped objects: real and fake op names, each field absent or of any JSON type.
 fn request_object() -> impl Strategy<Value = Value> {
     (
-        prop::sample::select(&OPS[..]),
-        vec((prop::sample::select(&FIELDS[..]), json_value()), 0..6),
+        prop::sample::select(op_names()),
+        vec((prop::sample::select(field_names()), json_value()), 0..6),
         any::<bool>(),
     )
         .prop_map(|(op, fields, with_op)| {
@@ -348,6 +332,7 @@ fn qamd_answers_every_hostile_line_and_keeps_the_connection() {
     let mut rng = Rng::from_clock("hostile lines");
     let count = size(1_500, 50_000);
     let mut lines: Vec<Vec<u8>> = Vec::with_capacity(count + 1);
+    let ops = op_names();
     for n in 0..count {
         let len = rng.below(200) as usize;
         let mut line: Vec<u8> = (0..len)
@@ -358,7 +343,7 @@ fn qamd_answers_every_hostile_line_and_keeps_the_connection() {
             // Mostly valid JSON with a random field, so the decoder goes deep.
             line = format!(
                 r#"{{"id":{n},"op":"{}","user":{},"password":"{}"}}"#,
-                OPS[rng.below(OPS.len() as u64) as usize],
+                ops[rng.below(ops.len() as u64) as usize],
                 ["\"alice\"", "7", "null", "[]", "{}", "\"\\u0000\""][rng.below(6) as usize],
                 "p".repeat(rng.below(20) as usize),
             )

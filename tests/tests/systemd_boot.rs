@@ -11,6 +11,7 @@ use qam_client::wire::{HelloInfo, NameInfo};
 use qam_client::{Client, ClientOptions, Password, Request, TrustedDaemon};
 use qam_tests::container::{self, Container, Script};
 use qam_tests::deployment::MAX_HOOKS_EXPOSURE;
+use qam_tests::identity::Identity;
 use qam_tests::xmpp;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -418,12 +419,12 @@ fn check_running_services(box_: &Container) {
         ]);
         places.sort_unstable();
         places.dedup();
+        let as_user = Identity::new(user, user).with_user_groups().shell_prefix();
         let probe = places
             .iter()
             .map(|place| {
                 format!(
-                    "if setpriv --reuid={user} --regid={user} --init-groups \
-                       touch '{place}/.qam-write-probe' 2>/dev/null; then \
+                    "if {as_user} touch '{place}/.qam-write-probe' 2>/dev/null; then \
                        rm -f '{place}/.qam-write-probe'; echo '{place}'; fi"
                 )
             })
@@ -621,15 +622,12 @@ fn readme_install_steps_under_a_real_systemd() {
     assert!(verify(&box_, "alice", "correct horse battery"));
     assert!(!verify(&box_, "alice", "wrong horse"));
     // Abuse: a user outside a socket's group cannot even reach it.
+    let nobody = Identity::new("nobody", "nogroup").shell_prefix();
     for SocketRow { path, .. } in sockets() {
-        let outsider = box_.run(Script::new(&format!(
-            "setpriv --reuid=nobody --regid=nogroup --clear-groups test -w {path}"
-        )));
+        let outsider = box_.run(Script::new(&format!("{nobody} test -w {path}")));
         assert!(!outsider.status.success(), "nobody may write to {path}");
     }
-    let outsider = box_.run(Script::new(
-        "setpriv --reuid=nobody --regid=nogroup --clear-groups qamctl status",
-    ));
+    let outsider = box_.run(Script::new(&format!("{nobody} qamctl status")));
     assert!(
         !outsider.status.success()
             && String::from_utf8_lossy(&outsider.stderr).contains("Permission denied"),
@@ -773,21 +771,22 @@ fn pam_and_prosody_through_the_packaged_modules() {
          && printf 'auth     required pam_qam.so\\naccount  required pam_qam.so\\n' \
             > /etc/pam.d/qam-pam-client",
     ));
+    let pam_client = Identity::new("qam-pam-client", "qam-pam-client")
+        .with_user_groups()
+        .shell_prefix();
     let pamtester = |user: &str, password: &str| {
         box_.run(
             Script::new(&format!(
-                "setpriv --reuid=qam-pam-client --regid=qam-pam-client --init-groups \
-                 pamtester qam-pam-client {user} authenticate acct_mgmt"
+                "{pam_client} pamtester qam-pam-client {user} authenticate acct_mgmt"
             ))
             .stdin(&format!("{password}\n")),
         )
     };
     // Abuse: a service in group `qam` is no admin: it cannot create accounts.
     let mallory = box_.run(
-        Script::new(
-            "setpriv --reuid=qam-pam-client --regid=qam-pam-client --init-groups \
-             qamctl user add mallory --password-stdin",
-        )
+        Script::new(&format!(
+            "{pam_client} qamctl user add mallory --password-stdin"
+        ))
         .stdin("mallory password\n"),
     );
     assert!(!mallory.status.success(), "{}", container::shown(&mallory));
@@ -812,18 +811,16 @@ fn pam_and_prosody_through_the_packaged_modules() {
     ));
     let login = |password: &'static str| {
         box_.in_network(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match xmpp::plain_login(5222, "localhost", "alice", password) {
-                    Err(e)
-                        if e.kind() == ErrorKind::ConnectionRefused
-                            && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    other => break other,
-                }
-            }
+            // Prosody's restart returns before it listens: wait until it stops refusing.
+            let mut login = None;
+            qam_tests::poll_until(qam_tests::within(30), || {
+                let attempt = xmpp::plain_login(5222, "localhost", "alice", password);
+                let refused =
+                    matches!(&attempt, Err(e) if e.kind() == ErrorKind::ConnectionRefused);
+                login = Some(attempt);
+                !refused
+            });
+            login.expect("poll_until looks at least once")
         })
     };
     let right = login("correct horse battery");
@@ -1005,9 +1002,8 @@ fn nss_through_the_userdb_socket() {
     let record = box_.ok(Script::new("userdbctl user alice"));
     assert!(record.contains("io.qam"), "{record}");
     // Abuse: what any local user (or root) gets from the public socket holds no hash.
-    let as_nobody = box_.ok(Script::new(
-        "setpriv --reuid=nobody --regid=nogroup --clear-groups userdbctl -j user alice",
-    ));
+    let nobody = Identity::new("nobody", "nogroup").shell_prefix();
+    let as_nobody = box_.ok(Script::new(&format!("{nobody} userdbctl -j user alice")));
     let shadow = box_.run(Script::new("getent shadow alice"));
     for answer in [as_nobody.as_str(), &String::from_utf8_lossy(&shadow.stdout)] {
         assert!(!answer.contains("argon2"), "a hash reached NSS: {answer}");

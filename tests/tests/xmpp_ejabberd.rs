@@ -157,15 +157,35 @@ fn sasl_plain_login_over_c2s() {
 
 /// qam-extauth on pipes, as ejabberd (or mod_auth_external) runs it.
 struct Extauth {
+    /// The process, killed when the test drops it.
     child: Child,
+    /// Where ejabberd's framed requests are written.
     stdin: ChildStdin,
+    /// Where its framed answers are read.
     stdout: ChildStdout,
+    /// Started with `--protocol generic`: answers are lines, not ejabberd's frames.
     generic: bool,
 }
 
 impl Extauth {
+    /// qam-extauth from the build, run as root with `extra` options.
     fn start(qamd: &Daemon, extra: &[&str]) -> Extauth {
-        let mut child = Command::new(bin("qam-extauth"))
+        Extauth::spawn(Command::new(bin("qam-extauth")), qamd, extra)
+    }
+
+    /// qam-extauth installed as README says, run by `nobody` (a peer without grants).
+    /// Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
+    fn start_as_nobody(qamd: &Daemon) -> Extauth {
+        fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
+        let program = install_extauth(qamd.dir.path());
+        let mut command = Identity::nobody().command(program);
+        command.env(qam_client::TRUSTED_ENV, "root");
+        Extauth::spawn(command, qamd, &[])
+    }
+
+    /// Starts `command` (a qam-extauth) against `qamd` for domain `localhost`, on pipes.
+    fn spawn(mut command: Command, qamd: &Daemon, extra: &[&str]) -> Extauth {
+        let mut child = command
             .arg("--socket")
             .arg(&qamd.socket)
             .args(["--domain", "localhost"])
@@ -179,30 +199,6 @@ impl Extauth {
             stdin: child.stdin.take().unwrap(),
             stdout: child.stdout.take().unwrap(),
             generic: extra.contains(&"generic"),
-            child,
-        }
-    }
-
-    /// qam-extauth installed as README says, run by `nobody` (a peer without grants).
-    /// Deviates from README on purpose: the socket is opened to all so `nobody` can connect.
-    fn start_as_nobody(qamd: &Daemon) -> Extauth {
-        fs::set_permissions(&qamd.socket, fs::Permissions::from_mode(0o666)).unwrap();
-        let program = install_extauth(qamd.dir.path());
-        let mut child = Identity::nobody()
-            .command(program)
-            .arg("--socket")
-            .arg(&qamd.socket)
-            .args(["--domain", "localhost"])
-            .env(qam_client::TRUSTED_ENV, "root")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Extauth {
-            stdin: child.stdin.take().unwrap(),
-            stdout: child.stdout.take().unwrap(),
-            generic: false,
             child,
         }
     }
