@@ -2,7 +2,7 @@
 //! packages they install; the root filesystem and the 0.1.0 package are cached in CACHE.
 
 pub use crate::shown;
-use crate::{keep_log, require_peer, run_ok, workspace_root};
+use crate::{keep_log, require_peer, run_ok, target_dir, workspace_root};
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -483,12 +483,6 @@ fn profile() -> &'static str {
         Ok("release") => "release",
         _ => "dev",
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Runs `tree`/packaging/build-deb with `target` as cargo's target dir; returns the .deb's path.

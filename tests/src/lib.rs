@@ -39,11 +39,16 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target dir: `CARGO_TARGET_DIR` when set, else the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// A binary built by `cargo build --workspace --bins` (the test command does this first).
 pub fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target = target_dir();
     let profile = std::env::var("QAM_TEST_PROFILE").unwrap_or_else(|_| "debug".into());
     let path = target.join(profile).join(name);
     assert!(

@@ -722,7 +722,7 @@ fn bad_config_and_foreign_socket_stop_qamd_with_one_clear_line() {
 fn the_client_library_example_verifies_against_a_real_daemon() {
     let daemon = Daemon::start();
     daemon.add_user("alice", "correct horse");
-    let example = qam_tests::workspace_root().join("target/debug/examples/verify");
+    let example = qam_tests::target_dir().join("debug/examples/verify");
     assert!(
         example.exists(),
         "cargo test builds examples: {}",
