@@ -3,7 +3,11 @@
 //! and resets redeemed.
 
 use super::erasure::key_in;
-use super::layout::{CURRENT_FILE, WRITES_FILE};
+use super::generation::Generation;
+use super::layout::{
+    current_generation, generation_dirs, generation_path, read_writes, write_current, write_writes,
+    CURRENT_FILE, WRITES_FILE,
+};
 use super::*;
 use std::path::{Path, PathBuf};
 
@@ -352,44 +356,121 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
     (dir, data)
 }
 
-#[tokio::test]
-async fn a_store_of_release_0_1_0_is_upgraded_once_and_keeps_every_record() {
-    let (_dir, data) = fixture();
-    let expected: Vec<qam_client::wire::ExportRecord> = std::fs::read_to_string(
+/// The accounts the 0.1.0 fixture holds, as `export` gives them.
+fn fixture_records() -> Vec<qam_client::wire::ExportRecord> {
+    std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/store-0.1.0.jsonl"),
     )
     .unwrap()
     .lines()
     .map(|line| serde_json::from_str(line).unwrap())
-    .collect();
-    let exported = |store: &Store| {
-        store
-            .page(None, 100)
-            .unwrap()
-            .into_iter()
-            .map(|(name, record)| record.export(name))
-            .collect::<Vec<_>>()
-    };
+    .collect()
+}
+
+/// Every record of `store`, as `export` gives them.
+fn exported(store: &Store) -> Vec<qam_client::wire::ExportRecord> {
+    store
+        .page(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(name, record)| record.export(name))
+        .collect()
+}
+
+/// The generation the 0.1.0 fixture's upgrade writes (the fixture holds generation 2).
+const UPGRADED_GENERATION: u64 = 3;
+
+/// Puts a data dir in the state a crash at some step of an upgrade leaves.
+type LeaveState = fn(&Path);
+
+/// What a crash in the middle of writing the upgraded generation leaves: part of it.
+fn half_written_upgrade(data: &Path) {
+    let partial = Generation::create(data, UPGRADED_GENERATION).unwrap();
+    partial
+        .users
+        .insert("zed", b"not a sealed record".as_slice())
+        .unwrap();
+    partial.flush().unwrap();
+}
+
+#[tokio::test]
+async fn a_store_of_release_0_1_0_is_upgraded_once_and_keeps_every_record() {
+    let (_dir, data) = fixture();
+    let expected = fixture_records();
     let first = {
         let store = open_built(&data);
         assert_eq!(exported(&store), expected);
         assert_eq!(store.generation().format().unwrap(), STORE_FORMAT);
         store.generation().number
     };
-    assert!(
-        !data.join("store-2").exists(),
-        "the 0.1.0 generation is removed"
+    assert_eq!(first, UPGRADED_GENERATION);
+    assert_eq!(
+        generation_dirs(&data).unwrap(),
+        [UPGRADED_GENERATION],
+        "0.1.0's removed"
     );
+    assert_eq!(read_writes(&data).unwrap(), Some((UPGRADED_GENERATION, 0)));
     let store = open_built(&data);
     assert_eq!(store.generation().number, first, "upgraded once");
     assert_eq!(exported(&store), expected);
     assert!(store.insert_new("frank", &record("h")).await.unwrap());
     assert!(store.facts("bob").unwrap().unwrap().locked);
-    assert!(!data
-        .join(WRITES_FILE)
-        .as_path()
-        .to_string_lossy()
-        .is_empty());
+}
+
+/// An upgrade cut short at each step (the new generation half-written; written with `WRITES`
+/// already naming it; `CURRENT` switched but 0.1.0's files not yet removed) is finished by
+/// the next open, every account as 0.1.0 left it.
+#[test]
+fn an_upgrade_cut_short_at_any_step_is_finished_at_the_next_open() {
+    let expected = fixture_records();
+    let cuts: [(&str, LeaveState); 3] = [
+        ("while the new generation was written", half_written_upgrade),
+        ("after WRITES, before CURRENT", |data| {
+            half_written_upgrade(data);
+            write_writes(data, UPGRADED_GENERATION, 0).unwrap();
+        }),
+        (
+            "after CURRENT, before the old generation's removal",
+            |data| {
+                let (_upgraded_dir, upgraded) = fixture();
+                drop(open_built(&upgraded));
+                let new = generation_path(&upgraded, UPGRADED_GENERATION);
+                let copied = std::process::Command::new("cp")
+                    .arg("-r")
+                    .arg(&new)
+                    .arg(generation_path(data, UPGRADED_GENERATION))
+                    .status()
+                    .unwrap();
+                assert!(copied.success());
+                std::fs::copy(upgraded.join(WRITES_FILE), data.join(WRITES_FILE)).unwrap();
+                write_current(data, UPGRADED_GENERATION).unwrap();
+            },
+        ),
+    ];
+    for (cut, leave_state) in cuts {
+        let (_dir, data) = fixture();
+        leave_state(&data);
+        assert_eq!(
+            generation_dirs(&data).unwrap(),
+            [2, UPGRADED_GENERATION],
+            "{cut}"
+        );
+        let store = open_built(&data);
+        assert_eq!(store.generation().number, UPGRADED_GENERATION, "{cut}");
+        assert_eq!(exported(&store), expected, "{cut}");
+        drop(store);
+        assert_eq!(
+            generation_dirs(&data).unwrap(),
+            [UPGRADED_GENERATION],
+            "{cut}: one generation left"
+        );
+        assert!(!files_contain(&data, b"not a sealed record"), "{cut}");
+        assert_eq!(
+            current_generation(&data).unwrap(),
+            UPGRADED_GENERATION,
+            "{cut}"
+        );
+    }
 }
 
 #[tokio::test]
