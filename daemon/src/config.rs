@@ -56,18 +56,31 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     /// Seconds between full syncs of the store's files (sled's own flush is not an fsync).
     pub sync_interval_seconds: u64,
+    /// `[hash]`: the cost of new hashes (applied on reload) and the size of the hashing
+    /// pool (read at start).
     pub hash: HashConfig,
+    /// `[username]`: what a new account's name must look like; applied on reload.
     pub username: UsernameConfig,
+    /// `[password]`: how long and how strong a new password must be; applied on reload.
     pub password: PasswordConfig,
+    /// `[throttle]`: how failed logins slow down guessing; read at start.
     pub throttle: ThrottleConfig,
+    /// `[permissions]`: which operations each non-admin peer may call; applied on reload.
     pub permissions: PermissionsConfig,
+    /// `[peers]`: each peer's share of connections, hashing and CPU, so one peer flooding
+    /// qamd slows only itself; read at start.
     pub peers: PeersConfig,
     /// Optional saslauthd-compatible socket (off when absent).
     pub saslauthd_socket: Option<PathBuf>,
     /// Realms the saslauthd door accepts; empty accepts any.
     pub saslauthd_realms: Vec<String>,
+    /// `[nss]`: whether accounts are also system users through systemd's userdb, and their
+    /// uids, home and shell; read at start.
     pub nss: NssConfig,
+    /// `[accounts]`: what becomes of deleted accounts' names; applied on reload.
     pub accounts: AccountsConfig,
+    /// `[hooks]`: where qam-hooks finds its programs, which decides whether a deletion waits
+    /// for them; applied on reload.
     pub hooks: HooksConfig,
 }
 

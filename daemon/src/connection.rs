@@ -23,7 +23,7 @@ pub enum Frame<'a> {
 
 /// One client connection.
 pub struct Connection {
-    /// The client's socket.
+    /// The client's socket: requests are read from it and answers written to it.
     stream: UnixStream,
     /// Received bytes, cut into messages.
     framer: Framer,

@@ -26,6 +26,8 @@ struct Account {
 /// The budgets of every peer; cheap to clone.
 #[derive(Clone)]
 pub struct CpuBudgets {
+    /// Each peer's balance by uid, shared by every connection's meter; once there are many,
+    /// peers not heard from for a while are forgotten.
     accounts: Arc<Mutex<HashMap<u32, Account>>>,
     /// The share of one core each peer may use while hashing runs (0.1 = 10 %).
     share: f64,
@@ -102,8 +104,12 @@ impl CpuBudgets {
 
 /// A future whose polls are charged to a peer (see [`CpuBudgets::metered`]).
 pub struct Metered<F> {
+    /// The connection's work, pinned on the heap so `Metered` is `Unpin` and `poll` can
+    /// reach its fields without pin projection.
     task: Pin<Box<F>>,
+    /// The peer each poll's CPU time is charged to.
     uid: u32,
+    /// Where the charge goes, and whether hashing runs (only then is time owed).
     budgets: CpuBudgets,
 }
 

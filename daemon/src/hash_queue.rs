@@ -37,6 +37,8 @@ struct Waiting<J> {
 
 /// A fair, bounded queue between request tasks and hashing threads.
 pub struct FairQueue<J> {
+    /// The jobs and whose turn is next, under one lock shared by request tasks pushing and
+    /// workers taking.
     waiting: Mutex<Waiting<J>>,
     /// Wakes a worker when a job arrives or the queue stops.
     arrived: Condvar,

@@ -47,6 +47,7 @@ pub enum HashError {
 /// The result of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyOutcome {
+    /// Whether the password is the stored one: decides between `accepted` and `denied`.
     pub matches: bool,
     /// The stored hash uses other parameters than the configured ones.
     pub needs_rehash: bool,
@@ -62,13 +63,15 @@ enum Job {
         password: Password,
         phc: String,
         /// The parameters in force and their dummy hash, which tops up a cheaper refusal.
-        current: Arc<Current>,
+        settings: Arc<HashSettings>,
         reply: oneshot::Sender<VerifyOutcome>,
     },
 }
 
 /// The parameters for new hashes and the dummy hash made with them.
-struct Current {
+struct HashSettings {
+    /// What new hashes are made with, and the cost every refusal is topped up to; a stored
+    /// hash with other parameters is rehashed at its user's next login.
     params: Params,
     /// Verified against when the user is unknown, so every `denied` costs the same work.
     dummy: String,
@@ -83,10 +86,14 @@ pub struct Hasher {
     running: Arc<AtomicUsize>,
     /// Stops the workers when the last handle is dropped.
     _stopper: Arc<Stopper>,
-    current: Arc<RwLock<Arc<Current>>>,
+    /// The parameters in force and their dummy hash, replaced whole by `set_params` on
+    /// reload: a verify keeps the version it was queued with.
+    settings: Arc<RwLock<Arc<HashSettings>>>,
     /// Bounds verifies of names without an account (they can be made up without end).
     unknown_names: Arc<Mutex<TokenBucket>>,
+    /// How many hashing threads were started, for `status` and the start-up log line.
     workers: usize,
+    /// The configured bound on waiting jobs (the queue holds its own copy), for `status`.
     queue_limit: usize,
 }
 
@@ -103,6 +110,8 @@ impl Drop for Stopper {
 struct TokenBucket {
     /// Tokens added per second, and the most there can be.
     rate: f64,
+    /// What may still be spent: each verify of an unknown name takes one, and time adds
+    /// them back up to `rate`.
     tokens: f64,
     /// When `tokens` was last brought up to date.
     refilled: Instant,
@@ -136,8 +145,14 @@ impl TokenBucket {
 /// or an allocation that aborts qamd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredBounds {
+    /// The most memory (KiB) a stored or imported hash may ask for; `check` refuses more,
+    /// which could make the worker's allocation abort qamd.
     pub max_m_cost: u32,
+    /// The most passes a stored or imported hash may ask for; `check` refuses more, which
+    /// would hold a worker for too long.
     pub max_t_cost: u32,
+    /// The most lanes a stored or imported hash may ask for; `check` refuses more without
+    /// running it.
     pub max_p_cost: u32,
 }
 
@@ -348,11 +363,11 @@ fn verify_at_least_current(
     scratch: &mut Scratch,
     password: &[u8],
     phc: &str,
-    current: &Current,
+    settings: &HashSettings,
 ) -> VerifyOutcome {
-    let outcome = verify_with(scratch, password, phc, &current.params);
-    if !outcome.matches && costs_less(phc, &current.params) {
-        verify_with(scratch, password, &current.dummy, &current.params);
+    let outcome = verify_with(scratch, password, phc, &settings.params);
+    if !outcome.matches && costs_less(phc, &settings.params) {
+        verify_with(scratch, password, &settings.dummy, &settings.params);
     }
     outcome
 }
@@ -394,7 +409,7 @@ impl Hasher {
             _stopper: Arc::new(Stopper(Arc::clone(&queue))),
             queue,
             running,
-            current: Arc::new(RwLock::new(Arc::new(Current { params, dummy }))),
+            settings: Arc::new(RwLock::new(Arc::new(HashSettings { params, dummy }))),
             unknown_names: Arc::new(Mutex::new(TokenBucket::new(
                 peers.unknown_name_verifies_per_second,
             ))),
@@ -403,10 +418,11 @@ impl Hasher {
         })
     }
 
-    fn current(&self) -> Arc<Current> {
+    /// The parameters in force and their dummy hash, as one version.
+    fn settings(&self) -> Arc<HashSettings> {
         Arc::clone(
             &self
-                .current
+                .settings
                 .read()
                 .unwrap_or_else(|poison| poison.into_inner()),
         )
@@ -414,7 +430,7 @@ impl Hasher {
 
     /// Parameters used for new hashes.
     pub fn params(&self) -> Params {
-        self.current().params.clone()
+        self.settings().params.clone()
     }
 
     /// Switches new hashes (and the dummy) to other parameters, e.g. on config reload.
@@ -424,9 +440,10 @@ impl Hasher {
             .hash_with(Password::from(dummy_secret()?), params.clone())
             .await?;
         *self
-            .current
+            .settings
             .write()
-            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(Current { params, dummy });
+            .unwrap_or_else(|poison| poison.into_inner()) =
+            Arc::new(HashSettings { params, dummy });
         Ok(())
     }
 
@@ -451,7 +468,7 @@ impl Hasher {
         password: Password,
         phc: Option<String>,
     ) -> Result<VerifyOutcome, HashError> {
-        let current = self.current();
+        let settings = self.settings();
         let (reply, answer) = oneshot::channel();
         let against_dummy = phc.is_none();
         if against_dummy && !self.unknown_name_allowed() {
@@ -459,8 +476,8 @@ impl Hasher {
         }
         self.submit(Job::Verify {
             password,
-            phc: phc.unwrap_or_else(|| current.dummy.clone()),
-            current,
+            phc: phc.unwrap_or_else(|| settings.dummy.clone()),
+            settings,
             reply,
         })?;
         let outcome = answer.await.map_err(|_| HashError::Stopped)?;
@@ -573,14 +590,14 @@ fn work(queue: &FairQueue<Job>, running: &AtomicUsize, niceness: i32) {
             Job::Verify {
                 password,
                 phc,
-                current,
+                settings,
                 reply,
             } => {
                 let outcome = verify_at_least_current(
                     &mut scratch,
                     password.expose().as_bytes(),
                     &phc,
-                    &current,
+                    &settings,
                 );
                 let _ = reply.send(outcome);
             }

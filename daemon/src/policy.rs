@@ -106,7 +106,7 @@ pub struct Policy {
     daemon_uid: u32,
     /// `admin_group`'s gid, when that group exists.
     admin_gid: Option<u32>,
-    /// `[permissions] default`.
+    /// `[permissions] default`: what a peer the config does not name may call.
     default: BTreeSet<Op>,
     /// `[permissions.users]` by user name.
     users: BTreeMap<String, BTreeSet<Op>>,

@@ -76,7 +76,10 @@ pub struct Rules {
     pattern: Regex,
     /// Skeletons of the reserved names.
     reserved: HashSet<String>,
+    /// `[password] min_length`: a new password with fewer characters is refused as too
+    /// short.
     min_password_chars: usize,
+    /// `[password] max_bytes`: a longer new password is refused before it reaches argon2.
     max_password_bytes: usize,
     /// zxcvbn score (0-4) a new password needs.
     min_strength: u8,

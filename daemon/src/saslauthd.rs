@@ -135,7 +135,7 @@ pub fn start(
         (None, None) => return Ok(Served::nothing("saslauthd")),
     };
     let listener = socket::into_async(std_listener).map_err(StartError::Listen)?;
-    let door = Door::new(
+    let saslauthd = SaslauthdListener::new(
         Arc::clone(state),
         config.saslauthd_realms.clone(),
         Seats::new(seat_limits(config)),
@@ -149,7 +149,7 @@ pub fn start(
         realms = ?config.saslauthd_realms,
         "saslauthd-compatible socket open"
     );
-    let task = tokio::spawn(Arc::new(door).serve(listener, shutdown));
+    let task = tokio::spawn(Arc::new(saslauthd).serve(listener, shutdown));
     Ok(Served::new(task, bound, "saslauthd"))
 }
 
@@ -163,8 +163,9 @@ pub struct Timeouts {
     pub answer: Duration,
 }
 
-/// Everything the door's connections share.
-pub struct Door {
+/// The saslauthd-compatible door: what its connections share, and the loop accepting them
+/// ([`SaslauthdListener::serve`]).
+pub struct SaslauthdListener {
     /// The accounts verified against and the policy saying who may.
     state: Arc<State>,
     /// `saslauthd_realms`: accepted realms, empty for any.
@@ -176,9 +177,14 @@ pub struct Door {
     timeouts: Timeouts,
 }
 
-impl Door {
-    pub fn new(state: Arc<State>, realms: Vec<String>, seats: Seats, timeouts: Timeouts) -> Door {
-        Door {
+impl SaslauthdListener {
+    pub fn new(
+        state: Arc<State>,
+        realms: Vec<String>,
+        seats: Seats,
+        timeouts: Timeouts,
+    ) -> SaslauthdListener {
+        SaslauthdListener {
             state,
             realms,
             seats,
@@ -200,9 +206,9 @@ impl Door {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let door = Arc::clone(&self);
+                    let saslauthd = Arc::clone(&self);
                     let shutdown = shutdown.clone();
-                    connections.spawn(async move { door.answer(stream, shutdown).await });
+                    connections.spawn(async move { saslauthd.answer(stream, shutdown).await });
                 }
                 Err(err) => {
                     // Usually EMFILE: give in-flight connections a moment to finish.

@@ -41,13 +41,21 @@ pub fn shorten_time_slice() -> std::io::Result<()> {
     /// The kernel's `struct sched_attr`, as of its first version (48 bytes).
     #[repr(C)]
     struct SchedAttr {
+        /// `size`: this struct's length, telling the kernel which version it is.
         size: u32,
+        /// `sched_policy`: the scheduling policy (`SCHED_OTHER` here).
         policy: u32,
+        /// `sched_flags`: `SCHED_FLAG_*` options (none here).
         flags: u64,
+        /// `sched_nice`: the nice value, for the normal policies; passed on unchanged.
         nice: i32,
+        /// `sched_priority`: the static priority of the real-time policies; 0 otherwise.
         priority: u32,
+        /// `sched_runtime`: for a normal thread, the time slice it asks for (nanoseconds).
         runtime: u64,
+        /// `sched_deadline`: `SCHED_DEADLINE` only; unused here.
         deadline: u64,
+        /// `sched_period`: `SCHED_DEADLINE` only; unused here.
         period: u64,
     }
     use nix::libc::{getpriority, syscall, SYS_sched_setattr, PRIO_PROCESS};

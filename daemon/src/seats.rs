@@ -27,14 +27,20 @@ pub enum NoSeat {
 /// Seats taken, by uid.
 #[derive(Default)]
 struct Taken {
+    /// Seats held over all peers, checked against the cap (less the admin reserve for
+    /// non-admins).
     total: usize,
+    /// Seats held by each uid, checked against its share; a uid holding none has no entry.
     by_peer: HashMap<u32, usize>,
 }
 
 /// The seats of one listener; cheap to clone.
 #[derive(Clone)]
 pub struct Seats {
+    /// The cap, the per-peer share and the admin reserve every `take` is checked against.
     limits: SeatLimits,
+    /// The counts, shared by every clone and by every `Seat`, which gives its own back on
+    /// drop.
     taken: Arc<Mutex<Taken>>,
 }
 
@@ -83,7 +89,9 @@ impl Seats {
 
 /// A taken seat; dropping it frees it.
 pub struct Seat {
+    /// The listener's seats, whose counts the drop decrements.
     seats: Seats,
+    /// The peer the seat was counted for, so the drop frees a seat of that peer's share.
     uid: u32,
 }
 

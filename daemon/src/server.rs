@@ -191,7 +191,7 @@ async fn refuse_busy(mut stream: UnixStream, why: String) {
 struct Handler {
     /// This connection's seat among its peer's, freed on drop.
     _seat: Seat,
-    /// The framed socket.
+    /// The client's socket with its framing: where requests come from and answers go.
     connection: Connection,
     /// The accounts, the policy and the connection count.
     state: Arc<State>,

@@ -37,8 +37,12 @@ impl Source<'_> {
 /// Failures of one key.
 #[derive(Debug, Clone, Copy)]
 struct Ladder {
+    /// Failures counted so far (less those given back); the free ones used up, each further
+    /// one doubles the back-off.
     failures: u32,
+    /// When the latest failure was charged: a ladder quiet for long enough starts again.
     last_failure: Instant,
+    /// Attempts are refused without hashing until then; `None` while failures remain free.
     blocked_until: Option<Instant>,
 }
 
@@ -55,7 +59,10 @@ pub struct Throttled;
 /// The keyed hashes an attempt is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Keys {
+    /// The keyed hash of (name, source): the attempt's own ladder, and its entry among the
+    /// trusted once it logs in.
     source: u64,
+    /// The keyed hash of the name alone: the per-name ceiling every source is charged to.
     name: u64,
 }
 
@@ -126,6 +133,7 @@ struct Ladders {
 
 /// The throttle; each map is bounded by `max_tracked` keys (least recently used forgotten first).
 pub struct Throttle {
+    /// The ladders every verify checks and charges, shared by all connections.
     ladders: Mutex<Ladders>,
     /// Key of the hash every name and source passes through; made at start, memory only.
     secret: RandomState,
@@ -133,7 +141,9 @@ pub struct Throttle {
     free_failures: u32,
     /// Failures of all untrusted sources together before the name's back-off starts.
     name_free_failures: u32,
+    /// The first back-off, once a ladder's free failures are used up.
     base_delay: Duration,
+    /// The longest back-off; also how long a ladder must be quiet to start again.
     max_delay: Duration,
 }
 

@@ -96,11 +96,13 @@ struct Mark {
 
 /// The uid allocator and index shared by account creation and the userdb door.
 pub struct Uids {
-    /// `[nss] uid_min`.
+    /// `[nss] uid_min`: giving starts at or above it; named when the range is used up.
     min: u32,
-    /// `[nss] uid_max`.
+    /// `[nss] uid_max`: no uid above it is given, so creation fails once the range is used
+    /// up.
     max: u32,
-    /// `NEXT_UID` in the data dir.
+    /// `NEXT_UID` in the data dir, written ahead of the uids given so a restart never gives
+    /// one twice.
     path: PathBuf,
     /// Where giving stands; held while a uid is being given, so none is given twice.
     mark: Mutex<Mark>,

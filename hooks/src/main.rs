@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         dir: cli.hooks_dir,
         limits: run::Limits::new(Duration::from_secs(cli.timeout)),
     };
-    let mut qamd = qamd::Live::new(ClientOptions::new(cli.socket));
+    let mut qamd = qamd::SocketQamd::new(ClientOptions::new(cli.socket));
     match runner.serve(&mut qamd) {
         Ok(never) => match never {},
         Err(err) => {

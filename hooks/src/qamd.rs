@@ -20,8 +20,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest pause between two attempts to reach qamd.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What the event loop asks of qamd. Errors are qamd's answers (e.g. `not_found`); the live
-/// implementation waits for an absent qamd instead of failing.
+/// What the event loop asks of qamd. Errors are qamd's answers (e.g. `not_found`);
+/// [`SocketQamd`] waits for an absent qamd instead of failing.
 pub trait Qamd {
     /// The events after `since` of `epoch` (every pending deletion for another epoch or none).
     fn events(&mut self, epoch: Option<&str>, since: Option<u64>)
@@ -41,17 +41,17 @@ pub trait Qamd {
 }
 
 /// The real qamd, reached over its socket.
-pub struct Live {
+pub struct SocketQamd {
     /// The socket and the daemon uids trusted; the timeout is set to `ROUND_TRIP`.
     options: ClientOptions,
     /// The open connection; `None` after it failed (qamd closes idle ones after 30 s).
     client: Option<Client>,
 }
 
-impl Live {
+impl SocketQamd {
     /// A client of the qamd at `options.socket`; connects at the first request.
     pub fn new(options: ClientOptions) -> Self {
-        Live {
+        SocketQamd {
             options: options.with_timeout(ROUND_TRIP),
             client: None,
         }
@@ -113,7 +113,7 @@ impl Live {
     }
 }
 
-impl Qamd for Live {
+impl Qamd for SocketQamd {
     fn events(
         &mut self,
         epoch: Option<&str>,

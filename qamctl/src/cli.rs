@@ -19,6 +19,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
 
+    /// The command given, which `execute` runs (not shown in `--help`: clap takes help
+    /// from the subcommands themselves).
     #[command(subcommand)]
     pub command: Command,
 }

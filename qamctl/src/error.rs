@@ -59,7 +59,9 @@ pub enum CtlError {
 /// One invalid line of an import file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineProblem {
+    /// The line's number in the file, from 1, so the admin can find and fix it.
     pub line: u64,
+    /// What is wrong with it, listed after the line number in the error message.
     pub reason: String,
 }
 

@@ -91,7 +91,10 @@ pub fn export(client: &mut Client, file: Option<&Path>) -> Result<u64, CtlError>
 
 /// One record of the import file with the line it came from.
 struct Line {
+    /// The line's number in the file, from 1: problems and refused batches are reported by
+    /// line.
     number: u64,
+    /// The record the line holds, checked and then sent in an `import` batch.
     record: ExportRecord,
 }
 

@@ -43,51 +43,73 @@ pub fn routes(pages: Pages) -> Router {
 #[derive(Template)]
 #[template(path = "join.html")]
 struct JoinPage<'a> {
+    /// The host's name, in the title, the header and the footer.
     site: &'a str,
+    /// Where the form posts: `/join`, or `/join/<token>` so an invite's token comes back
+    /// with the form.
     action: &'a str,
+    /// The username rules in words, shown under the username field.
     rules: &'a str,
+    /// Why the last attempt was refused, shown above the form; `None` on a fresh form.
     message: Option<String>,
+    /// The username typed last, put back in its field so a refusal does not lose it.
     user: String,
 }
 
 #[derive(Template)]
 #[template(path = "closed.html")]
 struct ClosedPage<'a> {
+    /// The host's name, in the title, the header and the footer.
     site: &'a str,
 }
 
 #[derive(Template)]
 #[template(path = "password.html")]
 struct PasswordPage<'a> {
+    /// The host's name, in the title, the header and the footer.
     site: &'a str,
+    /// Why the last attempt was refused, shown above the form; `None` on a fresh form.
     message: Option<String>,
+    /// The username typed last, put back in its field so a refusal does not lose it.
     user: String,
 }
 
 #[derive(Template)]
 #[template(path = "reset.html")]
 struct ResetPage<'a> {
+    /// The host's name, in the title, the header and the footer.
     site: &'a str,
+    /// Where the form posts: `/reset/<token>`, so the link's token comes back with the form.
     action: &'a str,
+    /// The account the link is for, shown read-only in the username field so the user
+    /// knows whose password they set.
     name: String,
+    /// Why the last attempt was refused, shown above the form; `None` on a fresh form.
     message: Option<String>,
 }
 
 #[derive(Template)]
 #[template(path = "done.html")]
 struct DonePage<'a> {
+    /// The host's name, in the title, the header and the footer.
     site: &'a str,
+    /// What worked, as the page's title and heading.
     heading: &'a str,
+    /// What to do from now on, in a sentence under the heading.
     summary: String,
-    /// (service name, how this account is used there).
+    /// For a new account, where to use it: (service name, how this account is used there);
+    /// empty after a password change.
     services: Vec<(String, String)>,
 }
 
 #[derive(Template)]
 #[template(path = "notice.html")]
 struct NoticePage<'a> {
+    /// The host's name, in the title, the header and the footer.
     site: &'a str,
+    /// What the notice is about, as the page's title and heading.
     heading: &'a str,
+    /// What happened and what the visitor can do about it.
     text: &'a str,
 }
 

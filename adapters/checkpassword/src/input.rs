@@ -11,7 +11,9 @@ pub const MAX_INPUT: usize = 512;
 /// Login and password as the caller sent them.
 #[derive(Debug)]
 pub struct Credentials {
+    /// The name the client logged in with, sent to qamd's `verify` as typed.
     pub login: String,
+    /// The password to check with qamd; wiped on drop, never logged.
     pub password: Password,
 }
 

@@ -48,7 +48,10 @@ mod tests {
 
     /// Records the commands it is asked and accepts only the password "right:pw".
     struct Recorder {
+        /// Each command asked, as `name user server`, so a test can check what reached it
+        /// and in which order.
         seen: Vec<String>,
+        /// Where `serve` reports unreadable requests; silent in these tests.
         log: Log,
     }
 

@@ -23,6 +23,8 @@ pub struct Service {
     options: ClientOptions,
     /// The open connection, dropped after any transport error.
     client: Option<Client>,
+    /// Where answers other than the operation's expected yes or no are explained (qamd
+    /// refused, or a host not served): the peer itself only ever sees false.
     log: Log,
 }
 

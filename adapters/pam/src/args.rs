@@ -13,8 +13,12 @@ const MAX_TIMEOUT_SECONDS: u64 = 60;
 /// What one pam.d line asks of the module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleArgs {
+    /// `socket=`: where qamd listens, for a host whose qamd is not at the default path.
     pub socket: PathBuf,
+    /// `timeout=`: how long connecting and each round trip to qamd may take, so a login
+    /// prompt never hangs on a stuck qamd.
     pub timeout: Duration,
+    /// `debug`: log each step to syslog at debug level.
     pub debug: bool,
     /// Arguments this module does not know (logged once per call so typos are visible).
     pub unknown: Vec<String>,

@@ -57,8 +57,13 @@ impl PamHooks for QamPam {
 
 /// One hook call: libpam's handle, the pam.d arguments and whether the user may be talked to.
 struct Hook<'a> {
+    /// libpam's handle: the user name, the password and the conversation come from it, and
+    /// syslog lines go through it.
     pamh: &'a mut PamHandle,
+    /// The pam.d line's arguments: qamd's socket, the timeout and whether to log debug
+    /// lines.
     args: ModuleArgs,
+    /// `PAM_SILENT` was passed: no message is shown to the user.
     silent: bool,
 }
 

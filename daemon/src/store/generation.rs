@@ -38,9 +38,10 @@ const OPEN_THREAD: &str = "qam-store-open";
 
 /// One sled db: `store-N` (or a 0.1.0 store's files).
 pub struct Generation {
-    /// N of `store-N`.
+    /// N of `store-N`: a migration writes generation N + 1.
     pub number: u64,
-    /// Its directory.
+    /// Its directory, holding the engine's files and `KEYS`: what full syncs fsync and
+    /// erasure audits read.
     pub path: PathBuf,
     /// The engine; flushed by the commit thread.
     db: sled::Db,

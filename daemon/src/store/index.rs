@@ -34,6 +34,8 @@ impl Facts {
 
 /// The index and how far it is built.
 pub struct Index {
+    /// The names, their facts and the build phase, read by every lookup and written by
+    /// writers and the builder.
     state: RwLock<State>,
     /// Tells waiters (list, status) that building ended.
     built: (Mutex<bool>, Condvar),
@@ -49,6 +51,8 @@ struct State {
     legacy: BTreeMap<LegacyKind, u64>,
     /// Accounts being deleted (status, and the pending deletions qam-hooks asks for).
     deleting: BTreeSet<CompactString>,
+    /// Whether the index may answer yet, and while building, the names writers changed so
+    /// the builder's scan does not overwrite them.
     phase: Phase,
 }
 

@@ -18,8 +18,12 @@ const BATCH: usize = 1000;
 
 /// A record sealed for the engine: its engine key, key slot and sealed bytes.
 pub struct Sealed {
+    /// The keyed hash of the record's name, which the users tree stores it under.
     pub key: NameKey,
+    /// The `KEYS` slot holding the record's key: the write counts it among the referenced
+    /// slots, and a write that does not happen erases and releases it again.
     pub slot: u64,
+    /// The encrypted record, written as the value under `key`.
     pub value: Vec<u8>,
 }
 

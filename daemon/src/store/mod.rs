@@ -74,6 +74,8 @@ pub enum ImportOutcome {
 /// Handle to the open store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// What every clone works on; the index builder holds it only weakly, so the store
+    /// closes when the last `Store` is dropped.
     shared: Arc<Shared>,
 }
 
@@ -259,13 +261,13 @@ impl Store {
 
     /// Inserts a record unless the name exists; durable before returning. False if it existed.
     pub async fn insert_new(&self, name: &str, record: &Record) -> Result<bool, StoreError> {
-        self.swap(name, None, Some(record)).await
+        self.compare_and_write(name, None, Some(record)).await
     }
 
     /// Writes `new` (None: removes) for `name` if its stored bytes are still `expected`
     /// (None: no record); durable, and the replaced version erased, before it returns.
     /// False if they were not.
-    async fn swap(
+    async fn compare_and_write(
         &self,
         name: &str,
         expected: Option<&IVec>,
@@ -320,7 +322,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         match self.read(name)? {
             Some((bytes, current)) if current == *expected => {
-                self.swap(name, Some(&bytes), Some(new)).await
+                self.compare_and_write(name, Some(&bytes), Some(new)).await
             }
             _ => Ok(false),
         }
@@ -339,7 +341,10 @@ impl Store {
             };
             let mut changed = current;
             change(&mut changed);
-            if self.swap(name, Some(&bytes), Some(&changed)).await? {
+            if self
+                .compare_and_write(name, Some(&bytes), Some(&changed))
+                .await?
+            {
                 return Ok(Some(changed));
             }
         }
@@ -353,7 +358,7 @@ impl Store {
             let Some(bytes) = self.generation().users.get(key).engine()? else {
                 return Ok(false);
             };
-            if self.swap(name, Some(&bytes), None).await? {
+            if self.compare_and_write(name, Some(&bytes), None).await? {
                 return Ok(true);
             }
         }
@@ -518,7 +523,7 @@ fn build_index(store: &Weak<Shared>, index: &Index) -> Result<(), String> {
     let scanned_slots = {
         let shared = store.upgrade().ok_or_else(closed)?;
         // Alone among writers: every slot handed out so far belongs to a record already in
-        // the engine (or was erased by a write that lost its compare-and-swap).
+        // the engine (or was erased by a `compare_and_write` that found the record changed).
         let _alone = shared.writes.blocking_write();
         shared.generation.keys().map_err(failed)?.len()
     };

@@ -233,7 +233,7 @@ impl Listener {
 
 /// One userdb connection: calls answered in order until the client closes or stalls.
 struct Handler {
-    /// The framed connection.
+    /// The client's socket, framed by NUL: where calls come from and replies go.
     stream: Connection,
     /// Where the answers come from.
     directory: Arc<Directory>,

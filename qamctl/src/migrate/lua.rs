@@ -21,7 +21,9 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a Prosody data literal at byte {offset}: {why}")]
 pub struct LuaError {
+    /// The byte where reading stopped, so the admin can find the fault in the file.
     pub offset: usize,
+    /// What was expected or wrong there, in words, for the admin's error list.
     pub why: &'static str,
 }
 

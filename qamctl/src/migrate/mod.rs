@@ -21,6 +21,8 @@ pub struct Moved {
     pub place: String,
     /// The name as the source spells it; qamd normalizes and checks it.
     pub name: String,
+    /// What checks the password until the first login: sent to `import` as the record's
+    /// verifier, or as a plaintext password qamd hashes at once.
     pub credential: Credential,
     /// The source had the account disabled (shadow's `!`); it stays locked in qam.
     pub locked: bool,
@@ -48,14 +50,18 @@ impl fmt::Debug for Credential {
 /// A part of the source that cannot become an account, with where it is and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
+    /// Where in the source the entry is (`line 12`, `alice.dat`), so the admin can find it.
     pub place: String,
+    /// Why it cannot become an account, shown beside `place` in the report.
     pub reason: String,
 }
 
 /// Everything read from one source: accounts and the entries that are not.
 #[derive(Debug, Default)]
 pub struct Reading {
+    /// The accounts read, in source order, to be sent to qamd's `import`.
     pub accounts: Vec<Moved>,
+    /// Entries that could not be read, reported as refused without asking qamd.
     pub unreadable: Vec<Unreadable>,
 }
 
@@ -118,7 +124,9 @@ impl Source {
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {source}", path.display())]
 pub struct SourceError {
+    /// The file or directory that could not be read, named in the message.
     pub path: PathBuf,
+    /// What the system said, also the error's `source()`.
     pub source: std::io::Error,
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 /// The uids that are people, inclusive (Debian's adduser gives 1000–59999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UidRange {
+    /// `--min-uid`: entries with a lower uid are system accounts and stay out.
     pub min: u32,
+    /// `--max-uid`: entries with a higher uid are not people (e.g. `nobody`) and stay out.
     pub max: u32,
 }
 
