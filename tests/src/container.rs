@@ -251,18 +251,17 @@ impl Container {
 
     /// Polls `check` until it gives a value; fails after PATIENCE with the container's journal.
     pub fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(value) = check() {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let mut value = None;
+        crate::poll_until(Instant::now() + PATIENCE, || {
+            value = check();
+            value.is_some()
+        });
+        value.unwrap_or_else(|| {
+            panic!(
                 "waited {PATIENCE:?} for {what}; journal:\n{}",
                 self.journal()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// A path inside the container, as the host reaches it.
@@ -318,10 +317,9 @@ impl Drop for Container {
         }
         let pid = nix::unistd::Pid::from_raw(self.nspawn.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while matches!(self.nspawn.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::poll_until(crate::within(30), || {
+            !matches!(self.nspawn.try_wait(), Ok(None))
+        });
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
         for cgroup in own_cgroups() {

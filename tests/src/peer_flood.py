@@ -17,7 +17,6 @@ import socket
 import string
 import sys
 import threading
-import time
 
 
 def connect(path):
@@ -49,18 +48,31 @@ def main():
         except OSError:
             break
     if mode == "hold":
-        # A connection that got `busy` at once is closed by qamd: count only the open ones.
-        time.sleep(0.5)
+        # Each connection answers one `hello`: `ok` holds a seat; a connection qamd had no
+        # seat for was answered `busy` at accept and closed.
         alive = []
         for s in conns:
-            s.setblocking(False)
+            s.settimeout(30)
             try:
-                data = s.recv(4096)
-                if data:
-                    seen(data)
-                s.close()
-            except BlockingIOError:
+                s.sendall(b'{"op":"hello"}\n')
+            except OSError:
+                pass  # already closed by qamd: its `busy` is still there to read
+            answer = bytearray()
+            try:
+                while b"\n" not in answer:
+                    data = s.recv(4096)
+                    if not data:
+                        break
+                    answer.extend(data)
+            except OSError:
+                pass
+            line = bytes(answer).partition(b"\n")[0]
+            if b'"ok":true' in line:
                 alive.append(s)
+            else:
+                if line:
+                    seen(line)
+                s.close()
         conns = alive
     print("ready", len(conns), flush=True)
     sel = selectors.DefaultSelector()
