@@ -31,47 +31,52 @@ pub fn pick(conn: usize, seq: u64, count: u64) -> u64 {
     (z ^ (z >> 31)) % count.max(1)
 }
 
+/// `{"op":"<op>","<field>":"<value>",...}` and a newline. Values go in as they are: the
+/// benchmark's names, tokens and passwords need no JSON escaping.
+pub fn request_line(out: &mut Vec<u8>, op: &str, fields: &[(&str, &str)]) {
+    let _ = write!(out, r#"{{"op":"{op}""#);
+    for (field, value) in fields {
+        let _ = write!(out, r#","{field}":"{value}""#);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
 /// `{"op":"<op>","user":"<name>"}` and a newline.
 pub fn user_line(out: &mut Vec<u8>, op: &str, name: &str) {
-    let _ = writeln!(out, r#"{{"op":"{op}","user":"{name}"}}"#);
+    request_line(out, op, &[("user", name)]);
 }
 
 /// A verify line with `password` (benchmark passwords are not secrets).
 pub fn verify_line(out: &mut Vec<u8>, name: &str, password: &str) {
-    let _ = writeln!(
-        out,
-        r#"{{"op":"verify","user":"{name}","password":"{password}"}}"#
-    );
+    request_line(out, "verify", &[("user", name), ("password", password)]);
 }
 
+/// A registration of `name` with [`PASSWORD`].
 pub fn register_line(out: &mut Vec<u8>, name: &str) {
-    let _ = writeln!(
-        out,
-        r#"{{"op":"register","user":"{name}","password":"{PASSWORD}"}}"#
-    );
+    request_line(out, "register", &[("user", name), ("password", PASSWORD)]);
 }
 
 /// A redemption of invite `token` for a new account `name`.
 pub fn register_invite_line(out: &mut Vec<u8>, token: &str, name: &str) {
-    let _ = writeln!(
-        out,
-        r#"{{"op":"register_invite","token":"{token}","user":"{name}","password":"{PASSWORD}"}}"#
-    );
+    let fields = [("token", token), ("user", name), ("password", PASSWORD)];
+    request_line(out, "register_invite", &fields);
 }
 
 /// A password reset with `token`, to [`PASSWORD`] (the account keeps its password).
 pub fn reset_password_line(out: &mut Vec<u8>, token: &str) {
-    let _ = writeln!(
+    request_line(
         out,
-        r#"{{"op":"reset_password","token":"{token}","password":"{PASSWORD}"}}"#
+        "reset_password",
+        &[("token", token), ("password", PASSWORD)],
     );
 }
 
 /// An admin's `set_password` of `name` to [`PASSWORD`].
 pub fn set_password_line(out: &mut Vec<u8>, name: &str) {
-    let _ = writeln!(
+    request_line(
         out,
-        r#"{{"op":"set_password","user":"{name}","password":"{PASSWORD}"}}"#
+        "set_password",
+        &[("user", name), ("password", PASSWORD)],
     );
 }
 
@@ -108,10 +113,8 @@ pub fn change_password_line(out: &mut Vec<u8>, name: &str, changed: &AtomicBool)
     } else {
         (PASSWORD, OTHER_PASSWORD)
     };
-    let _ = writeln!(
-        out,
-        r#"{{"op":"change_password","user":"{name}","old_password":"{old}","new_password":"{new}"}}"#
-    );
+    let fields = [("user", name), ("old_password", old), ("new_password", new)];
+    request_line(out, "change_password", &fields);
 }
 
 /// Sends each of `requests` (`invite_create`, `reset_create`) over `connections` parallel
@@ -239,6 +242,33 @@ mod tests {
             );
             assert!(line.len() <= MAX_REQUEST_LINE, "{}", line.len());
         }
+    }
+
+    #[test]
+    fn request_lines_decode_as_the_requests_they_name() {
+        let mut out = Vec::new();
+        register_invite_line(&mut out, "tok", "i1");
+        let changed = AtomicBool::new(false);
+        change_password_line(&mut out, "u1", &changed);
+        let lines: Vec<&[u8]> = out.split(|byte| *byte == b'\n').collect();
+        assert_eq!(lines.len(), 3, "two lines, each ended by a newline");
+        let decode = |line: &[u8]| qam_client::wire::decode_request(line).map(|(_, r)| r);
+        assert_eq!(
+            decode(lines[0]).unwrap(),
+            Request::RegisterInvite {
+                token: "tok".into(),
+                user: "i1".into(),
+                password: PASSWORD.into(),
+            }
+        );
+        assert_eq!(
+            decode(lines[1]).unwrap(),
+            Request::ChangePassword {
+                user: "u1".into(),
+                old_password: PASSWORD.into(),
+                new_password: OTHER_PASSWORD.into(),
+            }
+        );
     }
 
     #[test]
