@@ -1,6 +1,7 @@
-//! The scenarios of the benchmark, each measured against a baseline taken in this run:
-//! verify vs raw argon2, exists vs echo, isolation, overload, scale, durable writes (and in
-//! `doors`: NSS lookups, invite and reset links, legacy logins).
+//! The scenarios of the benchmark, each measured against a baseline taken in this run.
+//!
+//! They are verify vs raw argon2, exists vs echo, isolation, overload, scale, durable writes
+//! (and in `doors`: NSS lookups, invite and reset links, legacy logins).
 
 mod doors;
 

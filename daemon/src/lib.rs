@@ -1,6 +1,7 @@
 //! qamd as a library: the credential daemon's modules, so the binary, the man-page generator,
-//! the benchmarks, the fuzz targets and the tests share one definition. Only what they use
-//! is public; `main.rs` only wires the public parts together.
+//! the benchmarks, the fuzz targets and the tests share one definition.
+//!
+//! Only what they use is public; `main.rs` only wires the public parts together.
 
 mod accounts;
 pub mod cli;

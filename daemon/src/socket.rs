@@ -1,6 +1,8 @@
-//! Creating the listening socket safely: never steal a live socket, never replace a file qamd
-//! does not own, mode 0660 with the configured group (and so are the directories qamd makes
-//! for it), and a data dir only root or qamd's user can change.
+//! Creating the listening socket safely, with its mode, group and directories, and a data dir
+//! only root or qamd's user can change.
+//!
+//! It never steals a live socket and never replaces a file qamd does not own; the socket gets
+//! mode 0660 with the configured group, and so do the directories qamd makes for it.
 
 use crate::trusted_path::{self, Untrusted};
 use nix::unistd::{chown, Gid, Group, Uid};

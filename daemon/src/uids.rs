@@ -1,6 +1,8 @@
-//! Stable uids for accounts: given at creation from `[nss] uid_min..uid_max`, kept in the
-//! record, never given twice (a high-water mark on disk), never one /etc/passwd or /etc/group
-//! uses; and the uid → name index behind userdb lookups by uid.
+//! Stable uids for accounts, given at creation and never given twice, and the uid → name index
+//! behind userdb lookups by uid.
+//!
+//! A uid is given from `[nss] uid_min..uid_max`, kept in the record, never given twice (a
+//! high-water mark on disk), and never one /etc/passwd or /etc/group uses.
 
 use crate::config::NssConfig;
 use crate::store::{Record, Store, StoreError};

@@ -1,6 +1,7 @@
 //! A real Dovecot 2.3 (Debian `dovecot-core`, `dovecot-imapd`) for the PAM and checkpassword
-//! door tests: its own config, base and state dirs in a temp dir, driven with `doveadm auth`
-//! or, with IMAP on, by a real IMAP client.
+//! door tests, driven with `doveadm auth` or, with IMAP on, by a real IMAP client.
+//!
+//! It has its own config, base and state dirs in a temp dir.
 
 use crate::session::Watched;
 use crate::{poll_until, readme, shown, within};

@@ -1,6 +1,8 @@
 //! A real OpenSSH server on 127.0.0.1 for login tests: its own host key, config, free port and
-//! PAM service (sshd names its PAM service after the program, so it runs through a link of the
-//! service's name and never touches /etc/pam.d/sshd), and password logins through `sshpass`.
+//! PAM service, and password logins through `sshpass`.
+//!
+//! sshd names its PAM service after the program, so it runs through a link of the service's
+//! name and never touches /etc/pam.d/sshd.
 
 use crate::{keep_log, require_peer, shared_tempdir};
 use std::fs;

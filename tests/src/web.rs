@@ -1,6 +1,8 @@
-//! The self-service page's real peers for tests: qam-web (socket-activated as systemd does it,
-//! as an unprivileged user), nginx configured with README's block, headless Chromium driven
-//! over WebDriver, and a small HTTP/1.1 client for requests a browser would not send.
+//! The self-service page's real peers for tests: qam-web, nginx, headless Chromium driven over
+//! WebDriver, and a small HTTP/1.1 client for requests a browser would not send.
+//!
+//! qam-web is socket-activated as systemd does it, as an unprivileged user; nginx is configured
+//! with README's block.
 
 use crate::identity::Identity;
 use crate::{wait_until, within};

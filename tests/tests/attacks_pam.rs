@@ -1,6 +1,8 @@
-//! Attacks on unix logins through pam_qam with README's sshd stack over Debian's real
-//! `common-auth` (pam_unix) and real unix accounts, driven by pamtester; each test passes only
-//! because the attack fails. Creates system users: run under the peer-tests lock.
+//! Attacks on unix logins through pam_qam with README's sshd stack, driven by pamtester; each
+//! test passes only because the attack fails.
+//!
+//! The stack runs over Debian's real `common-auth` (pam_unix) and real unix accounts. Creates
+//! system users: run under the peer-tests lock.
 
 use qam_client::wire::NameInfo;
 use qam_client::{Password, Request};

@@ -1,6 +1,8 @@
-//! qam-checkpassword: the DJB interface exercised directly (fd 3, exit codes, the reply program
-//! and its environment) and by real Dovecot 2.3 (`doveadm auth test`, `doveadm auth lookup`)
-//! running it as user `dovecot`.
+//! qam-checkpassword: the DJB interface exercised directly and by real Dovecot 2.3 running it
+//! as user `dovecot`.
+//!
+//! Directly means fd 3, exit codes, the reply program and its environment; Dovecot runs it
+//! through `doveadm auth test` and `doveadm auth lookup`.
 
 use qam_tests::dovecot::{checkpassword_auth, Dovecot, DOVECOT};
 use qam_tests::{bin, require_peer, shared_tempdir, shown, Daemon};

@@ -1,6 +1,8 @@
-//! A sysadmin's first day, as the README tells it: the quick-start build, the `qam` group and a
-//! service user in it reaching sockets whose directories qamd had to create, and qamd refusing
-//! (one line, exit 1) a config or data dir that someone else could change.
+//! A sysadmin's first day, as the README tells it: the quick-start build, the `qam` group, and
+//! qamd refusing a config or data dir that someone else could change.
+//!
+//! A service user in the `qam` group reaches sockets whose directories qamd had to create; the
+//! refusal is one line and exit 1.
 
 use qam_tests::deployment::{join_qam, sysadmin};
 use qam_tests::identity::{Identity, SETPRIV};

@@ -1,6 +1,8 @@
-//! Moving in: accounts made by the real servers (Prosody, ejabberd, Dovecot's `doveadm pw`,
-//! `useradd` + `chpasswd`, `htpasswd -B`) imported with `qamctl import --from`, then logged in
-//! with their old passwords through real services, and upgraded to argon2id on that login.
+//! Moving in: accounts made by real servers imported with `qamctl import --from`, then logged
+//! in with their old passwords through real services, and upgraded to argon2id on that login.
+//!
+//! The accounts come from Prosody, ejabberd, Dovecot's `doveadm pw`, `useradd` + `chpasswd`
+//! and `htpasswd -B`.
 
 use qam_client::wire::ExportRecord;
 use qam_tests::pam::{self, PamService};

@@ -1,7 +1,8 @@
-//! qam accounts as system users: qamd serves `[nss]` on its own socket, linked into
-//! /run/systemd/userdb/ as README says, and the real glibc + nss-systemd of Debian 12's stock
-//! nsswitch.conf resolve them (`getent`, `id`, `userdbctl`), and a real sshd lets them log in
-//! with README's PAM stack.
+//! qam accounts as system users: qamd serves `[nss]` on its own socket, real glibc +
+//! nss-systemd resolve them, and a real sshd lets them log in with README's PAM stack.
+//!
+//! The socket is linked into /run/systemd/userdb/ as README says, and the lookups (`getent`,
+//! `id`, `userdbctl`) go through Debian 12's stock nsswitch.conf.
 //!
 //! Each test's qamd has its own socket name, uid range and account names, since every socket
 //! in that directory answers every lookup on the machine.

@@ -1,7 +1,9 @@
-//! Logins with the clients people use, through the README's deployment: OpenSSH (`ssh` driven by
-//! `sshpass`) into a real sshd with README's PAM lines, IMAP (python's imaplib) into Dovecot on
-//! both passdbs, and SMTP AUTH PLAIN and LOGIN (python's smtplib) into Postfix through the
-//! saslauthd door. Each path is timed beside the same server on its own password store.
+//! Logins with the clients people use, through the README's deployment: OpenSSH, IMAP and SMTP
+//! AUTH, each path timed beside the same server on its own password store.
+//!
+//! `ssh` driven by `sshpass` goes into a real sshd with README's PAM lines, python's imaplib
+//! into Dovecot on both passdbs, and python's smtplib (AUTH PLAIN and LOGIN) into Postfix
+//! through the saslauthd door.
 
 use qam_tests::deployment::{join_qam, sysadmin};
 use qam_tests::dovecot::{self, checkpassword_auth, pam_dovecot_file, pam_passdb, Dovecot};

@@ -1,6 +1,7 @@
-//! qamd's saslauthd-compatible socket: Cyrus SASL's own `testsaslauthd`, real Prosody with
-//! `authentication = "cyrus"` logging in over XMPP through libsasl2, malformed and stalled
-//! frames from a raw client, and the SO_PEERCRED policy.
+//! qamd's saslauthd-compatible socket: Cyrus SASL's own `testsaslauthd`, real Prosody through
+//! libsasl2, malformed and stalled frames from a raw client, and the SO_PEERCRED policy.
+//!
+//! Prosody runs with `authentication = "cyrus"` and logs in over XMPP.
 
 use qam_tests::identity::Identity;
 use qam_tests::xmpp::{median, plain_login, timed_login, Login, Prosody};

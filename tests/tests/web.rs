@@ -1,7 +1,10 @@
-//! qam-web in a real browser through a real nginx: headless Chromium with JavaScript off, set
-//! up as README says (socket-activated qam-web as an unprivileged user, README's nginx block),
-//! and the accounts it makes used over XMPP (Prosody) and PAM (pamtester). Also the attacks:
-//! cross-site posts, dead and raced tokens, weak passwords; headers, cookies, logs, axe-core.
+//! qam-web in a real browser through a real nginx, set up as README says, with the accounts it
+//! makes used over XMPP and PAM; also the attacks.
+//!
+//! The browser is headless Chromium with JavaScript off; qam-web is socket-activated as an
+//! unprivileged user behind README's nginx block; XMPP is Prosody and PAM is pamtester. The
+//! attacks: cross-site posts, dead and raced tokens, weak passwords; headers, cookies, logs,
+//! axe-core.
 
 use qam_client::wire::{LinkInfo, NameInfo};
 use qam_client::{Password, Request};

@@ -1,6 +1,8 @@
-//! qam-extauth against a real qamd and a real ejabberd 23.01: the extauth commands through
-//! ejabberdctl, SASL PLAIN logins over c2s, robustness on pipes, deletion through the shipped
-//! hooks, and login timing.
+//! qam-extauth against a real qamd and a real ejabberd 23.01: the extauth commands, logins,
+//! robustness, deletion through the shipped hooks, and login timing.
+//!
+//! The commands go through ejabberdctl, the logins are SASL PLAIN over c2s, and robustness is
+//! tested on pipes.
 
 use qam_client::wire::DeleteInfo;
 use qam_client::{Password, Request};

@@ -1,6 +1,8 @@
-//! mod_auth_qam in a real Prosody 0.12 (as user `prosody`) against a real qamd: SASL PLAIN
-//! logins, qamd restarts, in-band registration, password change, locking, deletion through the
-//! shipped hooks, and login timing.
+//! mod_auth_qam in a real Prosody 0.12 (as user `prosody`) against a real qamd: logins, qamd
+//! restarts, registration, password change, locking, deletion, and login timing.
+//!
+//! The logins are SASL PLAIN, registration is in-band, and deletion goes through the shipped
+//! hooks.
 
 use qam_client::wire::{DeleteInfo, Done};
 use qam_client::Request;

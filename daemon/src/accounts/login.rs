@@ -1,6 +1,7 @@
-//! Logging in: `verify` and `change_password` check a password the same way (look up, reserve
-//! the attempt with the throttle, hash, count), and a hash made with older parameters is
-//! upgraded on success.
+//! Logging in: `verify` and `change_password` check a password the same way, and a hash made
+//! with older parameters is upgraded on success.
+//!
+//! The check is: look up, reserve the attempt with the throttle, hash, count.
 
 use super::{denied, hash_failed, rule_failed, store_failed, Accounts};
 use crate::hasher::HashError;

@@ -1,6 +1,7 @@
 //! The in-memory index of every name with its public facts (creation date, lock state):
-//! `exists`, `lookup`, `list` and `status` answer from it without touching the engine, so
-//! their speed does not depend on how many records fit in the engine's cache.
+//! `exists`, `lookup`, `list` and `status` answer from it without touching the engine.
+//!
+//! Their speed therefore does not depend on how many records fit in the engine's cache.
 //!
 //! It is built by a background thread after open (until then the store reads the engine);
 //! writes made meanwhile go into it directly and mark the name, so the builder's scan never

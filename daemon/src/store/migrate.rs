@@ -1,6 +1,7 @@
-//! Migration on open: a store of an older format (qam 0.1.0's plain JSON records keyed by
-//! name) is rewritten, once, into a new generation of today's format; an empty data dir gets
-//! its first generation the same way.
+//! Migration on open: a store of an older format is rewritten, once, into a new generation of
+//! today's format; an empty data dir gets its first generation the same way.
+//!
+//! The older format is qam 0.1.0's plain JSON records keyed by name.
 //!
 //! Crash-safe: the new generation is written and synced before `CURRENT` switches to it by
 //! an atomic rename; a crash before that leaves the old generation in use (the half-written

@@ -1,6 +1,8 @@
-//! The store's unit tests: the API, erasure of removed and replaced records by raw bytes,
-//! damaged layouts refused, the 0.1.0 fixture upgraded, a newer format refused, invites
-//! and resets redeemed.
+//! The store's unit tests: the API, erasure by raw bytes, what open does with damaged, old and
+//! newer stores, and redeeming tokens.
+//!
+//! Erasure is checked for removed and replaced records; damaged layouts are refused, the 0.1.0
+//! fixture is upgraded and a newer format is refused; invites and resets are redeemed.
 
 use super::erasure::key_in;
 use super::generation::Generation;

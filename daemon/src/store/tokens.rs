@@ -1,6 +1,9 @@
-//! Invite and reset tokens in the store's own `tokens` tree: only a hash of each token, its
-//! expiry and uses left; and the quarantine of deleted names (a keyed hash and a date). Redeeming a token and writing the account it makes or changes is one
-//! sled transaction, durable before it returns, so two racing redeemers get one outcome.
+//! Invite and reset tokens and the quarantine of deleted names, in the store's own `tokens`
+//! tree; redeeming a token and writing the account it makes or changes is one sled transaction.
+//!
+//! Only a hash of each token is kept, with its expiry and uses left; a quarantined name is a
+//! keyed hash and a date. The redeeming transaction is durable before it returns, so two
+//! racing redeemers get one outcome.
 
 use super::erasure::NameKey;
 use super::error::EngineResult;

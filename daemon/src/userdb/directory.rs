@@ -1,6 +1,8 @@
 //! The public facts userdb serves, read from the store: a user record per account, its private
-//! group (gid = uid, same name), and the optional shared group's memberships. Nothing else
-//! leaves: no hash, no e-mail, no creation date.
+//! group, and the optional shared group's memberships.
+//!
+//! The private group has gid = uid and the same name. Nothing else leaves: no hash, no e-mail,
+//! no creation date.
 
 use crate::accounts::Accounts;
 use crate::config::NssConfig;

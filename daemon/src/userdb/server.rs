@@ -1,6 +1,8 @@
-//! The userdb door's accept loop and connections: its own task and connection cap, a timeout
-//! on every read and write, and answers to each call (enumerations streamed page by page), so
-//! no userdb client can hold up the main socket's clients or another userdb client.
+//! The userdb door's accept loop and connections, run so that no userdb client can hold up the
+//! main socket's clients or another userdb client.
+//!
+//! The door has its own task and connection cap and a timeout on every read and write, and it
+//! answers each call (enumerations streamed page by page).
 
 use super::directory::{Directory, Listing};
 use super::varlink::{
