@@ -23,14 +23,17 @@ const PORT: u16 = 15424;
 
 /// A qamd with the door open on `<dir>/run/qam/saslauthd/mux` (the README's path below a
 /// 0755 dir of its own; qamd creates the missing directories), plus `extra` config.
-struct Door {
+struct QamdWithSaslauthd {
+    /// The daemon, with alice and a locked bob.
     qamd: Daemon,
+    /// The saslauthd socket the tests' clients connect to.
     socket: PathBuf,
+    /// Holds the socket's directories; removed when the test ends.
     _dir: tempfile::TempDir,
 }
 
-impl Door {
-    fn open(extra: &str) -> Door {
+impl QamdWithSaslauthd {
+    fn open(extra: &str) -> QamdWithSaslauthd {
         let dir = shared_tempdir();
         let socket = dir.path().join("run/qam/saslauthd/mux");
         let qamd = Daemon::start_with(&format!(
@@ -40,7 +43,7 @@ impl Door {
         qamd.add_user("alice", "correct horse");
         qamd.add_user("bob", "battery staple");
         qamd.lock_user("bob");
-        Door {
+        QamdWithSaslauthd {
             qamd,
             socket,
             _dir: dir,
@@ -120,7 +123,7 @@ fn testsaslauthd_right_wrong_unknown_locked() {
     if !testsaslauthd_present() {
         return;
     }
-    let door = Door::open("");
+    let door = QamdWithSaslauthd::open("");
     assert!(door.accepts("alice", "correct horse", ""));
     assert!(door.accepts("Alice", "correct horse", "localhost"));
     assert!(!door.accepts("alice", "wrong", ""));
@@ -148,7 +151,7 @@ fn realms_are_checked_against_the_configured_list() {
     if !testsaslauthd_present() {
         return;
     }
-    let door = Door::open("saslauthd_realms = [\"example.org\"]");
+    let door = QamdWithSaslauthd::open("saslauthd_realms = [\"example.org\"]");
     assert!(door.accepts("alice", "correct horse", "example.org"));
     assert!(door.accepts("alice", "correct horse", "EXAMPLE.org"));
     assert!(!door.accepts("alice", "correct horse", "other.org"));
@@ -166,7 +169,7 @@ fn socket_permissions_and_peer_policy_decide_who_may_ask() {
         return;
     }
     // Group `nogroup` owns both sockets: `nobody` may connect, `dovenull` may not.
-    let door = Door::open("socket_group = \"nogroup\"");
+    let door = QamdWithSaslauthd::open("socket_group = \"nogroup\"");
     let nobody = door.testsaslauthd("alice", "correct horse", "", Some("nobody"));
     assert!(
         String::from_utf8_lossy(&nobody.stdout).contains("OK"),
@@ -179,7 +182,9 @@ fn socket_permissions_and_peer_policy_decide_who_may_ask() {
     );
 
     // A peer whose grants lack `verify` is refused by SO_PEERCRED policy.
-    let door = Door::open("socket_group = \"nogroup\"\n[permissions]\ndefault = [\"exists\"]");
+    let door = QamdWithSaslauthd::open(
+        "socket_group = \"nogroup\"\n[permissions]\ndefault = [\"exists\"]",
+    );
     let refused = door.testsaslauthd("alice", "correct horse", "", Some("nobody"));
     assert!(
         !String::from_utf8_lossy(&refused.stdout).contains("OK"),
@@ -197,7 +202,7 @@ fn socket_permissions_and_peer_policy_decide_who_may_ask() {
 
 #[test]
 fn malformed_frames_get_no_or_a_closed_connection() {
-    let door = Door::open("");
+    let door = QamdWithSaslauthd::open("");
     let ok = frame(&[b"alice", b"correct horse", b"smtp", b""]);
     assert_eq!(door.raw(&ok).as_deref(), Some("OK"));
     // A fifth field (client address, newer clients) is ignored.
@@ -236,7 +241,7 @@ fn malformed_frames_get_no_or_a_closed_connection() {
 
 #[test]
 fn stalled_clients_never_delay_others_and_are_closed_at_the_timeout() {
-    let door = Door::open("");
+    let door = QamdWithSaslauthd::open("");
     let mut stalled: Vec<UnixStream> = (0..40)
         .map(|n| {
             let mut stream = UnixStream::connect(&door.socket).unwrap();
@@ -273,7 +278,7 @@ fn stalled_clients_never_delay_others_and_are_closed_at_the_timeout() {
 
 #[test]
 fn a_graceful_stop_is_not_held_up_by_a_stalled_client_and_removes_the_socket() {
-    let mut door = Door::open("");
+    let mut door = QamdWithSaslauthd::open("");
     let mut stalled = UnixStream::connect(&door.socket).unwrap();
     stalled.write_all(&[0, 5, b'a']).unwrap();
     assert_eq!(
@@ -343,7 +348,7 @@ fn prosody_cyrus_logs_in_over_xmpp_through_the_door() {
     }
     // README: `sudo adduser prosody qam`; the door's socket and directories belong to `qam`.
     qam_tests::deployment::join_qam("prosody");
-    let door = Door::open("");
+    let door = QamdWithSaslauthd::open("");
     // An application name of the test's own instead of `prosody`: the host's
     // /etc/sasl2/prosody.conf stays untouched.
     let app = format!("qamtest{}", std::process::id());

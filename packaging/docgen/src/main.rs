@@ -13,7 +13,9 @@ use std::process::ExitCode;
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
 struct WriteError {
+    /// The file, so the one error line says which.
     path: PathBuf,
+    /// Why the write failed.
     source: io::Error,
 }
 
