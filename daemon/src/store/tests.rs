@@ -348,14 +348,24 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/store-0.1.0");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    copy_dir(&source, &data);
+    (dir, data)
+}
+
+/// `cp -r from to`: a directory copied whole to a path that does not exist yet.
+fn copy_dir(from: &Path, to: &Path) {
     let copied = std::process::Command::new("cp")
         .arg("-r")
-        .arg(&source)
-        .arg(&data)
+        .arg(from)
+        .arg(to)
         .status()
         .unwrap();
-    assert!(copied.success());
-    (dir, data)
+    assert!(
+        copied.success(),
+        "cp -r {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 /// The accounts the 0.1.0 fixture holds, as `export` gives them.
@@ -436,14 +446,10 @@ fn an_upgrade_cut_short_at_any_step_is_finished_at_the_next_open() {
             |data| {
                 let (_upgraded_dir, upgraded) = fixture();
                 drop(open_built(&upgraded));
-                let new = generation_path(&upgraded, UPGRADED_GENERATION);
-                let copied = std::process::Command::new("cp")
-                    .arg("-r")
-                    .arg(&new)
-                    .arg(generation_path(data, UPGRADED_GENERATION))
-                    .status()
-                    .unwrap();
-                assert!(copied.success());
+                copy_dir(
+                    &generation_path(&upgraded, UPGRADED_GENERATION),
+                    &generation_path(data, UPGRADED_GENERATION),
+                );
                 std::fs::copy(upgraded.join(WRITES_FILE), data.join(WRITES_FILE)).unwrap();
                 write_current(data, UPGRADED_GENERATION).unwrap();
             },
