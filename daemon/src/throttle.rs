@@ -3,8 +3,10 @@
 //!
 //! A source is the peer service's uid plus the opaque client key its adapter may pass. Both
 //! enter the ladders only through a keyed hash whose key is made at start and never leaves
-//! memory, so no address or key is held in the clear. An attempt is charged when it is
-//! reserved, before any hashing: simultaneous guesses cannot slip past the ladder.
+//! memory, so no address or key is held in the clear. An attempt is reserved before any
+//! hashing and counts against the ladder while it runs: simultaneous guesses cannot slip past
+//! it, and simultaneous logins beyond the free failures wait for the earlier answers instead of
+//! being refused.
 
 use crate::config::ThrottleConfig;
 use lru::LruCache;
@@ -13,6 +15,7 @@ use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Where an attempt comes from, as far as qamd can tell. No `Debug`: the client key may be
 /// an address, which qamd never shows.
@@ -34,21 +37,76 @@ impl Source<'_> {
     }
 }
 
-/// Failures of one key.
+/// Failures of one key, and the attempts on it still being hashed.
 #[derive(Debug, Clone, Copy)]
 struct Ladder {
     /// Failures counted so far (less those given back); the free ones used up, each further
     /// one doubles the back-off.
     failures: u32,
-    /// When the latest failure was charged: a ladder quiet for long enough starts again.
+    /// Attempts reserved and not yet answered: each may still turn out a failure, so they
+    /// count against the free failures left.
+    running: u32,
+    /// When the latest failure was counted: a ladder quiet for long enough starts again.
     last_failure: Instant,
     /// Attempts are refused without hashing until then; `None` while failures remain free.
     blocked_until: Option<Instant>,
 }
 
+/// What one ladder says of a further attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    /// It may be hashed now.
+    Admit,
+    /// Only the attempts still running stand in its way: it may go once one of them answers.
+    Wait,
+    /// Backed off: refused without hashing.
+    Refuse,
+}
+
 impl Ladder {
+    fn new(now: Instant) -> Ladder {
+        Ladder {
+            failures: 0,
+            running: 0,
+            last_failure: now,
+            blocked_until: None,
+        }
+    }
+
     fn blocks(&self, now: Instant) -> bool {
         self.blocked_until.is_some_and(|until| until > now)
+    }
+
+    /// Forgets the failures of a ladder quiet for `quiet` after its own back-off ended.
+    fn forget_if_quiet(&mut self, quiet: Duration, now: Instant) {
+        let quiet_since = self.blocked_until.unwrap_or(self.last_failure);
+        if self.running == 0 && now.saturating_duration_since(quiet_since) > quiet {
+            *self = Ladder::new(now);
+        }
+    }
+
+    /// While failures remain free, as many attempts may run as there are free failures left;
+    /// once they are used up and the back-off has passed, one at a time.
+    fn verdict(&self, free: u32, now: Instant) -> Verdict {
+        if self.blocks(now) {
+            return Verdict::Refuse;
+        }
+        if self.running < free.saturating_sub(self.failures).max(1) {
+            Verdict::Admit
+        } else {
+            Verdict::Wait
+        }
+    }
+
+    /// Counts a failure; the failure that uses up the free ones starts the back-off, and each
+    /// further one doubles it.
+    fn fail(&mut self, free: u32, base_delay: Duration, max_delay: Duration, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.last_failure = now;
+        if self.failures >= free {
+            let steps = (self.failures - free).min(31);
+            self.blocked_until = Some(now + base_delay.saturating_mul(1 << steps).min(max_delay));
+        }
     }
 }
 
@@ -66,62 +124,57 @@ struct Keys {
     name: u64,
 }
 
-/// An attempt charged as a failure in advance. `denied` keeps the charge, `accepted` gives it
-/// back and trusts the source; dropped unsettled (every hashing worker busy, or the client
-/// left before its answer, so it learnt nothing), the charge is given back.
-#[must_use = "an unsettled reservation is given back when dropped"]
+/// How an attempt ended, for its ladders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Wrong password or locked account: a failure on both ladders.
+    Denied,
+    /// Logged in: the source starts afresh and is trusted for the name.
+    Accepted,
+    /// Never answered (every hashing worker busy, or the client left first, so it learnt
+    /// nothing): no failure.
+    Unanswered,
+}
+
+/// An attempt running against its ladders. `denied` counts the failure, `accepted` clears the
+/// source's ladder and trusts it; dropped unsettled, it counts nothing.
+#[must_use = "an unsettled reservation counts nothing when dropped"]
 pub struct Reservation<'a> {
-    /// The throttle that charged the attempt.
+    /// The throttle whose ladders the attempt runs against.
     throttle: &'a Throttle,
-    /// Where the charge went.
+    /// The ladders it runs against.
     keys: Keys,
-    /// Set once `denied` or `accepted` settled the charge.
+    /// Set once `denied` or `accepted` settled it.
     settled: bool,
 }
 
 impl Reservation<'_> {
-    /// The password was wrong (or the account locked): the charge stands.
+    /// The password was wrong (or the account locked): the failure counts.
     pub fn denied(mut self) {
-        self.settled = true;
+        self.settle(Outcome::Denied, Instant::now());
     }
 
     /// The attempt logged in: its source starts afresh and is trusted for this name from now
     /// on; the name keeps the failures of others.
     pub fn accepted(mut self) {
+        self.settle(Outcome::Accepted, Instant::now());
+    }
+
+    fn settle(&mut self, outcome: Outcome, now: Instant) {
         self.settled = true;
-        let throttle = self.throttle;
-        let mut ladders = throttle.ladders();
-        ladders.sources.pop(&self.keys.source);
-        ladders.trusted.put(self.keys.source, ());
-        Throttle::refund(
-            &mut ladders.names,
-            self.keys.name,
-            throttle.name_free_failures,
-        );
+        self.throttle.settle(self.keys, outcome, now);
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if self.settled {
-            return;
+        if !self.settled {
+            self.settle(Outcome::Unanswered, Instant::now());
         }
-        let throttle = self.throttle;
-        let mut ladders = throttle.ladders();
-        Throttle::refund(
-            &mut ladders.sources,
-            self.keys.source,
-            throttle.free_failures,
-        );
-        Throttle::refund(
-            &mut ladders.names,
-            self.keys.name,
-            throttle.name_free_failures,
-        );
     }
 }
 
-/// Every ladder, behind one lock so a reservation is checked and charged at once.
+/// Every ladder, behind one lock so an attempt is checked and reserved at once.
 struct Ladders {
     /// One ladder per keyed hash of (name, source).
     sources: LruCache<u64, Ladder>,
@@ -135,6 +188,8 @@ struct Ladders {
 pub struct Throttle {
     /// The ladders every verify checks and charges, shared by all connections.
     ladders: Mutex<Ladders>,
+    /// Woken whenever an attempt settles, so the attempts waiting on it look again.
+    settled: Notify,
     /// Key of the hash every name and source passes through; made at start, memory only.
     secret: RandomState,
     /// Failures one source may make before its back-off starts.
@@ -147,6 +202,16 @@ pub struct Throttle {
     max_delay: Duration,
 }
 
+/// Whether an attempt may start now.
+enum Admission<'a> {
+    /// It may: hash it, then settle the reservation.
+    Admitted(Reservation<'a>),
+    /// Not before an attempt still running on one of its ladders answers.
+    Wait,
+    /// Backed off.
+    Refused,
+}
+
 impl Throttle {
     pub fn new(config: &ThrottleConfig) -> Throttle {
         let capacity = NonZeroUsize::new(config.max_tracked).unwrap_or(NonZeroUsize::MIN);
@@ -156,6 +221,7 @@ impl Throttle {
                 names: LruCache::new(capacity),
                 trusted: LruCache::new(capacity),
             }),
+            settled: Notify::new(),
             secret: RandomState::new(),
             free_failures: config.free_failures,
             name_free_failures: config.name_free_failures(),
@@ -177,85 +243,107 @@ impl Throttle {
         }
     }
 
-    /// Admits an attempt for `name` from `source` and charges it as a failure, or refuses it:
-    /// while this source is backed off, or while the name is and this source never logged in.
-    pub fn reserve(
+    /// Reserves an attempt for `name` from `source`, or refuses it: while this source is backed
+    /// off, or while the name is and this source never logged in. An attempt that only the
+    /// running ones stand in the way of waits until one of them answers, then looks again.
+    pub async fn reserve(
         &self,
         name: &str,
         source: Source<'_>,
-        now: Instant,
     ) -> Result<Reservation<'_>, Throttled> {
-        let keys = self.keys(name, source);
-        let mut ladders = self.ladders();
-        if ladders
-            .sources
-            .peek(&keys.source)
-            .is_some_and(|ladder| ladder.blocks(now))
-        {
-            return Err(Throttled);
-        }
-        let trusted = ladders.trusted.contains(&keys.source);
-        if !trusted
-            && ladders
-                .names
-                .peek(&keys.name)
-                .is_some_and(|ladder| ladder.blocks(now))
-        {
-            return Err(Throttled);
-        }
-        self.charge(&mut ladders.sources, keys.source, self.free_failures, now);
-        self.charge(&mut ladders.names, keys.name, self.name_free_failures, now);
-        Ok(Reservation {
-            throttle: self,
-            keys,
-            settled: false,
-        })
-    }
-
-    /// Adds a failure to one ladder; the failure that uses up the free ones starts the back-off,
-    /// and each further one doubles it.
-    fn charge(&self, ladders: &mut LruCache<u64, Ladder>, key: u64, free: u32, now: Instant) {
-        let ladder = ladders.get_or_insert_mut(key, || Ladder {
-            failures: 0,
-            last_failure: now,
-            blocked_until: None,
-        });
-        // A ladder without failures for the longest back-off after its own ended starts again.
-        let quiet_since = ladder.blocked_until.unwrap_or(ladder.last_failure);
-        if now.saturating_duration_since(quiet_since) > self.max_delay.max(self.base_delay) {
-            *ladder = Ladder {
-                failures: 0,
-                last_failure: now,
-                blocked_until: None,
-            };
-        }
-        ladder.failures = ladder.failures.saturating_add(1);
-        ladder.last_failure = now;
-        if ladder.failures >= free {
-            let steps = (ladder.failures - free).min(31);
-            let delay = self
-                .base_delay
-                .saturating_mul(1 << steps)
-                .min(self.max_delay);
-            ladder.blocked_until = Some(now + delay);
-        }
-    }
-
-    fn refund(ladders: &mut LruCache<u64, Ladder>, key: u64, free: u32) {
-        if let Some(ladder) = ladders.peek_mut(&key) {
-            ladder.failures = ladder.failures.saturating_sub(1);
-            if ladder.failures < free {
-                ladder.blocked_until = None;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Listening before looking: an attempt settling in between still wakes this one.
+            settled.as_mut().enable();
+            match self.admit(name, source, Instant::now()) {
+                Admission::Admitted(reservation) => return Ok(reservation),
+                Admission::Refused => return Err(Throttled),
+                Admission::Wait => settled.await,
             }
         }
+    }
+
+    /// Checks both ladders and, when they admit the attempt, counts it as running on both.
+    fn admit(&self, name: &str, source: Source<'_>, now: Instant) -> Admission<'_> {
+        let keys = self.keys(name, source);
+        let quiet = self.max_delay.max(self.base_delay);
+        let mut guard = self.ladders();
+        let ladders = &mut *guard;
+        let trusted = ladders.trusted.contains(&keys.source);
+        let by_source = ladders
+            .sources
+            .get_or_insert_mut(keys.source, || Ladder::new(now));
+        let by_name = ladders
+            .names
+            .get_or_insert_mut(keys.name, || Ladder::new(now));
+        by_source.forget_if_quiet(quiet, now);
+        by_name.forget_if_quiet(quiet, now);
+        let mut verdict = by_source.verdict(self.free_failures, now);
+        if !trusted {
+            verdict = verdict.max(by_name.verdict(self.name_free_failures, now));
+        }
+        match verdict {
+            Verdict::Refuse => Admission::Refused,
+            Verdict::Wait => Admission::Wait,
+            Verdict::Admit => {
+                by_source.running = by_source.running.saturating_add(1);
+                by_name.running = by_name.running.saturating_add(1);
+                Admission::Admitted(Reservation {
+                    throttle: self,
+                    keys,
+                    settled: false,
+                })
+            }
+        }
+    }
+
+    /// Ends a running attempt on its ladders and wakes the attempts waiting for one.
+    fn settle(&self, keys: Keys, outcome: Outcome, now: Instant) {
+        {
+            let mut ladders = self.ladders();
+            if outcome == Outcome::Accepted {
+                ladders.trusted.put(keys.source, ());
+            }
+            let ladders = &mut *ladders;
+            for (map, key, free) in [
+                (&mut ladders.sources, keys.source, self.free_failures),
+                (&mut ladders.names, keys.name, self.name_free_failures),
+            ] {
+                // A ladder forgotten meanwhile (least recently used) is begun again by a failure.
+                let ladder = match outcome {
+                    Outcome::Denied => Some(map.get_or_insert_mut(key, || Ladder::new(now))),
+                    Outcome::Accepted | Outcome::Unanswered => map.peek_mut(&key),
+                };
+                let Some(ladder) = ladder else { continue };
+                ladder.running = ladder.running.saturating_sub(1);
+                match outcome {
+                    Outcome::Denied => ladder.fail(free, self.base_delay, self.max_delay, now),
+                    Outcome::Accepted if key == keys.source => {
+                        *ladder = Ladder {
+                            running: ladder.running,
+                            ..Ladder::new(now)
+                        };
+                    }
+                    Outcome::Accepted | Outcome::Unanswered => {}
+                }
+            }
+        }
+        self.settled.notify_waiters();
     }
 
     /// An admin set the password or removed the account: the name's ceiling starts afresh
     /// (each source's own ladder runs out by itself; they cannot be found by name).
     pub fn forget(&self, name: &str) {
-        let mut ladders = self.ladders();
         let name_key = self.secret.hash_one(name);
-        ladders.names.pop(&name_key);
+        let now = Instant::now();
+        if let Some(ladder) = self.ladders().names.peek_mut(&name_key) {
+            *ladder = Ladder {
+                running: ladder.running,
+                ..Ladder::new(now)
+            };
+        }
+        self.settled.notify_waiters();
     }
 
     /// Keys tracked in the largest map.
@@ -293,10 +381,60 @@ mod tests {
     };
 
     impl Throttle {
-        /// An attempt that turns out wrong.
-        fn fail(&self, name: &str, source: Source<'_>, now: Instant) -> Result<(), Throttled> {
-            self.reserve(name, source, now).map(Reservation::denied)
+        /// Starts an attempt at `now` that must not have to wait.
+        fn start(
+            &self,
+            name: &str,
+            source: Source<'_>,
+            now: Instant,
+        ) -> Result<Reservation<'_>, Throttled> {
+            match self.admit(name, source, now) {
+                Admission::Admitted(reservation) => Ok(reservation),
+                Admission::Refused => Err(Throttled),
+                Admission::Wait => panic!("the attempt on {name} has to wait"),
+            }
         }
+
+        /// Starts `count` attempts at `now` and keeps them running.
+        fn start_many(&self, count: usize, now: Instant) -> Vec<Reservation<'_>> {
+            (0..count)
+                .map(|_| self.start("alice", SMTP, now).unwrap())
+                .collect()
+        }
+
+        /// Whether an attempt at `now` has to wait for a running one.
+        fn waits(&self, name: &str, source: Source<'_>, now: Instant) -> bool {
+            matches!(self.admit(name, source, now), Admission::Wait)
+        }
+
+        /// An attempt that turns out wrong at `now`.
+        fn fail(&self, name: &str, source: Source<'_>, now: Instant) -> Result<(), Throttled> {
+            self.start(name, source, now)
+                .map(|mut reservation| reservation.settle(Outcome::Denied, now))
+        }
+    }
+
+    /// A throttle whose SMTP ladder for alice used up its free failures at the instant returned.
+    fn backed_off() -> (Throttle, Instant) {
+        let t = throttle(10);
+        let now = Instant::now();
+        for _ in 0..3 {
+            t.fail("alice", SMTP, now).unwrap();
+        }
+        (t, now)
+    }
+
+    /// Three attempts run and a fourth is reserved, which must still wait after a while; then
+    /// `answer` settles the running ones, and the fourth's outcome is returned.
+    async fn fourth_attempt_after(answer: fn(Vec<Reservation<'_>>)) -> Result<(), Throttled> {
+        let t = throttle(10);
+        let running = t.start_many(3, Instant::now());
+        let waiting = t.reserve("alice", SMTP);
+        tokio::pin!(waiting);
+        let early = tokio::time::timeout(Duration::from_millis(50), waiting.as_mut()).await;
+        assert!(early.is_err(), "admitted before any answer");
+        answer(running);
+        waiting.await.map(drop)
     }
 
     fn client(key: &str) -> Source<'_> {
@@ -326,11 +464,7 @@ mod tests {
 
     #[test]
     fn another_source_is_not_slowed_by_a_strangers_failures() {
-        let t = throttle(10);
-        let now = Instant::now();
-        for _ in 0..3 {
-            t.fail("alice", SMTP, now).unwrap();
-        }
+        let (t, now) = backed_off();
         assert_eq!(t.fail("alice", SMTP, now), Err(Throttled));
         assert!(t.fail("alice", XMPP, now).is_ok());
         assert!(t.fail("alice", client("owner"), now).is_ok());
@@ -340,7 +474,7 @@ mod tests {
     fn the_name_ceiling_stops_rotating_strangers_but_not_trusted_sources() {
         let t = throttle(10);
         let now = Instant::now();
-        t.reserve("alice", XMPP, now).unwrap().accepted();
+        t.start("alice", XMPP, now).unwrap().accepted();
         for n in 0..6 {
             let key = format!("stranger{n}");
             assert!(t.fail("alice", client(&key), now).is_ok(), "{n}");
@@ -350,13 +484,59 @@ mod tests {
     }
 
     #[test]
-    fn simultaneous_attempts_are_charged_before_any_answer() {
+    fn simultaneous_guesses_beyond_the_free_failures_wait_and_then_are_refused() {
         let t = throttle(10);
         let now = Instant::now();
-        let admitted = (0..80)
-            .filter(|_| t.fail("alice", SMTP, now).is_ok())
-            .count();
-        assert_eq!(admitted, 3);
+        let running = t.start_many(3, now);
+        for _ in 0..80 {
+            assert!(t.waits("alice", SMTP, now), "none admitted while three run");
+        }
+        for mut guess in running {
+            guess.settle(Outcome::Denied, now);
+        }
+        assert_eq!(t.start("alice", SMTP, now).err(), Some(Throttled));
+    }
+
+    #[test]
+    fn simultaneous_logins_beyond_the_free_failures_wait_and_then_go() {
+        let t = throttle(10);
+        let now = Instant::now();
+        t.fail("alice", SMTP, now).unwrap();
+        let mut running = t.start_many(2, now);
+        assert!(t.waits("alice", SMTP, now));
+        if let Some(mut login) = running.pop() {
+            login.settle(Outcome::Accepted, now);
+        }
+        // The login cleared the failure: three may run again, one of them still running.
+        let _admitted = t.start_many(2, now);
+        assert!(t.waits("alice", SMTP, now));
+    }
+
+    #[test]
+    fn once_backed_off_one_attempt_runs_at_a_time() {
+        let (t, now) = backed_off();
+        let later = now + Duration::from_secs(1);
+        let first = t.start("alice", SMTP, later).unwrap();
+        assert!(t.waits("alice", SMTP, later));
+        drop(first);
+        assert!(t.start("alice", SMTP, later).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_attempt_goes_when_a_running_one_logs_in() {
+        let outcome = fourth_attempt_after(|mut running| {
+            if let Some(login) = running.pop() {
+                login.accepted();
+            }
+        });
+        assert!(outcome.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_guess_is_refused_when_the_running_ones_fail() {
+        let outcome =
+            fourth_attempt_after(|running| running.into_iter().for_each(Reservation::denied));
+        assert_eq!(outcome.await, Err(Throttled));
     }
 
     #[test]
@@ -364,7 +544,7 @@ mod tests {
         let t = throttle(10);
         let now = Instant::now();
         for _ in 0..10 {
-            drop(t.reserve("alice", SMTP, now).unwrap());
+            drop(t.start("alice", SMTP, now).unwrap());
         }
         assert!(t.fail("alice", SMTP, now).is_ok());
     }
@@ -376,8 +556,8 @@ mod tests {
         for _ in 0..2 {
             t.fail("alice", SMTP, now).unwrap();
         }
-        drop(t.reserve("alice", SMTP, now).unwrap());
-        t.reserve("alice", SMTP, now).unwrap().accepted();
+        drop(t.start("alice", SMTP, now).unwrap());
+        t.start("alice", SMTP, now).unwrap().accepted();
         for _ in 0..3 {
             assert!(t.fail("alice", SMTP, now).is_ok());
         }
@@ -385,11 +565,7 @@ mod tests {
 
     #[test]
     fn a_capped_ladder_is_not_forgotten_while_guessing_goes_on() {
-        let t = throttle(10);
-        let mut now = Instant::now();
-        for _ in 0..3 {
-            t.fail("alice", SMTP, now).unwrap();
-        }
+        let (t, mut now) = backed_off();
         for _ in 0..10 {
             now += Duration::from_secs(9);
             assert!(t.fail("alice", SMTP, now).is_ok());

@@ -374,16 +374,17 @@ fn throttle_memory_is_bounded_across_a_million_usernames() {
         max_delay_seconds: 300,
         max_tracked,
     });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let pid = std::process::id();
     let rss_before = status_kib(pid, "VmRSS");
-    let now = Instant::now();
     let mut peak_tracked = 0;
     for n in 0..names {
-        if let Ok(attempt) = throttle.reserve(
-            &format!("attacker-cycles-{n:07}"),
-            qamd::throttle::Source::peer(1000),
-            now,
-        ) {
+        let name = format!("attacker-cycles-{n:07}");
+        let reserved =
+            runtime.block_on(throttle.reserve(&name, qamd::throttle::Source::peer(1000)));
+        if let Ok(attempt) = reserved {
             attempt.denied();
         }
         if n % 50_000 == 0 {

@@ -10,7 +10,6 @@ use crate::throttle::Source;
 use qam_client::wire::{Done, EventKind, NameInfo};
 use qam_client::{ErrorCode, Password, WireError};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 /// A successful password check.
 struct Checked {
@@ -96,15 +95,13 @@ impl Accounts {
             None => None,
         };
         let reservation = match (&name, &record) {
-            (Some(name), Some(_)) => Some(
-                self.throttle
-                    .reserve(name, source, Instant::now())
-                    .map_err(|_| {
-                        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(user = %name, "verify throttled");
-                        throttled()
-                    })?,
-            ),
+            (Some(name), Some(_)) => {
+                Some(self.throttle.reserve(name, source).await.map_err(|_| {
+                    self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(user = %name, "verify throttled");
+                    throttled()
+                })?)
+            }
             _ => None,
         };
         let outcome = self
