@@ -21,6 +21,9 @@ pub const NGINX: &str = "/usr/sbin/nginx";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
+/// How many times a browser that fails to start is asked for before the test fails.
+const SESSION_ATTEMPTS: usize = 3;
+
 /// The unprivileged user qam-web runs as in tests (README: its own `qam-web` user; the tests
 /// create no system user, and `nobody` has no other rights either).
 pub const WEB_USER: &str = "nobody";
@@ -406,15 +409,28 @@ impl ChromeDriver {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args, "prefs": prefs}
         }}});
-        let answer = driver_call(self.port, "POST", "/session", Some(&capabilities));
-        let id = answer["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {answer}"))
-            .to_owned();
-        Session {
-            port: self.port,
-            id,
+        // A browser that did not start in time on a loaded machine is asked for again; any
+        // other answer, or a third failure, ends the test with what chromedriver said.
+        let mut refusals = Vec::new();
+        while refusals.len() < SESSION_ATTEMPTS {
+            let answer = driver_call(self.port, "POST", "/session", Some(&capabilities));
+            if let Some(id) = answer["value"]["sessionId"].as_str() {
+                return Session {
+                    port: self.port,
+                    id: id.to_owned(),
+                };
+            }
+            let not_started = answer["value"]["error"] == "session not created";
+            refusals.push(answer.to_string());
+            if !not_started {
+                break;
+            }
         }
+        let log = fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
+        panic!(
+            "no WebDriver session: {}\nchromedriver.log:\n{log}",
+            refusals.join("\n")
+        );
     }
 }
 
