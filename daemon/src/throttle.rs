@@ -306,9 +306,15 @@ impl Throttle {
                 ladders.trusted.put(keys.source, ());
             }
             let ladders = &mut *ladders;
-            for (map, key, free) in [
-                (&mut ladders.sources, keys.source, self.free_failures),
-                (&mut ladders.names, keys.name, self.name_free_failures),
+            // The source's ladder starts afresh on a login; the name's keeps others' failures.
+            for (map, key, free, cleared_by_login) in [
+                (&mut ladders.sources, keys.source, self.free_failures, true),
+                (
+                    &mut ladders.names,
+                    keys.name,
+                    self.name_free_failures,
+                    false,
+                ),
             ] {
                 // A ladder forgotten meanwhile (least recently used) is begun again by a failure.
                 let ladder = match outcome {
@@ -319,7 +325,7 @@ impl Throttle {
                 ladder.running = ladder.running.saturating_sub(1);
                 match outcome {
                     Outcome::Denied => ladder.fail(free, self.base_delay, self.max_delay, now),
-                    Outcome::Accepted if key == keys.source => {
+                    Outcome::Accepted if cleared_by_login => {
                         *ladder = Ladder {
                             running: ladder.running,
                             ..Ladder::new(now)
